@@ -100,3 +100,39 @@ func (a *Advert) Key() Key { return Key{Kind: a.Kind, ID: a.ID, Publisher: a.Pub
 
 // Expired reports whether the advertisement has expired at now.
 func (a *Advert) Expired(now time.Time) bool { return !now.Before(a.Expires) }
+
+// Further limits, derived from the ones above.
+const (
+	// MaxAddrLen bounds one multiaddr in binary form.
+	MaxAddrLen = 512
+	// MaxPublisherLen bounds the publisher's peer ID in binary (multihash) form.
+	MaxPublisherLen = 128
+	// MaxQueryLimit bounds Query.Limit (0 means no limit).
+	MaxQueryLimit = 10000
+)
+
+// Reason maps an error to the short reason string used in Stats.Rejected and in metrics:
+// "malformed", "too_large", "bad_signature", "publisher_mismatch", "expired", "stale",
+// "unknown_kind"; "" for nil and "other" for an error that wraps none of the sentinels.
+func Reason(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, ErrTooLarge):
+		return "too_large"
+	case errors.Is(err, ErrUnknownKind):
+		return "unknown_kind"
+	case errors.Is(err, ErrBadSignature):
+		return "bad_signature"
+	case errors.Is(err, ErrPublisherMismatch):
+		return "publisher_mismatch"
+	case errors.Is(err, ErrExpired):
+		return "expired"
+	case errors.Is(err, ErrStale):
+		return "stale"
+	case errors.Is(err, ErrMalformed):
+		return "malformed"
+	default:
+		return "other"
+	}
+}
