@@ -1,0 +1,298 @@
+#!/usr/bin/env bash
+# testnet/scenarios.sh: scenarios run on a built topology, the checks they record, and
+# the raftcast scaffold (start_rendezvous, start_node, wait_api, rc_raftcast). Source it
+# after lib.sh. A scenario NAME is the function scenario_NAME (dashes become
+# underscores); it records outcomes with rc_check and fails only on broken set-up.
+#
+# Checks are JSON objects, one a line, in $RC_DIR/checks.jsonl; rc_summary folds them
+# into the run's one JSON document.
+
+RC_CHECKS=$RC_DIR/checks.jsonl
+RC_STARTED=$SECONDS
+
+# rc_check NAME OK [JSON-FIELDS]: record one outcome. OK is 0 (passed) or anything else;
+# JSON-FIELDS are extra members, e.g. '"packets":200,"expected":true'.
+rc_check() {
+	local name=$1 ok=false extra=${3:-}
+	[[ $2 == 0 ]] && ok=true
+	printf '{"name":"%s","ok":%s%s}\n' "$name" "$ok" "${extra:+,$extra}" >>"$RC_CHECKS"
+	[[ $ok == true ]] || rc_log "check failed: $name ${extra}"
+}
+
+# rc_summary: print the run's JSON summary on stdout (and to $RC_JSON_OUT if set).
+# Called after teardown; "clean" says no namespace of this run is left.
+rc_summary() {
+	local ok=true clean=true timed_out=false checks=() n_fail
+	[[ -f $RC_CHECKS ]] && mapfile -t checks <"$RC_CHECKS"
+	if compgen -G "/run/netns/$RC_ID-*" >/dev/null; then clean=false; fi
+	[[ -f $RC_DIR/timed_out ]] && timed_out=true
+	n_fail=$(grep -c '"ok":false' "$RC_CHECKS" 2>/dev/null || true)
+	if [[ ${RC_EXIT:-1} != 0 || $clean != true || ${#checks[@]} -eq 0 || ${n_fail:-0} != 0 ]]; then
+		ok=false
+	fi
+	local doc
+	doc=$(
+		printf '{"topology":"%s","scenario":"%s","run_id":"%s","run_dir":"%s",' \
+			"${RC_TOPOLOGY:-}" "${RC_SCENARIO:-}" "$RC_ID" "$RC_DIR"
+		printf '"ok":%s,"exit":%s,"timed_out":%s,"clean":%s,"seconds":%s,"failed":%s,"checks":[' \
+			"$ok" "${RC_EXIT:-1}" "$timed_out" "$clean" "$((SECONDS - RC_STARTED))" "${n_fail:-0}"
+		local i
+		for i in "${!checks[@]}"; do
+			((i == 0)) || printf ','
+			printf '%s' "${checks[$i]}"
+		done
+		printf ']}\n'
+	)
+	printf '%s\n' "$doc"
+	if [[ -n ${RC_JSON_OUT:-} ]]; then printf '%s\n' "$doc" >"$RC_JSON_OUT"; fi
+	[[ $ok == true ]]
+}
+
+# rc_tools: the rcnet probe (testnet/tools/rcnet), built into the run directory unless
+# RC_TOOLS names a directory that has it.
+rc_tools() {
+	if [[ -n ${RC_TOOLS:-} && -x $RC_TOOLS/rcnet ]]; then
+		RCNET=$RC_TOOLS/rcnet
+		return
+	fi
+	RCNET=$RC_DIR/bin/rcnet
+	[[ -x $RCNET ]] && return
+	command -v go >/dev/null || rc_die "go is needed to build testnet/tools/rcnet (or set RC_TOOLS)"
+	(cd "$RC_ROOT" && go build -o "$RCNET" ./testnet/tools/rcnet) || rc_die "building rcnet"
+}
+
+# rc_json_int FIELD FILE: an integer member of the first JSON line in FILE (0 if none).
+rc_json_num() {
+	local v
+	v=$(grep -o "\"$1\":[-0-9.e+]*" "$2" 2>/dev/null | awk 'NR==1' | cut -d: -f2)
+	printf '%s\n' "${v:-0}"
+}
+
+# rc_ping SRC DST FAMILY: ICMP echo from host SRC to DST's address.
+rc_ping() {
+	local src=$1 dst=$2 fam=$3 addr out rc=0
+	addr=$(rc_addr "$dst" "$fam")
+	out=$(rc_exec "$src" "$RCNET" ping -addr "$addr" -count 2 -timeout 2s 2>/dev/null) || rc=$?
+	rc_check "ping$fam $src->$dst" "$rc" "\"addr\":\"$addr\",\"result\":${out:-null}"
+}
+
+RC_MC4=239.1.2.3
+RC_MC6=ff05::1:3
+
+# rc_mcast_round SENDER COUNT: every other host joins the IPv4 and the IPv6 group on its
+# interface, SENDER sends COUNT datagrams to each, and each receiver's count is checked:
+# at least 90% where the receiver shares SENDER's multicast domain (the first datagrams
+# may wait for smcroute to install a route), none elsewhere.
+rc_mcast_round() {
+	local sender=$1 count=$2 dir h fam sseg rseg want ok got pids=() rx=() sp=()
+	dir=$RC_DIR/mc/$sender
+	mkdir -p "$dir"
+	sseg=$(rc_segment_of "$sender")
+	for h in $(rc_hosts); do
+		[[ $h == "$sender" ]] && continue
+		for fam in 4 6; do
+			local g=$RC_MC4 port=5004
+			[[ $fam == 6 ]] && g=$RC_MC6 port=5006
+			rc_bg "$h" "mrecv$fam-from-$sender" "$RCNET" mrecv -group "$g" -port "$port" \
+				-iface "$(rc_iface "$h")" -ready "$dir/$h.$fam.ready" -timeout 60s
+			pids+=("$RC_PID")
+			rx+=("$h:$fam")
+		done
+	done
+	local r
+	for r in "${rx[@]}"; do
+		rc_wait_for 15 test -f "$dir/${r%%:*}.${r##*:}.ready" || rc_die "receiver $r did not join"
+	done
+	for fam in 4 6; do
+		local g=$RC_MC4 port=5004
+		[[ $fam == 6 ]] && g=$RC_MC6 port=5006
+		rc_bg "$sender" "msend$fam" "$RCNET" msend -group "$g" -port "$port" \
+			-iface "$(rc_iface "$sender")" -count "$count" -rate 5mbit -ttl 8
+		sp+=("$RC_PID")
+	done
+	for r in "${sp[@]}"; do rc_wait_pid "$r" 60 || rc_die "sender $sender failed"; done
+	sleep 1
+	rc_stop "${pids[@]}"
+	for r in "${rx[@]}"; do
+		h=${r%%:*} fam=${r##*:}
+		rseg=$(rc_segment_of "$h")
+		got=$(rc_json_num packets "$RC_DIR/logs/$h-mrecv$fam-from-$sender.log")
+		if rc_same_mdomain "$sseg" "$rseg"; then
+			want=true
+			ok=$((got * 10 >= count * 9 ? 0 : 1))
+		else
+			want=false
+			ok=$((got == 0 ? 0 : 1))
+		fi
+		rc_check "mcast$fam $sender($sseg)->$h($rseg)" "$ok" \
+			"\"expected\":$want,\"sent\":$count,\"packets\":$got"
+	done
+}
+
+# net-check: unicast reachability across the router (IPv4, IPv6) and multicast delivery
+# inside each segment, across the segments a router joins into one multicast domain,
+# and its absence everywhere else.
+scenario_net_check() {
+	rc_tools
+	local segs a b src dst fam
+	mapfile -t segs < <(rc_segments)
+	for a in "${segs[@]}"; do
+		src=$(rc_seg_hosts "$a" | awk 'NR==1')
+		[[ -n $src ]] || continue
+		for b in "${segs[@]}"; do
+			if [[ $a == "$b" ]]; then
+				dst=$(rc_seg_hosts "$b" | sed -n 2p)
+			else
+				dst=$(rc_seg_hosts "$b" | awk 'NR==1')
+			fi
+			[[ -n $dst ]] || continue
+			for fam in 4 6; do rc_ping "$src" "$dst" "$fam"; done
+		done
+	done
+	for a in "${segs[@]}"; do
+		src=$(rc_seg_hosts "$a" | awk 'NR==1')
+		[[ -n $src ]] && rc_mcast_round "$src" "${RC_MC_COUNT:-200}"
+	done
+}
+
+# mcast-goodput: the first host of the first segment sends RC_BYTES (64MiB) to one IPv4
+# (RC_FAMILY=6: IPv6) group, paced at RC_SEND_RATE (default 0: as fast as its shaped link
+# takes it); every host in its multicast domain counts what it receives. Each receiver's
+# check carries its goodput (Mbit/s of UDP payload) and its losses; give --rate to shape
+# the links (the issue asks for >= 95 Mbit/s on a 100 Mbit/s link).
+scenario_mcast_goodput() {
+	rc_tools
+	local sender fam=${RC_FAMILY:-4} g=$RC_MC4 port=5008 h sseg dir pids=() rx=() send_pid
+	[[ $fam == 6 ]] && g=$RC_MC6
+	sender=$(rc_hosts | awk 'NR==1')
+	sseg=$(rc_segment_of "$sender")
+	dir=$RC_DIR/mc/goodput
+	mkdir -p "$dir"
+	for h in $(rc_hosts); do
+		[[ $h == "$sender" ]] && continue
+		rc_same_mdomain "$sseg" "$(rc_segment_of "$h")" || continue
+		rc_bg "$h" goodput "$RCNET" mrecv -group "$g" -port "$port" -iface "$(rc_iface "$h")" \
+			-ready "$dir/$h.ready" -idle 3s -timeout "${RC_TIMEOUT:-300}s"
+		pids+=("$RC_PID")
+		rx+=("$h")
+	done
+	((${#rx[@]})) || rc_die "no receiver shares $sender's multicast domain"
+	for h in "${rx[@]}"; do rc_wait_for 15 test -f "$dir/$h.ready" || rc_die "$h did not join"; done
+	rc_bg "$sender" goodput-send "$RCNET" msend -group "$g" -port "$port" \
+		-iface "$(rc_iface "$sender")" -bytes "${RC_BYTES:-64MiB}" -rate "${RC_SEND_RATE:-0}"
+	send_pid=$RC_PID
+	rc_wait_pid "$send_pid" "${RC_TIMEOUT:-300}" || rc_die "sender failed (see its log)"
+	local slog=$RC_DIR/logs/$sender-goodput-send.log sent
+	sent=$(rc_json_num packets "$slog")
+	rc_check "goodput send $sender" 0 "\"packets\":$sent,\"mbps\":$(rc_json_num mbps "$slog"),\"seconds\":$(rc_json_num seconds "$slog")"
+	local p
+	for p in "${pids[@]}"; do rc_wait_pid "$p" 30 || true; done
+	rc_stop "${pids[@]}"
+	for h in "${rx[@]}"; do
+		local log=$RC_DIR/logs/$h-goodput.log got
+		got=$(rc_json_num packets "$log")
+		rc_check "goodput $sender->$h" "$((got > 0 ? 0 : 1))" \
+			"\"family\":$fam,\"link_rate\":\"${RC_DEFAULT_RATE:-none}\",\"sent\":$sent,\"packets\":$got,\"lost\":$(rc_json_num lost "$log"),\"mbps\":$(rc_json_num mbps "$log"),\"seconds\":$(rc_json_num seconds "$log")"
+	done
+}
+
+# ---- raftcast scaffold (CLI per shared/CLI.md) ----------------------------------------
+# Data dirs are $RC_DIR/data/NODE; client commands run inside the node's namespace
+# because the daemon's API listens on that namespace's loopback.
+
+# rc_raftcast_bin: RAFTCAST_BIN, else build ./cmd/raftcast into the run directory.
+rc_raftcast_bin() {
+	if [[ -n ${RAFTCAST_BIN:-} ]]; then
+		[[ -x $RAFTCAST_BIN ]] || rc_die "RAFTCAST_BIN=$RAFTCAST_BIN is not executable"
+		return
+	fi
+	RAFTCAST_BIN=$RC_DIR/bin/raftcast
+	[[ -x $RAFTCAST_BIN ]] && return
+	(cd "$RC_ROOT" && go build -o "$RAFTCAST_BIN" ./cmd/raftcast) || rc_die "building ./cmd/raftcast"
+}
+
+rc_data() { printf '%s/data/%s\n' "$RC_DIR" "$1"; }
+
+# rc_raftcast NODE ARGS...: a raftcast client command against NODE's daemon.
+rc_raftcast() {
+	local node=$1
+	shift
+	rc_exec "$node" "$RAFTCAST_BIN" --data "$(rc_data "$node")" "$@"
+}
+
+# wait_api NODE [SECONDS]: wait until NODE's daemon wrote DIR/api (it is ready), failing
+# early if the daemon exited.
+wait_api() {
+	local node=$1 secs=${2:-30} deadline pid
+	deadline=$((SECONDS + secs))
+	pid=$(rc_q pid "" | awk -v n="$node" '$3==n && $4 ~ /^raftcast/ {p=$2} END {print p}')
+	until [[ -s $(rc_data "$node")/api ]]; do
+		if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+			rc_log "raftcast in $node exited; log: $RC_DIR/logs/$node-raftcast.log"
+			return 1
+		fi
+		((SECONDS < deadline)) || return 124
+		sleep 0.2
+	done
+}
+
+# rc_daemon NODE ROLE ARGS...: start `raftcast ROLE` in NODE listening on its IPv4 and
+# IPv6 addresses (TCP, port 0).
+rc_daemon() {
+	local node=$1 role=$2 data
+	shift 2
+	rc_raftcast_bin
+	data=$(rc_data "$node")
+	mkdir -p "$data"
+	rc_bg "$node" raftcast "$RAFTCAST_BIN" "$role" --data "$data" \
+		--listen "/ip4/$(rc_addr "$node" 4)/tcp/0" --listen "/ip6/$(rc_addr "$node" 6)/tcp/0" "$@"
+}
+
+# start_rendezvous NODE [ARGS...]: start the rendezvous, wait for its API, and keep its
+# IPv4 multiaddr (with /p2p/) in RC_BOOTSTRAP for the nodes started after it.
+start_rendezvous() {
+	local node=$1
+	shift
+	rc_daemon "$node" rendezvous "$@"
+	wait_api "$node" 30 || rc_die "rendezvous in $node not ready"
+	RC_BOOTSTRAP=$(rc_raftcast "$node" status --json |
+		grep -o '/ip4/198\.18\.[0-9.]*/tcp/[0-9]*/p2p/[A-Za-z0-9]*' | awk 'NR==1')
+	[[ -n $RC_BOOTSTRAP ]] || rc_die "no /ip4/198.18... address in $node's status"
+	rc_log "rendezvous $node at $RC_BOOTSTRAP"
+}
+
+# start_node NODE [ARGS...]: start a node bootstrapping from the rendezvous, with
+# multicast on its testnet interface.
+start_node() {
+	local node=$1
+	shift
+	local boot=()
+	[[ -n ${RC_BOOTSTRAP:-} ]] && boot=(--bootstrap "$RC_BOOTSTRAP")
+	rc_daemon "$node" node "${boot[@]}" --multicast-iface "$(rc_iface "$node")" --name "$node" "$@"
+}
+
+# raftcast-smoke: a rendezvous in the first host (rv in paper), a node in every other
+# host; every daemon becomes ready and every node sees at least one connected peer.
+# Scaffold for the lead's distribution and download scenarios; it needs ./cmd/raftcast.
+scenario_raftcast_smoke() {
+	local hosts rvh h rc
+	mapfile -t hosts < <(rc_hosts)
+	rvh=${hosts[0]}
+	start_rendezvous "$rvh"
+	for h in "${hosts[@]:1}"; do start_node "$h"; done
+	for h in "${hosts[@]:1}"; do
+		rc=0
+		wait_api "$h" 30 || rc=$?
+		rc_check "ready $h" "$rc"
+	done
+	for h in "${hosts[@]:1}"; do
+		rc=1
+		rc_wait_for 30 rc_peers_connected "$h" && rc=0
+		rc_check "peers $h" "$rc"
+	done
+}
+
+rc_peers_connected() {
+	local out
+	out=$(rc_raftcast "$1" peers --json) && [[ $out =~ \"connected\":\ *true ]]
+}
