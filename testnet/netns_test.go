@@ -1,0 +1,228 @@
+//go:build linux
+
+package testnet
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+type check struct {
+	Name     string `json:"name"`
+	OK       bool   `json:"ok"`
+	Expected *bool  `json:"expected"`
+	Sent     int    `json:"sent"`
+	Packets  int    `json:"packets"`
+}
+
+type summary struct {
+	Topology string  `json:"topology"`
+	Scenario string  `json:"scenario"`
+	RunID    string  `json:"run_id"`
+	OK       bool    `json:"ok"`
+	Exit     int     `json:"exit"`
+	TimedOut bool    `json:"timed_out"`
+	Clean    bool    `json:"clean"`
+	Failed   int     `json:"failed"`
+	Checks   []check `json:"checks"`
+}
+
+func (s summary) check(t *testing.T, name string) check {
+	t.Helper()
+	for _, c := range s.Checks {
+		if c.Name == name {
+			return c
+		}
+	}
+	t.Fatalf("no check %q in the summary", name)
+	return check{}
+}
+
+// needRoot skips unless the test can build namespaces; it returns a directory with a
+// prebuilt rcnet for RC_TOOLS.
+func needRoot(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("testnet needs root (network namespaces, bridges, tc, nftables): run `sudo go test ./testnet/`")
+	}
+	for _, tool := range []string{"ip", "tc", "nft", "bridge"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("testnet needs %s (apt-get install iproute2 nftables)", tool)
+		}
+	}
+	dir := t.TempDir()
+	out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "rcnet"), "./tools/rcnet").CombinedOutput()
+	if err != nil {
+		t.Fatalf("building rcnet: %v\n%s", err, out)
+	}
+	return dir
+}
+
+// netState is what must be the same before and after a run: namespaces and the root
+// namespace's links (names only; counters and flags may change).
+func netState(t *testing.T) string {
+	t.Helper()
+	ns, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		t.Fatalf("ip netns list: %v", err)
+	}
+	links, err := exec.Command("ip", "-o", "link", "show").Output()
+	if err != nil {
+		t.Fatalf("ip link: %v", err)
+	}
+	var names []string
+	for l := range strings.Lines(string(links)) {
+		if f := strings.Fields(l); len(f) > 1 {
+			names = append(names, f[1])
+		}
+	}
+	nsl := strings.Fields(string(ns))
+	slices.Sort(nsl)
+	return "netns: " + strings.Join(nsl, " ") + "\nlinks: " + strings.Join(names, " ")
+}
+
+// runTestnet runs testnet/run with args; signal, if non-nil, is called once the run's
+// namespaces exist, with the process, to interrupt it.
+func runTestnet(t *testing.T, tools string, id string, signal func(*os.Process), args ...string) (summary, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	base := t.TempDir()
+	cmd := exec.CommandContext(ctx, "./run", append(args, "--id", id)...)
+	cmd.Env = append(os.Environ(), "RC_BASE="+base, "RC_TOOLS="+tools)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.WaitDelay = 30 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if signal != nil {
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			if m, _ := filepath.Glob("/run/netns/" + id + "-h*"); len(m) > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("run never created its namespaces\n%s", stderr.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		signal(cmd.Process)
+	}
+	err := cmd.Wait()
+	logs := stderr.String()
+	var s summary
+	if jerr := json.Unmarshal(stdout.Bytes(), &s); jerr != nil {
+		t.Fatalf("run %v: %v; no JSON summary (%v) in %q\nstderr:\n%s", args, err, jerr, stdout.String(), logs)
+	}
+	if s.OK != (err == nil) {
+		t.Errorf("summary ok=%v but exit error %v", s.OK, err)
+	}
+	if m, _ := filepath.Glob("/run/netns/" + id + "-*"); len(m) > 0 || !s.Clean {
+		t.Errorf("namespaces left behind: %v (clean=%v)", m, s.Clean)
+	}
+	return s, logs
+}
+
+func assertAllOK(t *testing.T, s summary, logs string) {
+	t.Helper()
+	if !s.OK || s.Failed != 0 || s.Exit != 0 {
+		t.Errorf("run not ok: ok=%v exit=%d failed=%d\nstderr:\n%s", s.OK, s.Exit, s.Failed, logs)
+	}
+	for _, c := range s.Checks {
+		if !c.OK {
+			t.Errorf("check %s failed: %+v", c.Name, c)
+		}
+	}
+}
+
+func TestLanNetCheck(t *testing.T) {
+	tools := needRoot(t)
+	before := netState(t)
+	s, logs := runTestnet(t, tools, fmt.Sprintf("rcgl%d", os.Getpid()), nil, "lan", "--hosts", "3", "--timeout", "180")
+	assertAllOK(t, s, logs)
+	// h1 pings h2 in both families; h1's multicast reaches h2 and h3 in both families.
+	if want := 2 + 4; len(s.Checks) != want {
+		t.Errorf("%d checks, want %d: %+v", len(s.Checks), want, s.Checks)
+	}
+	for _, name := range []string{"mcast4 h1(lan)->h3(lan)", "mcast6 h1(lan)->h2(lan)"} {
+		if c := s.check(t, name); c.Packets < c.Sent*9/10 || c.Sent == 0 {
+			t.Errorf("%s: %d of %d datagrams", name, c.Packets, c.Sent)
+		}
+	}
+	if after := netState(t); after != before {
+		t.Errorf("network state changed:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+func TestPaperNetCheck(t *testing.T) {
+	tools := needRoot(t)
+	if _, err := exec.LookPath("smcrouted"); err != nil {
+		t.Skip("the paper topology's multicast routing needs smcrouted (apt-get install smcroute)")
+	}
+	before := netState(t)
+	s, logs := runTestnet(t, tools, fmt.Sprintf("rcgp%d", os.Getpid()), nil, "paper", "--hosts", "2", "--timeout", "180")
+	assertAllOK(t, s, logs)
+	// Unicast crosses the router both ways, in both families.
+	for _, name := range []string{"ping4 rv->h21", "ping6 rv->h31", "ping4 h31->h21", "ping6 h21->rv"} {
+		if c := s.check(t, name); !c.OK {
+			t.Errorf("%s failed", name)
+		}
+	}
+	// Segments 2 and 3 are one multicast domain, segment 1 is not.
+	for name, reach := range map[string]bool{
+		"mcast4 h21(s2)->h22(s2)": true,
+		"mcast4 h21(s2)->h31(s3)": true,
+		"mcast6 h21(s2)->h32(s3)": true,
+		"mcast6 h31(s3)->h21(s2)": true,
+		"mcast4 h21(s2)->h11(s1)": false,
+		"mcast6 h21(s2)->rv(s1)":  false,
+		"mcast4 h31(s3)->h12(s1)": false,
+		"mcast6 rv(s1)->h11(s1)":  true,
+		"mcast4 rv(s1)->h22(s2)":  false,
+	} {
+		c := s.check(t, name)
+		if c.Expected == nil || *c.Expected != reach {
+			t.Errorf("%s: expected=%v, want %v", name, c.Expected, reach)
+		}
+		if reach && c.Packets < c.Sent*9/10 || !reach && c.Packets != 0 || c.Sent == 0 {
+			t.Errorf("%s: %d of %d datagrams (reach=%v)", name, c.Packets, c.Sent, reach)
+		}
+	}
+	if after := netState(t); after != before {
+		t.Errorf("network state changed:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+// TestTeardownOnTimeoutAndSignal: a run cut short by its --timeout or by SIGINT still
+// removes everything and still prints a summary saying it failed.
+func TestTeardownOnTimeoutAndSignal(t *testing.T) {
+	tools := needRoot(t)
+	before := netState(t)
+	// A long paced transfer that the 5 s bound cuts.
+	s, logs := runTestnet(t, tools, fmt.Sprintf("rcgt%d", os.Getpid()), nil, "lan", "--hosts", "2",
+		"--scenario", "mcast-goodput", "--bytes", "1GiB", "--send-rate", "10mbit", "--timeout", "5")
+	if s.OK || !s.TimedOut || s.Exit == 0 {
+		t.Errorf("timed-out run: ok=%v timed_out=%v exit=%d\n%s", s.OK, s.TimedOut, s.Exit, logs)
+	}
+	s, logs = runTestnet(t, tools, fmt.Sprintf("rcgi%d", os.Getpid()), func(p *os.Process) {
+		time.Sleep(time.Second)
+		_ = p.Signal(syscall.SIGINT)
+	}, "lan", "--hosts", "2", "--scenario", "mcast-goodput", "--bytes", "1GiB", "--send-rate", "10mbit", "--timeout", "120")
+	if s.OK || s.TimedOut || s.Exit == 0 {
+		t.Errorf("interrupted run: ok=%v timed_out=%v exit=%d\n%s", s.OK, s.TimedOut, s.Exit, logs)
+	}
+	if after := netState(t); after != before {
+		t.Errorf("network state changed:\nbefore %s\nafter  %s", before, after)
+	}
+}
