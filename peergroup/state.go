@@ -1,0 +1,346 @@
+package peergroup
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// state is the replicated group state: what every replica's FSM holds. It is not safe for
+// concurrent use; the FSM guards it.
+type state struct {
+	header    Header
+	members   map[peer.ID]*Member
+	load      map[peer.ID]int64 // outstanding (assigned, not done) slices per member
+	tasks     map[string]*Task
+	catalogue map[string]*Content
+	banned    map[peer.ID]bool
+}
+
+func newState() *state {
+	return &state{
+		members:   make(map[peer.ID]*Member),
+		load:      make(map[peer.ID]int64),
+		tasks:     make(map[string]*Task),
+		catalogue: make(map[string]*Content),
+		banned:    make(map[peer.ID]bool),
+	}
+}
+
+func invalid(k CommandKind, format string, args ...any) error {
+	return fmt.Errorf("%w: %s: "+format, append([]any{ErrInvalid, k}, args...)...)
+}
+
+// apply validates cmd against the state and, only if it is valid, applies it. logTerm is the
+// Raft term of the log entry carrying the command (0 when unknown, e.g. in tests).
+// Validation completes before any mutation, so a rejected command changes nothing.
+func (s *state) apply(cmd Command, logTerm uint64) error {
+	if err := cmd.check(); err != nil {
+		return err
+	}
+	if _, init := cmd.(*GroupInit); !init && s.header.ID == "" {
+		return invalid(cmd.Kind(), "group not initialised")
+	}
+	switch c := cmd.(type) {
+	case *GroupInit:
+		if s.header.ID != "" {
+			return invalid(c.Kind(), "group already initialised")
+		}
+		s.header = c.Header
+	case *MemberAdd:
+		p := c.Member.PeerID
+		if s.banned[p] {
+			return fmt.Errorf("%w: %s", ErrBanned, p)
+		}
+		if m, ok := s.members[p]; ok { // rejoin: refresh what the member told us
+			m.Addrs, m.Domain, m.Capacity = slices.Clone(c.Member.Addrs), c.Member.Domain, c.Member.Capacity
+			return nil
+		}
+		s.members[p] = &Member{
+			PeerID: p, Addrs: slices.Clone(c.Member.Addrs), Domain: c.Member.Domain,
+			Capacity: c.Member.Capacity, Alive: true, Joined: c.Member.Joined, LastSeen: c.Member.Joined,
+		}
+		s.load[p] = 0
+	case *MemberUpdate:
+		m, ok := s.members[c.PeerID]
+		if !ok {
+			return fmt.Errorf("%w: %s", ErrNotMember, c.PeerID)
+		}
+		m.Addrs, m.Domain, m.Capacity = slices.Clone(c.Addrs), c.Domain, c.Capacity
+		m.Ready, m.Alive = true, true
+		if c.At.After(m.LastSeen) {
+			m.LastSeen = c.At
+		}
+	case *MemberRemove:
+		if _, ok := s.members[c.PeerID]; !ok {
+			return fmt.Errorf("%w: %s", ErrNotMember, c.PeerID)
+		}
+		delete(s.members, c.PeerID)
+		delete(s.load, c.PeerID)
+		if c.Reason == ReasonExpel {
+			s.banned[c.PeerID] = true
+		}
+	case *MemberLive:
+		m, ok := s.members[c.PeerID]
+		if !ok {
+			return fmt.Errorf("%w: %s", ErrNotMember, c.PeerID)
+		}
+		m.Alive = c.Alive
+		if c.Alive && c.At.After(m.LastSeen) {
+			m.LastSeen = c.At
+		}
+	case *TaskAdd:
+		if _, ok := s.tasks[c.Task.ID]; ok {
+			return invalid(c.Kind(), "task %q exists", c.Task.ID)
+		}
+		if _, ok := s.members[c.Task.Requester]; !ok {
+			return fmt.Errorf("%w: requester %s", ErrNotMember, c.Task.Requester)
+		}
+		t := c.Task
+		t.Term, t.Excluded = 0, nil
+		t.Slices = make([]Slice, NumSlices(t.Size, t.SliceSize))
+		s.tasks[t.ID] = &t
+	case *TaskAssign:
+		return s.assign(c, logTerm)
+	case *SlicesDone:
+		t, ok := s.tasks[c.TaskID]
+		if !ok {
+			return invalid(c.Kind(), "unknown task %q", c.TaskID)
+		}
+		for _, i := range c.Slices {
+			if int(i) >= len(t.Slices) {
+				return invalid(c.Kind(), "slice %d out of range (task has %d)", i, len(t.Slices))
+			}
+		}
+		for _, i := range c.Slices {
+			sl := &t.Slices[i]
+			if sl.State == SliceDone {
+				continue
+			}
+			s.release(sl.Assignee)
+			sl.State = SliceDone
+		}
+	case *TaskRemove:
+		t, ok := s.tasks[c.TaskID]
+		if !ok {
+			return invalid(c.Kind(), "unknown task %q", c.TaskID)
+		}
+		for _, sl := range t.Slices {
+			if sl.State != SliceDone {
+				s.release(sl.Assignee)
+			}
+		}
+		delete(s.tasks, c.TaskID)
+	case *ContentAdd:
+		if _, ok := s.members[c.Content.Source]; !ok {
+			return fmt.Errorf("%w: source %s", ErrNotMember, c.Content.Source)
+		}
+		ct := c.Content
+		s.catalogue[ct.ID] = &ct
+	case *ContentRemove:
+		if _, ok := s.catalogue[c.ContentID]; !ok {
+			return invalid(c.Kind(), "unknown content %q", c.ContentID)
+		}
+		delete(s.catalogue, c.ContentID)
+	default:
+		return fmt.Errorf("%w: unhandled command %T", ErrMalformed, cmd)
+	}
+	return nil
+}
+
+// release gives back one unit of load of p (if p is still a member with load).
+func (s *state) release(p peer.ID) {
+	if p == "" {
+		return
+	}
+	if l, ok := s.load[p]; ok && l > 0 {
+		s.load[p] = l - 1
+	}
+}
+
+func (s *state) assign(c *TaskAssign, logTerm uint64) error {
+	t, ok := s.tasks[c.TaskID]
+	if !ok {
+		return invalid(c.Kind(), "unknown task %q", c.TaskID)
+	}
+	if c.Term < t.Term {
+		return fmt.Errorf("%w: assignment of task %q under term %d, task is at term %d", ErrStale, c.TaskID, c.Term, t.Term)
+	}
+	if logTerm != 0 && c.Term > logTerm {
+		return malformed(c.Kind(), "assignment term %d is newer than its log entry's term %d", c.Term, logTerm)
+	}
+	excluded := make(map[peer.ID]bool, len(t.Excluded)+len(c.Exclude))
+	for _, p := range t.Excluded {
+		excluded[p] = true
+	}
+	for _, p := range c.Exclude {
+		excluded[p] = true
+	}
+	for _, a := range c.Assignments {
+		if int(a.Slice) >= len(t.Slices) {
+			return invalid(c.Kind(), "slice %d out of range (task has %d)", a.Slice, len(t.Slices))
+		}
+		if _, ok := s.members[a.Member]; !ok {
+			return fmt.Errorf("%w: assignee %s", ErrNotMember, a.Member)
+		}
+		if excluded[a.Member] {
+			return invalid(c.Kind(), "assignee %s is excluded from task %q", a.Member, c.TaskID)
+		}
+	}
+	t.Term = c.Term
+	t.Excluded = slices.Sorted(maps.Keys(excluded))
+	for _, a := range c.Assignments {
+		sl := &t.Slices[a.Slice]
+		if sl.State == SliceDone {
+			continue
+		}
+		s.release(sl.Assignee)
+		sl.Assignee, sl.Term = a.Member, c.Term
+		s.load[a.Member]++
+	}
+	return nil
+}
+
+// view returns a deep copy; voter reports which peers vote in the Raft configuration.
+func (s *state) view(voter func(peer.ID) bool) StateView {
+	v := StateView{
+		Header:    s.header,
+		Members:   make([]Member, 0, len(s.members)),
+		Load:      maps.Clone(s.load),
+		Tasks:     make(map[string]Task, len(s.tasks)),
+		Catalogue: make(map[string]Content, len(s.catalogue)),
+		Banned:    slices.Sorted(maps.Keys(s.banned)),
+	}
+	for _, m := range s.members {
+		c := *m
+		c.Addrs = slices.Clone(m.Addrs)
+		if voter != nil {
+			c.Voter = voter(m.PeerID)
+		}
+		v.Members = append(v.Members, c)
+	}
+	slices.SortFunc(v.Members, func(a, b Member) int { return strings.Compare(string(a.PeerID), string(b.PeerID)) })
+	for id, t := range s.tasks {
+		v.Tasks[id] = t.clone()
+	}
+	for id, c := range s.catalogue {
+		v.Catalogue[id] = *c
+	}
+	return v
+}
+
+// Snapshot format: magic "RCGS", version byte, then the state's fields in a fixed order with
+// every map written in sorted key order, so equal states give equal bytes.
+const (
+	snapshotMagic   = "RCGS"
+	snapshotVersion = 1
+)
+
+func (s *state) marshal() []byte {
+	e := encoder{b: make([]byte, 0, 1024)}
+	e.fixed([]byte(snapshotMagic))
+	e.u8(snapshotVersion)
+	(&GroupInit{Header: s.header}).encode(&e)
+
+	ids := slices.Sorted(maps.Keys(s.members))
+	e.count(len(ids))
+	for _, p := range ids {
+		m := s.members[p]
+		e.peer(m.PeerID)
+		e.addrs(m.Addrs)
+		e.str(m.Domain)
+		e.uvarint(m.Capacity)
+		e.boolean(m.Ready)
+		e.boolean(m.Alive)
+		e.time(m.Joined)
+		e.time(m.LastSeen)
+		e.varint(s.load[p])
+	}
+
+	tids := slices.Sorted(maps.Keys(s.tasks))
+	e.count(len(tids))
+	for _, id := range tids {
+		t := s.tasks[id]
+		(&TaskAdd{Task: *t}).encode(&e)
+		e.uvarint(t.Term)
+		e.count(len(t.Slices))
+		for _, sl := range t.Slices {
+			e.peer(sl.Assignee)
+			e.uvarint(sl.Term)
+			e.u8(uint8(sl.State))
+		}
+		e.peers(t.Excluded)
+	}
+
+	cids := slices.Sorted(maps.Keys(s.catalogue))
+	e.count(len(cids))
+	for _, id := range cids {
+		(&ContentAdd{Content: *s.catalogue[id]}).encode(&e)
+	}
+	e.peers(slices.Sorted(maps.Keys(s.banned)))
+	return e.b
+}
+
+func unmarshalState(b []byte) (*state, error) {
+	d := decoder{b: b}
+	if m := d.fixed(len(snapshotMagic)); d.err == nil && string(m) != snapshotMagic {
+		return nil, fmt.Errorf("%w: not a group snapshot", ErrMalformed)
+	}
+	if v := d.u8(); d.err == nil && v != snapshotVersion {
+		return nil, fmt.Errorf("%w: snapshot version %d (this node knows %d)", ErrMalformed, v, snapshotVersion)
+	}
+	s := newState()
+	var gi GroupInit
+	gi.decode(&d)
+	s.header = gi.Header
+
+	n := d.count(maxListLen, "members")
+	for i := 0; i < n && d.err == nil; i++ {
+		m := &Member{PeerID: d.peer(), Addrs: d.addrs(), Domain: d.str(maxNameLen, "domain")}
+		m.Capacity = d.uvarint()
+		m.Ready = d.boolean()
+		m.Alive = d.boolean()
+		m.Joined = d.time()
+		m.LastSeen = d.time()
+		s.load[m.PeerID] = d.varint()
+		s.members[m.PeerID] = m
+	}
+
+	n = d.count(maxListLen, "tasks")
+	for i := 0; i < n && d.err == nil; i++ {
+		var ta TaskAdd
+		ta.decode(&d)
+		t := ta.Task
+		t.Term = d.uvarint()
+		ns := d.count(maxSlices, "slices")
+		if d.err == nil && ns != NumSlices(t.Size, t.SliceSize) {
+			d.fail("task %q has %d slices, want %d", t.ID, ns, NumSlices(t.Size, t.SliceSize))
+		}
+		if d.err == nil {
+			t.Slices = make([]Slice, ns)
+		}
+		for j := 0; j < ns && d.err == nil; j++ {
+			t.Slices[j] = Slice{Assignee: d.peerOpt(), Term: d.uvarint(), State: SliceState(d.u8())}
+		}
+		t.Excluded = d.peers(maxListLen, "excluded")
+		s.tasks[t.ID] = &t
+	}
+
+	n = d.count(maxListLen, "catalogue")
+	for i := 0; i < n && d.err == nil; i++ {
+		var ca ContentAdd
+		ca.decode(&d)
+		c := ca.Content
+		s.catalogue[c.ID] = &c
+	}
+	for _, p := range d.peers(maxListLen, "banned") {
+		s.banned[p] = true
+	}
+	if err := d.finish(); err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	return s, nil
+}
