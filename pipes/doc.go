@@ -1,0 +1,103 @@
+// Package pipes implements raftcast's pipes (JXTA's Pipe Binding Protocol): unicast,
+// bidirectional and propagate pipes bound to live peers through pipe advertisements, carried
+// over libp2p streams, native UDP multicast and gossipsub.
+//
+// # Pipes and bindings
+//
+// A pipe is named by a PipeSpec: ID, name, kind (unicast, bidi, propagate) and group scope
+// (default "net", the overlay-wide group). Without an explicit ID the ID is derived from
+// (group, kind, name) with DerivePipeID, so peers meet on a pipe by name alone.
+//
+// Binding an input end (Service.Listen, Service.ListenBidi) registers it locally and publishes
+// a pipe advertisement (advert.KindPipe, ID = pipe ID) signed by the bound peer, with
+// attributes pipe.kind, pipe.group and pipe.bound=true, expiring after BindingTTL and
+// re-published at half of it. Closing the input end publishes the same advertisement with
+// pipe.bound=false (a higher sequence number, so it supersedes the binding everywhere).
+// An output end resolves the bound peers with Overlay.Discover (kind pipe, that ID; the newest
+// advert per publisher decides), caches the answer for ResolveTTL and resolves afresh as soon
+// as a bound peer fails.
+//
+// # Streams: hello and status
+//
+// Unicast (ProtocolUnicast) and bidirectional (ProtocolBidi) streams use frames: a uvarint
+// length then that many bytes. The opener sends a hello frame (version byte = 1, pipe ID as
+// uvarint-prefixed bytes, at most 1 KiB); the acceptor answers with a status frame (code
+// byte, message) within HandshakeTimeout: 0 ok, 1 unknown pipe (no input end bound here),
+// 2 bad request, 3 busy (accept backlog full), 4 unsupported version. Anything but ok ends the
+// stream. A frame above the receiver's MaxFrameSize, a hello that does not decode or a stream
+// that stalls in the handshake is rejected: counted in Stats().Rejected and the stream reset.
+//
+// # Unicast pipes
+//
+// The output end keeps one stream to one bound peer and writes each message as one frame,
+// batching whatever is queued before a flush. The receiver answers with cumulative
+// acknowledgements (uvarint count of messages it has queued for Recv on this stream), at least
+// every 64 messages or 1 MiB and whenever its read buffer runs dry. The sender holds up to
+// WindowMessages / WindowBytes unacknowledged messages (Send blocks beyond: back-pressure,
+// down to the receiver's Recv). When the stream fails (the input end closed, the peer went
+// away, a write failed) every unacknowledged message is re-sent, in order, to the next bound
+// peer: peers that have not failed in the last FailedPeerTTL first, connected ones before
+// others, this node last (it delivers to its own input end in-process). Delivery is in order
+// and at least once; a message can reach two peers if an acknowledgement is lost in a
+// failover. With nobody reachable, messages wait in the window and the output end retries
+// with back-off (RetryMin..RetryMax); Send and Flush report ErrNoListener when their context
+// ends in that state. Idle streams close after IdleTimeout.
+//
+// # Bidirectional pipes
+//
+// DialBidi opens one stream to a bound peer (ListenBidi / AcceptBidi on the other side) and
+// returns a BidiConn: a net.Conn whose Write cuts the bytes into frames of at most
+// min(MaxFrameSize, 1 MiB) and whose Read reassembles them, plus WriteMsg/ReadMsg for whole
+// messages. Flow control is the stream's (yamux windows): a slow reader slows the writer.
+// Deadlines are the stream's deadlines.
+//
+// # Propagate pipes
+//
+// Every message goes to every bound peer. It is signed by the sender and carries a sequence
+// number (see signed.go for the layout; the signature covers a BLAKE3 digest of the message,
+// so signing costs the same for any size); the sequence starts at the sender's clock in
+// nanoseconds when the pipe is first used, so a restarted sender is not taken for a replay.
+// Two carriers are chosen per message:
+//
+//   - native UDP multicast on each interface whose multicast domain holds a bound peer (when
+//     the signed message fits in Multicast.MaxDatagram), IPv6 when every such peer was heard
+//     on IPv6, IPv4 when every one was heard on IPv4, otherwise both;
+//   - gossipsub (topic TopicPrefix + group + "/" + pipe ID on the node's one PubSub) when some
+//     bound peer, or some peer subscribed to the topic, is outside this node's domains, when
+//     the bindings are not resolved yet, or when the message is too large for a datagram.
+//
+// A receiver verifies the signature (forged: counted, and the gossipsub validator returns
+// Reject so the router penalises the peer that forwarded it), then checks (sender, sequence)
+// against a window of the last ReplayWindow sequence numbers kept per carrier: a number seen
+// before on the same carrier is a replay (counted; Reject on gossipsub), one older than the
+// window cannot be judged (counted as a replay; Ignore on gossipsub, not penalised). A third
+// window de-duplicates across carriers, so the input end gets each message once whichever
+// carrier brings it first. Propagate delivery does not block: when an input end's queue is
+// full the message is dropped and counted (Stats().Propagate.QueueDrops).
+//
+// # Multicast domains
+//
+// With multicast enabled (Config.Multicast), the service joins Group6 (default
+// ff12::5243:7069, link-local scope) and Group4 (default 239.255.82.67, TTL 1) on each chosen
+// interface (Multicast.Interfaces, CLI --multicast-iface; default every interface that is up,
+// multicast-capable and not loopback), counting only joins that succeed. Every
+// BeaconInterval it sends a signed beacon (peer ID and clock) on each interface and family to
+// Port. A peer heard on an interface within BeaconExpiry shares this node's multicast domain
+// there. The domain ID of an interface is the first 16 hex digits of
+// BLAKE3("raftcast/mcast-domain\x00" || the smallest peer ID among this node and the peers it
+// hears there) (DomainID): all peers of a segment hear the same set, so they converge on the
+// same ID within one beacon interval after the membership settles. The IDs of all interfaces,
+// comma separated, go into the peer advertisement as attribute mcast.domains
+// (Overlay.SetPeerAttr) whenever they change.
+//
+// # Raw data channel
+//
+// Service.Multicast returns the MulticastChannel for bulk data: unsigned datagrams to DataPort
+// on the same groups, large socket buffers, received with their source address (and the peer
+// that beacons from it, unauthenticated), plus the domain view (Domains, Members, InDomain).
+//
+// # Relays
+//
+// Streams are opened with network.WithAllowLimitedConn, so a peer reachable only through a
+// circuit-relay v2 reservation can bind and be reached (within the relay's limits).
+package pipes

@@ -1,0 +1,789 @@
+package pipes
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/zeebo/blake3"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
+)
+
+// multicast runs native UDP multicast on the chosen interfaces: beacons that discover the
+// multicast domain, the propagate carrier, and the raw data channel.
+//
+// Sockets: per family, one receiving socket on Port (beacons, propagate) and one on DataPort
+// (raw data), bound to the wildcard address with SO_REUSEADDR and IP(V6)_MULTICAST_ALL off,
+// joined to the group on each interface (golang.org/x/net per-interface joins); per interface
+// and family one sending socket (ephemeral port, multicast interface set, hop limit 1,
+// loopback on so that several nodes on one host hear each other).
+type multicast struct {
+	s       *Service
+	cfg     MulticastConfig
+	sg      *signer
+	ifaces  []*mcIface // fixed at start
+	byIndex map[int]*mcIface
+	ctl4    *ipv4.PacketConn
+	data4   *ipv4.PacketConn
+	ctl6    *ipv6.PacketConn
+	data6   *ipv6.PacketConn
+	own     map[netip.AddrPort]bool // local addresses of the sending sockets (fixed at start)
+	ownPort map[uint16]bool
+	channel *MulticastChannel
+	dataQ   chan Datagram
+	done    chan struct{}
+	once    sync.Once
+
+	mu         sync.Mutex // guards members, bySrc, domainAttr
+	members    map[int]map[peer.ID]*member
+	bySrc      map[netip.AddrPort]peer.ID
+	domainAttr string
+}
+
+// mcIface is one interface taking part in native multicast.
+type mcIface struct {
+	ifi      net.Interface
+	v4, v6   bool // the control group is joined and a sending socket is open
+	dv4, dv6 bool // the data group is joined
+	send4    *ipv4.PacketConn
+	send6    *ipv6.PacketConn
+	ownAddrs []netip.Addr
+}
+
+// member is a peer heard on one interface.
+type member struct {
+	last4, last6 time.Time
+	src4, src6   netip.AddrPort
+}
+
+// mcTarget is one interface to send on and the address families to use.
+type mcTarget struct {
+	ifindex int
+	v4, v6  bool
+}
+
+const maxUDP = 65535
+
+func startMulticast(s *Service) (*multicast, error) {
+	cfg := s.cfg.Multicast
+	sg, err := newSigner(s.self, s.priv)
+	if err != nil {
+		return nil, err
+	}
+	m := &multicast{
+		s: s, cfg: cfg, sg: sg,
+		byIndex: make(map[int]*mcIface),
+		own:     make(map[netip.AddrPort]bool),
+		ownPort: make(map[uint16]bool),
+		dataQ:   make(chan Datagram, cfg.DataQueue),
+		done:    make(chan struct{}),
+		members: make(map[int]map[peer.ID]*member),
+		bySrc:   make(map[netip.AddrPort]peer.ID),
+	}
+	m.channel = &MulticastChannel{m: m}
+	ifis, err := chooseInterfaces(cfg.Interfaces)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			m.closeSockets()
+		}
+	}()
+	var has4, has6 []*mcIface
+	for _, ifi := range ifis {
+		mi := &mcIface{ifi: ifi}
+		addrs, _ := ifi.Addrs()
+		var a4, a6 bool
+		for _, a := range addrs {
+			if pfx, err := netip.ParsePrefix(a.String()); err == nil {
+				ip := pfx.Addr()
+				mi.ownAddrs = append(mi.ownAddrs, ip)
+				a4 = a4 || ip.Is4()
+				a6 = a6 || (ip.Is6() && !ip.Is4In6())
+			}
+		}
+		if a4 {
+			has4 = append(has4, mi)
+		}
+		if a6 {
+			has6 = append(has6, mi)
+		}
+		m.ifaces = append(m.ifaces, mi)
+		m.byIndex[ifi.Index] = mi
+	}
+	if len(has6) > 0 {
+		m.ctl6 = m.open6(cfg.Port, has6, func(mi *mcIface) { mi.v6 = true })
+		m.data6 = m.open6(cfg.DataPort, has6, func(mi *mcIface) { mi.dv6 = true })
+	}
+	if len(has4) > 0 {
+		m.ctl4 = m.open4(cfg.Port, has4, func(mi *mcIface) { mi.v4 = true })
+		m.data4 = m.open4(cfg.DataPort, has4, func(mi *mcIface) { mi.dv4 = true })
+	}
+	any := false
+	for _, mi := range m.ifaces {
+		if mi.v4 {
+			if mi.send4, err = m.sender4(mi); err != nil {
+				s.log.Warn("multicast: IPv4 sending socket", "iface", mi.ifi.Name, "err", err)
+				mi.v4 = false
+			}
+		}
+		if mi.v6 {
+			if mi.send6, err = m.sender6(mi); err != nil {
+				s.log.Warn("multicast: IPv6 sending socket", "iface", mi.ifi.Name, "err", err)
+				mi.v6 = false
+			}
+		}
+		any = any || mi.v4 || mi.v6
+	}
+	if !any {
+		return nil, fmt.Errorf("%w: no interface joined (%d candidates)", ErrNoMulticast, len(ifis))
+	}
+	ok = true
+	if m.ctl4 != nil {
+		s.goFunc(func() { m.readLoop4(m.ctl4, m.onCtl) })
+	}
+	if m.ctl6 != nil {
+		s.goFunc(func() { m.readLoop6(m.ctl6, m.onCtl) })
+	}
+	if m.data4 != nil {
+		s.goFunc(func() { m.readLoop4(m.data4, m.onData) })
+	}
+	if m.data6 != nil {
+		s.goFunc(func() { m.readLoop6(m.data6, m.onData) })
+	}
+	s.goFunc(m.beaconLoop)
+	var names []string
+	for _, mi := range m.ifaces {
+		if mi.v4 || mi.v6 {
+			names = append(names, fmt.Sprintf("%s(v4=%t,v6=%t)", mi.ifi.Name, mi.v4, mi.v6))
+		}
+	}
+	s.log.Info("native multicast up", "ifaces", strings.Join(names, " "), "group4", cfg.Group4, "group6", cfg.Group6, "port", cfg.Port, "data_port", cfg.DataPort)
+	return m, nil
+}
+
+// chooseInterfaces returns the named interfaces, or every up, multicast-capable, non-loopback
+// interface when names is empty.
+func chooseInterfaces(names []string) ([]net.Interface, error) {
+	if len(names) > 0 {
+		var out []net.Interface
+		for _, n := range names {
+			ifi, err := net.InterfaceByName(n)
+			if err != nil {
+				return nil, fmt.Errorf("%w: interface %q: %v", ErrNoMulticast, n, err)
+			}
+			if ifi.Flags&net.FlagMulticast == 0 || ifi.Flags&net.FlagUp == 0 {
+				return nil, fmt.Errorf("%w: interface %q is down or not multicast-capable", ErrNoMulticast, n)
+			}
+			out = append(out, *ifi)
+		}
+		return out, nil
+	}
+	all, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoMulticast, err)
+	}
+	var out []net.Interface
+	for _, ifi := range all {
+		if ifi.Flags&net.FlagUp != 0 && ifi.Flags&net.FlagMulticast != 0 && ifi.Flags&net.FlagLoopback == 0 {
+			out = append(out, ifi)
+		}
+	}
+	return out, nil
+}
+
+// listenUDP opens a UDP socket with SO_REUSEADDR, the multicast-all option off (so it hears
+// only the groups it joined) and large buffers (forced when allowed).
+func (m *multicast) listenUDP(network, addr string) (net.PacketConn, error) {
+	buf := m.cfg.SocketBuffer
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+			if network == "udp4" {
+				_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MULTICAST_ALL, 0)
+			} else {
+				_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_ALL, 0)
+			}
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, buf) != nil {
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, buf)
+			}
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, buf) != nil {
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, buf)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	return lc.ListenPacket(context.Background(), network, addr)
+}
+
+func (m *multicast) open4(port int, ifs []*mcIface, joined func(*mcIface)) *ipv4.PacketConn {
+	c, err := m.listenUDP("udp4", fmt.Sprintf("0.0.0.0:%d", port))
+	if err != nil {
+		m.s.log.Warn("multicast: IPv4 socket", "port", port, "err", err)
+		return nil
+	}
+	p := ipv4.NewPacketConn(c)
+	if err := p.SetControlMessage(ipv4.FlagInterface|ipv4.FlagDst, true); err != nil {
+		m.s.log.Warn("multicast: IPv4 control messages", "err", err)
+		_ = p.Close()
+		return nil
+	}
+	group := &net.UDPAddr{IP: m.cfg.Group4.AsSlice()}
+	n := 0
+	for _, mi := range ifs {
+		if err := p.JoinGroup(&mi.ifi, group); err != nil {
+			m.s.log.Warn("multicast: IPv4 join", "iface", mi.ifi.Name, "group", m.cfg.Group4, "err", err)
+			continue
+		}
+		n++
+		joined(mi)
+		m.s.stats.mcJoins.Add(1)
+	}
+	if n == 0 {
+		_ = p.Close()
+		return nil
+	}
+	return p
+}
+
+func (m *multicast) open6(port int, ifs []*mcIface, joined func(*mcIface)) *ipv6.PacketConn {
+	c, err := m.listenUDP("udp6", fmt.Sprintf("[::]:%d", port))
+	if err != nil {
+		m.s.log.Warn("multicast: IPv6 socket", "port", port, "err", err)
+		return nil
+	}
+	p := ipv6.NewPacketConn(c)
+	if err := p.SetControlMessage(ipv6.FlagInterface|ipv6.FlagDst, true); err != nil {
+		m.s.log.Warn("multicast: IPv6 control messages", "err", err)
+		_ = p.Close()
+		return nil
+	}
+	group := &net.UDPAddr{IP: m.cfg.Group6.AsSlice()}
+	n := 0
+	for _, mi := range ifs {
+		if err := p.JoinGroup(&mi.ifi, group); err != nil {
+			m.s.log.Warn("multicast: IPv6 join", "iface", mi.ifi.Name, "group", m.cfg.Group6, "err", err)
+			continue
+		}
+		n++
+		joined(mi)
+		m.s.stats.mcJoins.Add(1)
+	}
+	if n == 0 {
+		_ = p.Close()
+		return nil
+	}
+	return p
+}
+
+func (m *multicast) sender4(mi *mcIface) (*ipv4.PacketConn, error) {
+	c, err := m.listenUDP("udp4", "0.0.0.0:0")
+	if err != nil {
+		return nil, err
+	}
+	p := ipv4.NewPacketConn(c)
+	if err := errors.Join(p.SetMulticastInterface(&mi.ifi), p.SetMulticastTTL(1), p.SetMulticastLoopback(true)); err != nil {
+		_ = p.Close()
+		return nil, err
+	}
+	m.addOwn(mi, c.LocalAddr())
+	return p, nil
+}
+
+func (m *multicast) sender6(mi *mcIface) (*ipv6.PacketConn, error) {
+	c, err := m.listenUDP("udp6", "[::]:0")
+	if err != nil {
+		return nil, err
+	}
+	p := ipv6.NewPacketConn(c)
+	if err := errors.Join(p.SetMulticastInterface(&mi.ifi), p.SetMulticastHopLimit(1), p.SetMulticastLoopback(true)); err != nil {
+		_ = p.Close()
+		return nil, err
+	}
+	m.addOwn(mi, c.LocalAddr())
+	return p, nil
+}
+
+func (m *multicast) addOwn(mi *mcIface, la net.Addr) {
+	ap := la.(*net.UDPAddr).AddrPort()
+	m.ownPort[ap.Port()] = true
+	for _, a := range mi.ownAddrs {
+		m.own[netip.AddrPortFrom(a, ap.Port())] = true
+	}
+}
+
+// isOwn reports whether src is one of this node's sending sockets.
+func (m *multicast) isOwn(src netip.AddrPort) bool {
+	if !m.ownPort[src.Port()] {
+		return false
+	}
+	return m.own[netip.AddrPortFrom(src.Addr().WithZone(""), src.Port())]
+}
+
+func (m *multicast) closeSockets() {
+	for _, c := range []interface{ Close() error }{m.ctl4, m.data4, m.ctl6, m.data6} {
+		if c != nil && !isNilConn(c) {
+			_ = c.Close()
+		}
+	}
+	for _, mi := range m.ifaces {
+		if mi.send4 != nil {
+			_ = mi.send4.Close()
+		}
+		if mi.send6 != nil {
+			_ = mi.send6.Close()
+		}
+	}
+}
+
+func isNilConn(c interface{ Close() error }) bool {
+	switch v := c.(type) {
+	case *ipv4.PacketConn:
+		return v == nil
+	case *ipv6.PacketConn:
+		return v == nil
+	}
+	return false
+}
+
+func (m *multicast) close() {
+	m.once.Do(func() {
+		close(m.done)
+		m.closeSockets()
+	})
+}
+
+func (m *multicast) closing() bool {
+	select {
+	case <-m.done:
+		return true
+	default:
+		return false
+	}
+}
+
+type dgramHandler func(b []byte, ifindex int, dst netip.Addr, src netip.AddrPort, v6 bool)
+
+func (m *multicast) readLoop4(p *ipv4.PacketConn, h dgramHandler) {
+	buf := make([]byte, maxUDP)
+	for {
+		n, cm, src, err := p.ReadFrom(buf)
+		if err != nil {
+			if m.closing() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			m.s.log.Debug("multicast read", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		if cm == nil {
+			continue
+		}
+		dst, _ := netip.AddrFromSlice(cm.Dst)
+		h(buf[:n], cm.IfIndex, dst.Unmap(), udpAddrPort(src), false)
+	}
+}
+
+func (m *multicast) readLoop6(p *ipv6.PacketConn, h dgramHandler) {
+	buf := make([]byte, maxUDP)
+	for {
+		n, cm, src, err := p.ReadFrom(buf)
+		if err != nil {
+			if m.closing() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			m.s.log.Debug("multicast read", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		if cm == nil {
+			continue
+		}
+		dst, _ := netip.AddrFromSlice(cm.Dst)
+		h(buf[:n], cm.IfIndex, dst, udpAddrPort(src), true)
+	}
+}
+
+func udpAddrPort(a net.Addr) netip.AddrPort {
+	if u, ok := a.(*net.UDPAddr); ok {
+		ap := u.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
+}
+
+// onCtl handles a datagram on the control port: a beacon or a propagate message.
+func (m *multicast) onCtl(b []byte, ifindex int, dst netip.Addr, src netip.AddrPort, v6 bool) {
+	if m.byIndex[ifindex] == nil || (dst != m.cfg.Group4 && dst != m.cfg.Group6) {
+		return
+	}
+	msg, err := decodeSigned(b, m.s.cfg.MaxPropagateSize)
+	if err != nil {
+		m.s.stats.rejMalformed.Add(1)
+		m.s.log.Debug("multicast datagram rejected", "src", src, "err", err)
+		return
+	}
+	if msg.Sender == m.s.self {
+		return
+	}
+	switch msg.Type {
+	case msgBeacon:
+		m.onBeacon(msg, ifindex, src, v6)
+	case msgPropagate:
+		m.s.prop.onDatagram(msg)
+	}
+}
+
+// beaconMaxSkew bounds the difference between a beacon's clock and ours.
+const beaconMaxSkew = time.Minute
+
+func (m *multicast) onBeacon(msg *signedMsg, ifindex int, src netip.AddrPort, v6 bool) {
+	if err := msg.verify(); err != nil {
+		m.s.stats.rejForged.Add(1)
+		m.s.log.Debug("beacon rejected", "src", src, "err", err)
+		return
+	}
+	now := m.s.now()
+	if d := now.Sub(time.UnixMilli(int64(msg.Seq))); d > beaconMaxSkew || d < -beaconMaxSkew {
+		m.s.stats.rejReplayed.Add(1)
+		return
+	}
+	m.s.stats.mcBeaconsRecv.Add(1)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ms := m.members[ifindex]
+	if ms == nil {
+		ms = make(map[peer.ID]*member)
+		m.members[ifindex] = ms
+	}
+	mb := ms[msg.Sender]
+	if mb == nil {
+		mb = &member{}
+		ms[msg.Sender] = mb
+	}
+	if v6 {
+		mb.last6, mb.src6 = now, src
+	} else {
+		mb.last4, mb.src4 = now, src
+	}
+	if len(m.bySrc) > 65536 {
+		clear(m.bySrc)
+	}
+	m.bySrc[src] = msg.Sender
+}
+
+// onData handles a raw data-channel datagram.
+func (m *multicast) onData(b []byte, ifindex int, dst netip.Addr, src netip.AddrPort, _ bool) {
+	if m.byIndex[ifindex] == nil || (dst != m.cfg.Group4 && dst != m.cfg.Group6) || m.isOwn(src) {
+		return
+	}
+	m.mu.Lock()
+	p := m.bySrc[src]
+	m.mu.Unlock()
+	d := Datagram{Data: slices.Clone(b), From: src, Peer: p, IfIndex: ifindex}
+	select {
+	case m.dataQ <- d:
+		m.s.stats.mcDataRecv.Add(1)
+		m.s.stats.mcDataRecvBytes.Add(uint64(len(b)))
+	default:
+		m.s.stats.mcDataDropped.Add(1)
+	}
+}
+
+func (m *multicast) beaconLoop() {
+	t := time.NewTicker(m.cfg.BeaconInterval)
+	defer t.Stop()
+	for {
+		m.sendBeacons()
+		m.updateDomains()
+		select {
+		case <-m.done:
+			return
+		case <-m.s.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (m *multicast) sendBeacons() {
+	b, err := m.sg.beacon(uint64(m.s.now().UnixMilli()))
+	if err != nil {
+		m.s.log.Warn("beacon", "err", err)
+		return
+	}
+	for _, mi := range m.ifaces {
+		n, err := m.send(mi, true, true, m.cfg.Port, b)
+		m.s.stats.mcBeaconsSent.Add(uint64(n))
+		if err != nil {
+			m.s.log.Debug("beacon send", "iface", mi.ifi.Name, "err", err)
+		}
+	}
+}
+
+// send writes b to the group on one interface by the families asked for that are available;
+// it returns the datagrams sent.
+func (m *multicast) send(mi *mcIface, v4, v6 bool, port int, b []byte) (int, error) {
+	n := 0
+	var errs []error
+	if v6 && mi.send6 != nil {
+		_, err := mi.send6.WriteTo(b, nil, &net.UDPAddr{IP: m.cfg.Group6.AsSlice(), Port: port, Zone: mi.ifi.Name})
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			n++
+		}
+	}
+	if v4 && mi.send4 != nil {
+		_, err := mi.send4.WriteTo(b, nil, &net.UDPAddr{IP: m.cfg.Group4.AsSlice(), Port: port})
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			n++
+		}
+	}
+	if len(errs) > 0 {
+		m.s.stats.mcSendErrors.Add(uint64(len(errs)))
+	}
+	return n, errors.Join(errs...)
+}
+
+// sendCtl sends a propagate datagram on one target interface.
+func (m *multicast) sendCtl(t mcTarget, b []byte) (int, error) {
+	mi := m.byIndex[t.ifindex]
+	if mi == nil {
+		return 0, nil
+	}
+	return m.send(mi, t.v4, t.v6, m.cfg.Port, b)
+}
+
+// targets returns the interfaces to multicast on to reach the given peers (all members when
+// all is set), with the families to use (IPv6 when every target there was heard on IPv6, else
+// IPv4 when every one was heard on IPv4, else both), and the peers they reach.
+func (m *multicast) targets(peers []peer.ID, all bool) ([]mcTarget, map[peer.ID]bool) {
+	now := m.s.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	covered := make(map[peer.ID]bool)
+	var out []mcTarget
+	for _, mi := range m.ifaces {
+		if !mi.v4 && !mi.v6 {
+			continue
+		}
+		all6, all4, n := true, true, 0
+		for p, mb := range m.members[mi.ifi.Index] {
+			if !all && !slices.Contains(peers, p) {
+				continue
+			}
+			h6 := now.Sub(mb.last6) < m.cfg.BeaconExpiry
+			h4 := now.Sub(mb.last4) < m.cfg.BeaconExpiry
+			if !h6 && !h4 {
+				continue
+			}
+			n++
+			covered[p] = true
+			all6 = all6 && h6
+			all4 = all4 && h4
+		}
+		if n == 0 {
+			continue
+		}
+		t := mcTarget{ifindex: mi.ifi.Index}
+		switch {
+		case all6 && mi.v6:
+			t.v6 = true
+		case all4 && mi.v4:
+			t.v4 = true
+		default:
+			t.v4, t.v6 = mi.v4, mi.v6
+		}
+		out = append(out, t)
+	}
+	return out, covered
+}
+
+// updateDomains forgets peers not heard for BeaconExpiry and publishes a changed domain list
+// in the peer advertisement.
+func (m *multicast) updateDomains() {
+	now := m.s.now()
+	m.mu.Lock()
+	for idx, ms := range m.members {
+		for p, mb := range ms {
+			if now.Sub(mb.last4) >= m.cfg.BeaconExpiry && now.Sub(mb.last6) >= m.cfg.BeaconExpiry {
+				delete(ms, p)
+				for src, sp := range m.bySrc {
+					if sp == p && (src == mb.src4 || src == mb.src6) {
+						delete(m.bySrc, src)
+					}
+				}
+			}
+		}
+		if len(ms) == 0 {
+			delete(m.members, idx)
+		}
+	}
+	m.mu.Unlock()
+	var ids []string
+	for _, d := range m.domains() {
+		if !slices.Contains(ids, d.ID) {
+			ids = append(ids, d.ID)
+		}
+	}
+	attr := strings.Join(ids, ",")
+	m.mu.Lock()
+	changed := attr != m.domainAttr
+	m.domainAttr = attr
+	m.mu.Unlock()
+	if changed {
+		m.s.ov.SetPeerAttr(PeerAttrDomains, attr)
+	}
+}
+
+// Domain is this node's multicast domain on one interface.
+type Domain struct {
+	IfName  string
+	IfIndex int
+	// ID is the domain ID: the first 16 hex digits of BLAKE3("raftcast/mcast-domain\x00" ||
+	// smallest peer ID), the smallest of this node and the peers it hears on the interface.
+	ID     string
+	Peers  []peer.ID // the other peers heard, sorted
+	V4, V6 bool      // families joined
+}
+
+// DomainID returns the domain ID of a segment whose smallest peer ID is min.
+func DomainID(min peer.ID) string {
+	d := blake3.Sum256(append([]byte("raftcast/mcast-domain\x00"), min...))
+	return hex.EncodeToString(d[:8])
+}
+
+func (m *multicast) domains() []Domain {
+	now := m.s.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Domain
+	for _, mi := range m.ifaces {
+		if !mi.v4 && !mi.v6 {
+			continue
+		}
+		d := Domain{IfName: mi.ifi.Name, IfIndex: mi.ifi.Index, V4: mi.v4, V6: mi.v6}
+		lowest := m.s.self
+		for p, mb := range m.members[mi.ifi.Index] {
+			if now.Sub(mb.last4) < m.cfg.BeaconExpiry || now.Sub(mb.last6) < m.cfg.BeaconExpiry {
+				d.Peers = append(d.Peers, p)
+				lowest = min(lowest, p)
+			}
+		}
+		slices.Sort(d.Peers)
+		d.ID = DomainID(lowest)
+		out = append(out, d)
+	}
+	return out
+}
+
+// Datagram is one datagram received on the raw multicast data channel.
+type Datagram struct {
+	Data    []byte
+	From    netip.AddrPort
+	Peer    peer.ID // the sender as learnt from its beacons ("" if not known); not authenticated
+	IfIndex int
+}
+
+// MulticastChannel is the raw native-multicast data channel for bulk data and the view of this
+// node's multicast domains. Datagrams are neither signed nor acknowledged: verify contents
+// upstream (slices against their hashes).
+type MulticastChannel struct {
+	m *multicast
+}
+
+// Send sends b (at most MaxDatagram bytes) to the data group on every interface where a peer of
+// the domain is heard (or on every joined interface when none is), and returns the number of
+// datagrams sent.
+func (c *MulticastChannel) Send(b []byte) (int, error) {
+	m := c.m
+	if len(b) > c.MaxDatagram() {
+		return 0, fmt.Errorf("%w: datagram of %d bytes, limit %d", ErrMessageTooLarge, len(b), c.MaxDatagram())
+	}
+	ts, _ := m.targets(nil, true)
+	if len(ts) == 0 {
+		for _, mi := range m.ifaces {
+			if mi.dv6 && mi.send6 != nil {
+				ts = append(ts, mcTarget{ifindex: mi.ifi.Index, v6: true})
+			} else if mi.dv4 && mi.send4 != nil {
+				ts = append(ts, mcTarget{ifindex: mi.ifi.Index, v4: true})
+			}
+		}
+	}
+	total := 0
+	var errs []error
+	for _, t := range ts {
+		n, err := m.send(m.byIndex[t.ifindex], t.v4, t.v6, m.cfg.DataPort, b)
+		total += n
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	m.s.stats.mcDataSent.Add(uint64(total))
+	m.s.stats.mcDataSentBytes.Add(uint64(total * len(b)))
+	if total == 0 {
+		if len(errs) == 0 {
+			return 0, ErrNoMulticast
+		}
+		return 0, errors.Join(errs...)
+	}
+	return total, nil
+}
+
+// Recv returns the next datagram from a peer of the domain (this node's own are skipped).
+func (c *MulticastChannel) Recv(ctx context.Context) (Datagram, error) {
+	select {
+	case d := <-c.m.dataQ:
+		return d, nil
+	case <-c.m.done:
+		return Datagram{}, ErrClosed
+	case <-ctx.Done():
+		return Datagram{}, ctx.Err()
+	}
+}
+
+// MaxDatagram is the largest datagram Send accepts (Multicast.MaxDatagram). Datagrams above
+// the path MTU are fragmented by IP: losing one fragment loses the datagram.
+func (c *MulticastChannel) MaxDatagram() int { return c.m.cfg.MaxDatagram }
+
+// Domains returns this node's domain on each joined interface.
+func (c *MulticastChannel) Domains() []Domain { return c.m.domains() }
+
+// Members returns the peers that share a multicast domain with this node (heard on any
+// interface within BeaconExpiry), sorted.
+func (c *MulticastChannel) Members() []peer.ID {
+	var out []peer.ID
+	for _, d := range c.m.domains() {
+		for _, p := range d.Peers {
+			if !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// InDomain reports whether p shares a multicast domain with this node.
+func (c *MulticastChannel) InDomain(p peer.ID) bool { return slices.Contains(c.Members(), p) }
+

@@ -1,0 +1,518 @@
+package pipes
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// OutputPipe is the output end of a unicast or propagate pipe.
+type OutputPipe interface {
+	// Spec returns the pipe's normalized spec.
+	Spec() PipeSpec
+	// Send sends one message (b is copied). Unicast: it queues b in the send window and
+	// returns; it blocks while the window is full (back-pressure) and fails with an error
+	// wrapping ErrNoListener if ctx ends while no bound peer is reachable. Propagate: it signs
+	// and sends b to every bound peer now, by multicast and/or gossipsub.
+	Send(ctx context.Context, b []byte) error
+	// Flush waits until every message sent so far is acknowledged by a bound peer (unicast);
+	// propagate pipes return at once.
+	Flush(ctx context.Context) error
+	// Delivered returns the number of messages acknowledged by bound peers (unicast) or sent
+	// (propagate).
+	Delivered() uint64
+	// Close closes the output end; unacknowledged unicast messages are dropped (Flush first).
+	Close() error
+}
+
+// unicastOut is the output end of a unicast pipe. One writer goroutine owns the connection to
+// the current bound peer; an ack reader per stream releases acknowledged messages.
+//
+// Flow: Send appends to queue and wakes the writer; the writer connects (resolving bindings,
+// trying bound peers in turn), writes queue[sent:] and flushes; acks drop messages from the
+// head of queue. When the stream fails, every queued message (sent but unacknowledged
+// included) is written again to the next bound peer.
+type unicastOut struct {
+	s      *Service
+	spec   PipeSpec
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	wake   chan struct{} // capacity 1: work for the writer
+
+	delivered atomic.Uint64
+
+	mu      sync.Mutex // guards queue, sent, bytes, conn, lastErr, closed, changed, failed
+	queue   [][]byte   // unacknowledged messages, oldest first
+	sent    int        // queue[:sent] were written on conn
+	bytes   int        // payload bytes in queue
+	conn    *uniConn
+	lastErr error
+	closed  bool
+	changed chan struct{} // closed and replaced when room frees up or the connection changes
+	failed  map[peer.ID]time.Time
+}
+
+// uniConn is the output end's connection to one bound peer: a stream, or the local input end
+// when this node is the bound peer.
+type uniConn struct {
+	peer  peer.ID
+	st    network.Stream
+	w     *bufio.Writer
+	r     *bufio.Reader
+	local *InputPipe
+	acked uint64 // messages acknowledged on this connection; guarded by unicastOut.mu
+}
+
+var _ OutputPipe = (*unicastOut)(nil)
+
+func newUnicastOut(s *Service, spec PipeSpec) *unicastOut {
+	ctx, cancel := context.WithCancel(s.ctx)
+	o := &unicastOut{
+		s: s, spec: spec, ctx: ctx, cancel: cancel,
+		wake:    make(chan struct{}, 1),
+		changed: make(chan struct{}),
+		failed:  make(map[peer.ID]time.Time),
+	}
+	o.goFunc(o.run)
+	return o
+}
+
+func (o *unicastOut) goFunc(f func()) {
+	o.wg.Add(1)
+	go func() {
+		defer o.wg.Done()
+		f()
+	}()
+}
+
+func (o *unicastOut) Spec() PipeSpec    { return o.spec }
+func (o *unicastOut) Delivered() uint64 { return o.delivered.Load() }
+
+func (o *unicastOut) Send(ctx context.Context, b []byte) error {
+	if len(b) > o.s.cfg.MaxFrameSize {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, len(b), o.s.cfg.MaxFrameSize)
+	}
+	m := slices.Clone(b)
+	if m == nil {
+		m = []byte{}
+	}
+	o.mu.Lock()
+	for !o.closed && len(o.queue) > 0 &&
+		(len(o.queue) >= o.s.cfg.WindowMessages || o.bytes+len(m) > o.s.cfg.WindowBytes) {
+		ch, last := o.changed, o.lastErr
+		o.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return waitErr(ctx, last)
+		case <-o.ctx.Done():
+			return ErrClosed
+		}
+		o.mu.Lock()
+	}
+	if o.closed {
+		o.mu.Unlock()
+		return ErrClosed
+	}
+	o.queue = append(o.queue, m)
+	o.bytes += len(m)
+	o.mu.Unlock()
+	o.signal()
+	return nil
+}
+
+func (o *unicastOut) Flush(ctx context.Context) error {
+	o.mu.Lock()
+	for !o.closed && len(o.queue) > 0 {
+		ch, last := o.changed, o.lastErr
+		o.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return waitErr(ctx, last)
+		case <-o.ctx.Done():
+			return ErrClosed
+		}
+		o.mu.Lock()
+	}
+	closed := o.closed
+	o.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+func (o *unicastOut) Close() error {
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		return nil
+	}
+	o.closed = true
+	c := o.conn
+	o.conn = nil
+	o.queue, o.bytes, o.sent = nil, 0, 0
+	o.broadcastLocked()
+	o.mu.Unlock()
+	o.cancel()
+	if c != nil && c.st != nil {
+		_ = c.st.Reset() // unblocks a writer stuck on back-pressure
+	}
+	o.wg.Wait()
+	o.s.removeOutput(o)
+	return nil
+}
+
+func (o *unicastOut) signal() {
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (o *unicastOut) broadcastLocked() {
+	close(o.changed)
+	o.changed = make(chan struct{})
+}
+
+// run is the writer goroutine.
+func (o *unicastOut) run() {
+	backoff := o.s.cfg.RetryMin
+	idle := time.NewTimer(o.s.cfg.IdleTimeout)
+	defer idle.Stop()
+	for {
+		o.mu.Lock()
+		for !o.closed && o.sent >= len(o.queue) {
+			o.mu.Unlock()
+			select {
+			case <-o.wake:
+			case <-o.ctx.Done():
+			case <-idle.C:
+				o.mu.Lock()
+				c := o.conn
+				idleNow := c != nil && len(o.queue) == 0
+				o.mu.Unlock()
+				if idleNow {
+					o.failConn(c, nil)
+				}
+			}
+			o.mu.Lock()
+		}
+		if o.closed {
+			o.mu.Unlock()
+			return
+		}
+		c := o.conn
+		o.mu.Unlock()
+
+		if c == nil {
+			nc, err := o.connect()
+			if err != nil {
+				o.mu.Lock()
+				o.lastErr = err
+				o.broadcastLocked()
+				o.mu.Unlock()
+				o.s.log.Debug("unicast pipe: no bound peer reachable", "pipe", o.spec.ID, "err", err, "retry", backoff)
+				t := time.NewTimer(backoff)
+				select {
+				case <-t.C:
+				case <-o.ctx.Done():
+				}
+				t.Stop()
+				backoff = min(2*backoff, o.s.cfg.RetryMax)
+				continue
+			}
+			backoff = o.s.cfg.RetryMin
+			o.mu.Lock()
+			if o.closed {
+				o.mu.Unlock()
+				if nc.st != nil {
+					_ = nc.st.Reset()
+				}
+				return
+			}
+			o.conn, o.sent, o.lastErr = nc, 0, nil
+			o.broadcastLocked()
+			o.mu.Unlock()
+			if nc.st != nil {
+				o.goFunc(func() { o.readAcks(nc) })
+			}
+			continue
+		}
+
+		o.mu.Lock()
+		if o.conn != c {
+			o.mu.Unlock()
+			continue
+		}
+		batch := slices.Clone(o.queue[o.sent:])
+		o.sent = len(o.queue)
+		o.mu.Unlock()
+		if err := o.write(c, batch); err != nil {
+			o.failConn(c, err)
+		}
+		idle.Reset(o.s.cfg.IdleTimeout)
+	}
+}
+
+// write writes a batch of messages on c and flushes.
+func (o *unicastOut) write(c *uniConn, batch [][]byte) error {
+	if c.local != nil {
+		for _, m := range batch {
+			msg := Message{Pipe: o.spec.ID, From: o.s.self, Data: slices.Clone(m), Carrier: CarrierLocal}
+			if !c.local.deliverWait(o.ctx, msg) {
+				return fmt.Errorf("local input end: %w", ErrClosed)
+			}
+			o.s.stats.uniRecv.Add(1)
+			o.s.stats.uniRecvBytes.Add(uint64(len(m)))
+			o.mu.Lock()
+			a := c.acked + 1
+			o.mu.Unlock()
+			if err := o.ack(c, a); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var n, nb uint64
+	defer func() {
+		o.s.stats.uniSent.Add(n)
+		o.s.stats.uniSentBytes.Add(nb)
+	}()
+	for _, m := range batch {
+		if err := writeFrame(c.w, m); err != nil {
+			return err
+		}
+		n++
+		nb += uint64(len(m))
+	}
+	return c.w.Flush()
+}
+
+// readAcks reads the cumulative acknowledgements of one stream until it ends.
+func (o *unicastOut) readAcks(c *uniConn) {
+	for {
+		v, err := binary.ReadUvarint(c.r)
+		if err != nil {
+			o.failConn(c, fmt.Errorf("stream to %s: %w", c.peer, err))
+			return
+		}
+		if err := o.ack(c, v); err != nil {
+			o.failConn(c, err)
+			return
+		}
+	}
+}
+
+// ack records that c's peer has accepted k messages in total on this connection.
+func (o *unicastOut) ack(c *uniConn, k uint64) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.conn != c {
+		return nil
+	}
+	if k < c.acked || k-c.acked > uint64(o.sent) {
+		return fmt.Errorf("%w: acknowledgement %d from %s, %d acknowledged and %d sent", ErrMalformed, k, c.peer, c.acked, o.sent)
+	}
+	n := int(k - c.acked)
+	if n == 0 {
+		return nil
+	}
+	for i := range n {
+		o.bytes -= len(o.queue[i])
+		o.queue[i] = nil
+	}
+	o.queue = o.queue[n:]
+	o.sent -= n
+	c.acked = k
+	o.delivered.Add(uint64(n))
+	o.s.stats.uniAcked.Add(uint64(n))
+	o.broadcastLocked()
+	return nil
+}
+
+// failConn drops c (if still current): its unacknowledged messages go to the next bound peer.
+// err == nil is a clean close (idle).
+func (o *unicastOut) failConn(c *uniConn, err error) {
+	o.mu.Lock()
+	current := o.conn == c
+	if current {
+		o.conn, o.sent = nil, 0
+		if err != nil {
+			o.lastErr = err
+			o.failed[c.peer] = o.s.now()
+			o.s.stats.uniFailovers.Add(1)
+			o.s.log.Debug("unicast pipe: bound peer failed", "pipe", o.spec.ID, "peer", c.peer, "unacked", len(o.queue), "err", err)
+		}
+		o.broadcastLocked()
+	}
+	o.mu.Unlock()
+	if current {
+		if err != nil {
+			o.s.res.invalidate(o.spec.ID)
+		}
+		o.signal()
+	}
+	if c.st != nil {
+		if err != nil || !current {
+			_ = c.st.Reset()
+		} else {
+			_ = c.st.Close()
+		}
+	}
+}
+
+// connect resolves the bound peers and opens a connection to the first that accepts: peers
+// that have not failed recently first (connected ones before others), this node last. When
+// all fail it resolves afresh once and tries the peers it has not tried yet.
+func (o *unicastOut) connect() (*uniConn, error) {
+	peers, err := o.s.res.resolve(o.ctx, o.spec, false)
+	if err != nil {
+		return nil, err
+	}
+	tried := make(map[peer.ID]bool)
+	var errs []error
+	try := func(peers []peer.ID) *uniConn {
+		for _, p := range o.order(peers) {
+			if tried[p] {
+				continue
+			}
+			tried[p] = true
+			c, err := o.open(p)
+			if err == nil {
+				o.s.stats.uniOpened.Add(1)
+				return c
+			}
+			errs = append(errs, err)
+			o.mu.Lock()
+			o.failed[p] = o.s.now()
+			o.mu.Unlock()
+		}
+		return nil
+	}
+	if c := try(peers); c != nil {
+		return c, nil
+	}
+	if peers, err = o.s.res.resolve(o.ctx, o.spec, true); err != nil {
+		errs = append(errs, err)
+	} else if c := try(peers); c != nil {
+		return c, nil
+	}
+	if len(tried) == 0 {
+		return nil, fmt.Errorf("%w: %s", ErrNoListener, o.spec.Name)
+	}
+	return nil, fmt.Errorf("%w: %w", ErrNoListener, errors.Join(errs...))
+}
+
+func (o *unicastOut) order(peers []peer.ID) []peer.ID {
+	now := o.s.now()
+	rank := func(p peer.ID) int {
+		o.mu.Lock()
+		t, failed := o.failed[p]
+		o.mu.Unlock()
+		switch {
+		case failed && now.Sub(t) < o.s.cfg.FailedPeerTTL:
+			return 3
+		case p == o.s.self:
+			return 2
+		case o.s.h.Network().Connectedness(p) == network.Connected:
+			return 0
+		}
+		return 1
+	}
+	out := slices.Clone(peers)
+	slices.SortStableFunc(out, func(a, b peer.ID) int { return rank(a) - rank(b) })
+	return out
+}
+
+func (o *unicastOut) open(p peer.ID) (*uniConn, error) {
+	if p == o.s.self {
+		in := o.s.input(o.spec.ID)
+		if in == nil || in.spec.Kind != Unicast {
+			return nil, fmt.Errorf("self: %w", ErrUnknownPipe)
+		}
+		return &uniConn{peer: p, local: in}, nil
+	}
+	st, r, w, err := o.s.openPipeStream(o.ctx, p, ProtocolUnicast, o.spec.ID)
+	if err != nil {
+		return nil, err
+	}
+	return &uniConn{peer: p, st: st, r: r, w: w}, nil
+}
+
+// Receiver side.
+
+// ackEvery bounds the messages and bytes a receiver takes before it acknowledges (it also
+// acknowledges whenever its read buffer runs dry).
+const (
+	ackEveryMessages = 64
+	ackEveryBytes    = 1 << 20
+)
+
+func (s *Service) handleUnicast(st network.Stream) {
+	s.stats.uniAccepted.Add(1)
+	r, h, ok := s.acceptHello(st)
+	if !ok {
+		return
+	}
+	p := s.input(h.Pipe)
+	if p == nil || p.spec.Kind != Unicast || !p.addStream(st) {
+		s.refuseUnknown(st, h.Pipe)
+		return
+	}
+	defer p.removeStream(st)
+	if err := writeStatus(st, statusOK, ""); err != nil {
+		_ = st.Reset()
+		return
+	}
+	from := st.Conn().RemotePeer()
+	idle := s.cfg.IdleTimeout + s.cfg.HandshakeTimeout
+	_ = st.SetDeadline(s.now().Add(idle))
+	var count, lastAck uint64
+	var sinceAck int
+	ackBuf := make([]byte, 0, binary.MaxVarintLen64)
+	for {
+		n, err := readFrameLen(r, s.cfg.MaxFrameSize)
+		if err == io.EOF {
+			_ = st.Close()
+			return
+		}
+		if err != nil {
+			s.rejectStream(st, fmt.Errorf("pipes: unicast frame from %s: %w", from, err))
+			return
+		}
+		data := make([]byte, n)
+		if _, err := io.ReadFull(r, data); err != nil {
+			_ = st.Reset()
+			return
+		}
+		if !p.deliverWait(s.ctx, Message{Pipe: h.Pipe, From: from, Data: data, Carrier: CarrierStream}) {
+			_ = st.Reset()
+			return
+		}
+		s.stats.uniRecv.Add(1)
+		s.stats.uniRecvBytes.Add(uint64(n))
+		count++
+		sinceAck += n
+		if r.Buffered() == 0 || count-lastAck >= ackEveryMessages || sinceAck >= ackEveryBytes {
+			_ = st.SetDeadline(s.now().Add(idle))
+			if _, err := st.Write(binary.AppendUvarint(ackBuf[:0], count)); err != nil {
+				_ = st.Reset()
+				return
+			}
+			lastAck, sinceAck = count, 0
+		}
+	}
+}

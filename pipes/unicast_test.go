@@ -1,0 +1,174 @@
+package pipes_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/raftcast/raftcast/pipes"
+)
+
+func TestUnicastDelivers(t *testing.T) {
+	nodes := newNodes(t, 2, testConfig())
+	ctx := testCtx(t, 60*time.Second)
+	spec := pipes.PipeSpec{Name: "u1", Kind: pipes.Unicast}
+	in, err := nodes[0].svc.Listen(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := nodes[1].svc.Output(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 2000
+	go func() {
+		for i := range n {
+			if err := out.Send(ctx, fmt.Appendf(nil, "msg %d", i)); err != nil {
+				t.Errorf("send %d: %v", i, err)
+				return
+			}
+		}
+	}()
+	for i := range n {
+		m, err := in.Recv(ctx)
+		if err != nil {
+			t.Fatalf("recv %d: %v", i, err)
+		}
+		if want := fmt.Sprintf("msg %d", i); string(m.Data) != want || m.From != nodes[1].h.ID() || m.Carrier != pipes.CarrierStream {
+			t.Fatalf("message %d: got %q from %s by %v, want %q from %s", i, m.Data, m.From, m.Carrier, want, nodes[1].h.ID())
+		}
+	}
+	if err := out.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.Delivered(); got != n {
+		t.Fatalf("Delivered = %d, want %d", got, n)
+	}
+	if st := nodes[0].svc.Stats(); st.Unicast.MessagesRecv != n {
+		t.Fatalf("receiver counted %d messages, want %d", st.Unicast.MessagesRecv, n)
+	}
+}
+
+func TestUnicastTooLarge(t *testing.T) {
+	nodes := newNodes(t, 1, testConfig())
+	ctx := testCtx(t, 10*time.Second)
+	out, err := nodes[0].svc.Output(ctx, pipes.PipeSpec{Name: "big", Kind: pipes.Unicast})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Send(ctx, make([]byte, pipes.DefaultConfig().MaxFrameSize+1)); !errors.Is(err, pipes.ErrMessageTooLarge) {
+		t.Fatalf("Send of an oversized message: %v, want ErrMessageTooLarge", err)
+	}
+}
+
+func TestUnicastNoListener(t *testing.T) {
+	nodes := newNodes(t, 1, testConfig())
+	ctx := testCtx(t, 10*time.Second)
+	out, err := nodes[0].svc.Output(ctx, pipes.PipeSpec{Name: "nobody", Kind: pipes.Unicast})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Send(ctx, []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	fctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := out.Flush(fctx); !errors.Is(err, pipes.ErrNoListener) {
+		t.Fatalf("Flush with nobody bound: %v, want ErrNoListener", err)
+	}
+}
+
+// A listener stops; the sender fails over to a new listener that binds later, which gets
+// every message sent after the first listener stopped.
+func TestUnicastFailover(t *testing.T) {
+	nodes := newNodes(t, 3, testConfig())
+	ctx := testCtx(t, 90*time.Second)
+	spec := pipes.PipeSpec{Name: "failover", Kind: pipes.Unicast}
+	in1, err := nodes[0].svc.Listen(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := nodes[2].svc.Output(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		if err := out.Send(ctx, fmt.Appendf(nil, "a%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := out.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		m, err := in1.Recv(ctx)
+		if err != nil || string(m.Data) != fmt.Sprintf("a%d", i) {
+			t.Fatalf("first listener, message %d: %q, %v", i, m.Data, err)
+		}
+	}
+	if err := in1.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Send the second batch while nobody is bound, then bind the second listener.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range 100 {
+			if err := out.Send(ctx, fmt.Appendf(nil, "b%d", i)); err != nil {
+				t.Errorf("send b%d: %v", i, err)
+				return
+			}
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	in2, err := nodes[1].svc.Listen(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if err := out.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	seen := make(map[string]bool)
+	for len(seen) < 100 {
+		m, err := in2.Recv(ctx)
+		if err != nil {
+			t.Fatalf("second listener after %d messages: %v", len(seen), err)
+		}
+		if !bytes.HasPrefix(m.Data, []byte("b")) {
+			t.Fatalf("second listener got %q", m.Data)
+		}
+		seen[string(m.Data)] = true
+	}
+	if got := out.Delivered(); got != 200 {
+		t.Fatalf("Delivered = %d, want 200", got)
+	}
+}
+
+// The sender's node is itself bound: messages go to the local input end.
+func TestUnicastLocal(t *testing.T) {
+	nodes := newNodes(t, 1, testConfig())
+	ctx := testCtx(t, 20*time.Second)
+	spec := pipes.PipeSpec{Name: "self", Kind: pipes.Unicast}
+	in, err := nodes[0].svc.Listen(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := nodes[0].svc.Output(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Send(ctx, []byte("me")); err != nil {
+		t.Fatal(err)
+	}
+	m, err := in.Recv(ctx)
+	if err != nil || string(m.Data) != "me" || m.Carrier != pipes.CarrierLocal {
+		t.Fatalf("got %q by %v, %v", m.Data, m.Carrier, err)
+	}
+}
