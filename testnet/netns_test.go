@@ -226,3 +226,33 @@ func TestTeardownOnTimeoutAndSignal(t *testing.T) {
 		t.Errorf("network state changed:\nbefore %s\nafter  %s", before, after)
 	}
 }
+
+// TestRaftcastSmoke runs real raftcast daemons in the paper topology: a rendezvous in
+// segment 1 and a node in every other host, each bootstrapping across the router. It
+// uses RAFTCAST_BIN when set, else builds ./cmd/raftcast.
+func TestRaftcastSmoke(t *testing.T) {
+	tools := needRoot(t)
+	if _, err := exec.LookPath("smcrouted"); err != nil {
+		t.Skip("the paper topology's multicast routing needs smcrouted (apt-get install smcroute)")
+	}
+	bin := os.Getenv("RAFTCAST_BIN")
+	if bin == "" {
+		bin = filepath.Join(tools, "raftcast")
+		out, err := exec.Command("go", "build", "-o", bin, "../cmd/raftcast").CombinedOutput()
+		if err != nil {
+			t.Fatalf("building raftcast: %v\n%s", err, out)
+		}
+	}
+	t.Setenv("RAFTCAST_BIN", bin)
+	before := netState(t)
+	s, logs := runTestnet(t, tools, fmt.Sprintf("rcgs%d", os.Getpid()), nil, "paper", "--hosts", "1",
+		"--scenario", "raftcast-smoke", "--timeout", "180")
+	assertAllOK(t, s, logs)
+	for _, h := range []string{"h11", "h21", "h31"} {
+		s.check(t, "ready "+h)
+		s.check(t, "peers "+h)
+	}
+	if after := netState(t); after != before {
+		t.Errorf("network state changed:\nbefore %s\nafter  %s", before, after)
+	}
+}

@@ -3,7 +3,7 @@
 // network namespaces that testnet/lib.sh builds (so it needs no ping, socat or
 // python on the machine) and measures multicast goodput on shaped links.
 //
-//	rcnet ping  -addr ADDR [-count N] [-timeout D]
+//	rcnet ping  -addr ADDR [-count N] [-replies N] [-timeout D]
 //	rcnet mrecv -group G -port P -iface IF [-ready FILE] [-expect N] [-idle D] [-timeout D]
 //	rcnet msend -group G -port P -iface IF (-count N | -bytes B) [-size S] [-rate R] [-ttl T]
 //
@@ -49,7 +49,7 @@ func main() {
 
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
-  rcnet ping  -addr ADDR [-count N] [-timeout D]
+  rcnet ping  -addr ADDR [-count N] [-replies N] [-timeout D]
   rcnet mrecv -group G -port P -iface IF [-ready FILE] [-expect N] [-idle D] [-timeout D]
   rcnet msend -group G -port P -iface IF (-count N | -bytes B) [-size S] [-rate R] [-ttl T]`)
 	os.Exit(2)

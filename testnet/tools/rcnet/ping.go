@@ -22,11 +22,13 @@ type pingResult struct {
 }
 
 // runPing sends ICMP echo requests over a raw socket (needs root or
-// CAP_NET_RAW) and counts matching replies. It exits 1 if none came back.
+// CAP_NET_RAW) and counts matching replies. It exits 1 if none came back, so on
+// lossy links give a -count well above -replies.
 func runPing(args []string) error {
 	fs := flag.NewFlagSet("ping", flag.ExitOnError)
 	addr := fs.String("addr", "", "IPv4 or IPv6 address to ping")
-	count := fs.Int("count", 3, "echo requests to send")
+	count := fs.Int("count", 3, "echo requests to send at most")
+	replies := fs.Int("replies", 0, "stop once this many replies came (0: send all -count)")
 	timeout := fs.Duration("timeout", 2*time.Second, "wait for each reply at most this long")
 	_ = fs.Parse(args)
 
@@ -86,6 +88,9 @@ func runPing(args []string) error {
 				res.RTTms = rtt
 			}
 			res.Received++
+			break
+		}
+		if *replies > 0 && res.Received >= *replies {
 			break
 		}
 		if seq < *count {
