@@ -1,0 +1,48 @@
+// Package swarm is the peer exchange of the transfer engine: the bulk carrier between peers
+// wherever there is no multicast, and across multicast domains.
+//
+// # Protocol /raftcast/transfer/1.0.0
+//
+// The client opens a stream and writes fixed-size requests, as many as it likes without
+// waiting (pipelining); the server answers them strictly in order. A request is 41 bytes:
+//
+//	op (u8) | content ID (32) | start (u32) | count (u32)
+//
+// op 1 MANIFEST asks for the encoded manifest, op 2 HAVE for the bitmap of the slices the
+// server holds, op 3 SLICES for the run [start, start+count) with 1 ≤ count ≤ MaxRun (64).
+// Every answer is a frame: a 9-byte header and a payload,
+//
+//	status (u8) | index (u32) | length (u32) | payload
+//
+// with status 0 OK, 1 NOT_FOUND (content unknown: one frame answers the whole request),
+// 2 NOT_HAVE (that slice is not held), 3 BAD_REQUEST (the server then closes the stream),
+// 4 ERROR (the server could not read that slice). A MANIFEST answer carries the manifest, a
+// HAVE answer the slice count in index and the bitmap (store.Bitmap.Bytes) as payload, a
+// SLICES request one frame per slice, in order. All integers are big-endian.
+//
+// Bounds and failure: the server waits at most IdleTimeout for a request and WriteTimeout per
+// frame, serves at most MaxStreams streams (more are reset) and reserves its slice buffer from
+// the resource manager. The client bounds every payload (a manifest by
+// content.MaxManifestSize, a bitmap by the slice count, a slice by the slice size), checks
+// that the frames answer what it asked, in order, and gives a peer FrameTimeout per frame; a
+// violation takes that stream down and the peer rests.
+//
+// Trust: a manifest is accepted only if its bytes hash to the content ID and decode strictly
+// (an unsafe name is refused); a slice only if it matches its hash in the manifest, checked
+// by the store before anything is written. A bad slice is dropped, the sender penalised, the
+// slice asked from another peer; after BanAfter bad slices the peer is banned: disconnected
+// and never asked again.
+//
+// # Receiver session
+//
+// A Session completes a store from peers. A pure Planner decides (see its doc): rarest first
+// among what peers announce, non-source peers preferred, a bounded number of requests in
+// flight per peer (MaxInflightPerPeer, MaxInflightSource), randomised exponential back-off,
+// the source used for a slice after MaxPeerTries failures elsewhere. The session only feeds
+// it events: have-bitmaps polled every HaveInterval from peers that do not yet hold
+// everything, answers, failures, the clock; and carries out its requests, coalescing adjacent
+// slices for one peer into runs. Slices stored by another carrier (multicast) are reported
+// with Stored; Hold/Release keep slices that multicast is expected to deliver from being
+// fetched twice. Bytes are counted by origin (source, other peers) for new slices only. A
+// node keeps serving what it holds through its Server for as long as the content is added.
+package swarm

@@ -1,0 +1,430 @@
+package swarm
+
+import (
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/raftcast/raftcast/transfer/store"
+)
+
+// PlannerConfig tunes the pure request planner.
+type PlannerConfig struct {
+	MaxInflightPerPeer int           // slices requested and not yet answered, per non-source peer
+	MaxInflightSource  int           // the same for the source
+	MaxPeerTries       int           // failed attempts of a slice after which the source may serve it although other peers hold it
+	BanAfter           int           // bad slices after which a peer is banned (K)
+	BackoffBase        time.Duration // a failing peer rests BackoffBase·2^(failures-1), randomised ×[0.5,1.5)
+	BackoffMax         time.Duration
+	Rand               *rand.Rand // tie-breaking and jitter; nil: seeded randomly
+}
+
+// DefaultPlannerConfig returns the defaults.
+func DefaultPlannerConfig() PlannerConfig {
+	return PlannerConfig{
+		MaxInflightPerPeer: 8,
+		MaxInflightSource:  8,
+		MaxPeerTries:       3,
+		BanAfter:           3,
+		BackoffBase:        200 * time.Millisecond,
+		BackoffMax:         5 * time.Second,
+	}
+}
+
+// Request is one planned slice request.
+type Request struct {
+	Peer  peer.ID
+	Index int
+}
+
+type peerState struct {
+	has      store.Bitmap
+	source   bool
+	inflight int
+	fails    int       // consecutive failures, reset by a success
+	bad      int       // slices that failed verification
+	banned   bool      // never asked again
+	until    time.Time // resting (back-off) until then
+}
+
+// Planner decides which slice to request from which peer. It is a pure state machine: feed it
+// what happened (peers' have-sets, answers, failures, the clock) and ask Next for requests.
+// It does no I/O and is not safe for concurrent use; the session owns it.
+//
+// Policy: among the slices we miss that are not in flight, not held back for multicast and
+// not resting after a failure, the rarest first (fewest non-banned peers holding it, random
+// among equals); each goes to a non-source peer that holds it and has a free request slot
+// (fewest in flight first). The source serves a slice only if no non-source peer that is
+// not banned or resting holds it, or after MaxPeerTries failed attempts of that slice. Every
+// failure rests the peer (randomised exponential back-off); a bad slice counts against the
+// peer, and BanAfter of them ban it.
+type Planner struct {
+	cfg       PlannerConfig
+	n         int
+	have      store.Bitmap
+	hold      store.Bitmap // slices held back (expected by multicast); never requested
+	peers     map[peer.ID]*peerState
+	order     []peer.ID       // peers in the order they were added (deterministic iteration)
+	avail     []uint16        // per slice: non-banned peers holding it
+	inflight  map[int]peer.ID // slice → the peer it is requested from
+	tries     []uint8         // per slice: failed attempts
+	notBefore map[int]time.Time
+	rng       *rand.Rand
+}
+
+// NewPlanner returns a planner for n slices of which have are already held.
+func NewPlanner(n int, have store.Bitmap, cfg PlannerConfig) *Planner {
+	rng := cfg.Rand
+	if rng == nil {
+		rng = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	if have.Len() != n {
+		have = store.NewBitmap(n)
+	}
+	return &Planner{
+		cfg:       cfg,
+		n:         n,
+		have:      have.Clone(),
+		hold:      store.NewBitmap(n),
+		peers:     make(map[peer.ID]*peerState),
+		avail:     make([]uint16, n),
+		inflight:  make(map[int]peer.ID),
+		tries:     make([]uint8, n),
+		notBefore: make(map[int]time.Time),
+		rng:       rng,
+	}
+}
+
+// AddPeer makes p a candidate; source marks the content's source peer. Adding a known peer
+// only updates its source flag.
+func (pl *Planner) AddPeer(p peer.ID, source bool) {
+	if ps, ok := pl.peers[p]; ok {
+		ps.source = ps.source || source
+		return
+	}
+	pl.peers[p] = &peerState{has: store.NewBitmap(pl.n), source: source}
+	pl.order = append(pl.order, p)
+}
+
+// Known reports whether p was added.
+func (pl *Planner) Known(p peer.ID) bool { _, ok := pl.peers[p]; return ok }
+
+// Banned reports whether p is banned.
+func (pl *Planner) Banned(p peer.ID) bool { ps := pl.peers[p]; return ps != nil && ps.banned }
+
+// SetHave replaces what p announces it holds.
+func (pl *Planner) SetHave(p peer.ID, has store.Bitmap) {
+	ps := pl.peers[p]
+	if ps == nil || has.Len() != pl.n {
+		return
+	}
+	for i := 0; i < pl.n; i++ {
+		was, is := ps.has.Has(i), has.Has(i)
+		if was == is {
+			continue
+		}
+		if is {
+			ps.has.Set(i)
+			if !ps.banned {
+				pl.avail[i]++
+			}
+		} else {
+			ps.has.Clear(i)
+			if !ps.banned {
+				pl.avail[i]--
+			}
+		}
+	}
+}
+
+// PeerHas records that p holds slice i.
+func (pl *Planner) PeerHas(p peer.ID, i int) {
+	if ps := pl.peers[p]; ps != nil && ps.has.Set(i) && !ps.banned {
+		pl.avail[i]++
+	}
+}
+
+// Have records that we hold slice i (from any carrier).
+func (pl *Planner) Have(i int) {
+	pl.have.Set(i)
+	pl.hold.Clear(i)
+}
+
+// Hold keeps slice i from being requested (multicast is expected to deliver it).
+func (pl *Planner) Hold(i int) {
+	if !pl.have.Has(i) {
+		pl.hold.Set(i)
+	}
+}
+
+// Release makes a held-back slice eligible again.
+func (pl *Planner) Release(i int) { pl.hold.Clear(i) }
+
+// ReleaseAll makes every held-back slice eligible.
+func (pl *Planner) ReleaseAll() { pl.hold = store.NewBitmap(pl.n) }
+
+// Complete reports whether every slice is held.
+func (pl *Planner) Complete() bool { return pl.have.Full() }
+
+// HaveCount returns the number of slices held.
+func (pl *Planner) HaveCount() int { return pl.have.Count() }
+
+// Inflight returns the number of slices requested from p and not yet answered.
+func (pl *Planner) Inflight(p peer.ID) int {
+	if ps := pl.peers[p]; ps != nil {
+		return ps.inflight
+	}
+	return 0
+}
+
+// release frees the slot of slice i if it is in flight to p, and reports whether it was.
+func (pl *Planner) release(p peer.ID, i int) (*peerState, bool) {
+	ps := pl.peers[p]
+	if ps == nil {
+		return nil, false
+	}
+	if q, ok := pl.inflight[i]; !ok || q != p {
+		return ps, false
+	}
+	delete(pl.inflight, i)
+	ps.inflight--
+	return ps, true
+}
+
+// Done records that p delivered slice i and it verified.
+func (pl *Planner) Done(p peer.ID, i int) {
+	ps, _ := pl.release(p, i)
+	if ps != nil {
+		ps.fails = 0
+		ps.until = time.Time{}
+		pl.PeerHas(p, i)
+	}
+	pl.Have(i)
+	delete(pl.notBefore, i)
+}
+
+// NotHave records that p answered it does not hold slice i (no penalty).
+func (pl *Planner) NotHave(p peer.ID, i int) {
+	ps, _ := pl.release(p, i)
+	if ps != nil && ps.has.Has(i) {
+		ps.has.Clear(i)
+		if !ps.banned {
+			pl.avail[i]--
+		}
+	}
+}
+
+// Failed records that the request of slice i from p failed (error, timeout, refusal).
+func (pl *Planner) Failed(p peer.ID, i int, now time.Time) {
+	ps, ok := pl.release(p, i)
+	if !ok {
+		return
+	}
+	pl.sliceFailed(i, now)
+	pl.rest(ps, now)
+}
+
+// PeerDown records that the connection to p failed: everything in flight to it is freed and
+// it rests. Its slices are not charged with a failed attempt.
+func (pl *Planner) PeerDown(p peer.ID, now time.Time) {
+	ps := pl.peers[p]
+	if ps == nil {
+		return
+	}
+	for i, q := range pl.inflight {
+		if q == p {
+			delete(pl.inflight, i)
+		}
+	}
+	ps.inflight = 0
+	pl.rest(ps, now)
+}
+
+// Corrupt records that p sent slice i and it failed verification. It reports whether p is now
+// banned; a banned peer is never asked again and its announcements no longer count.
+func (pl *Planner) Corrupt(p peer.ID, i int, now time.Time) (banned bool) {
+	ps := pl.peers[p]
+	if ps == nil {
+		return false
+	}
+	if _, ok := pl.release(p, i); ok {
+		pl.sliceFailed(i, now)
+	}
+	ps.bad++
+	pl.rest(ps, now)
+	if ps.bad >= pl.cfg.BanAfter && !ps.banned {
+		pl.Ban(p)
+	}
+	return ps.banned
+}
+
+// Ban bans p: nothing in flight to it counts any more and it is never asked again.
+func (pl *Planner) Ban(p peer.ID) {
+	ps := pl.peers[p]
+	if ps == nil || ps.banned {
+		return
+	}
+	ps.banned = true
+	for i := 0; i < pl.n; i++ {
+		if ps.has.Has(i) {
+			pl.avail[i]--
+		}
+	}
+	for i, q := range pl.inflight {
+		if q == p {
+			delete(pl.inflight, i)
+		}
+	}
+	ps.inflight = 0
+}
+
+func (pl *Planner) sliceFailed(i int, now time.Time) {
+	if pl.tries[i] < 255 {
+		pl.tries[i]++
+	}
+	pl.notBefore[i] = now.Add(pl.jitter(pl.cfg.BackoffBase / 2))
+}
+
+func (pl *Planner) rest(ps *peerState, now time.Time) {
+	ps.fails++
+	d := pl.cfg.BackoffBase
+	for k := 1; k < ps.fails && d < pl.cfg.BackoffMax; k++ {
+		d *= 2
+	}
+	d = min(d, pl.cfg.BackoffMax)
+	ps.until = now.Add(pl.jitter(d))
+}
+
+// jitter returns d randomised to [0.5d, 1.5d).
+func (pl *Planner) jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return d/2 + time.Duration(pl.rng.Int64N(int64(d)))
+}
+
+func (pl *Planner) limit(ps *peerState) int {
+	if ps.source {
+		return pl.cfg.MaxInflightSource
+	}
+	return pl.cfg.MaxInflightPerPeer
+}
+
+func (pl *Planner) usable(ps *peerState, now time.Time) bool {
+	return !ps.banned && !now.Before(ps.until)
+}
+
+// Next returns the requests to send now. Each returned request is counted in flight until
+// Done, NotHave, Failed, Corrupt, PeerDown or Ban.
+func (pl *Planner) Next(now time.Time) []Request {
+	free := 0
+	for _, p := range pl.order {
+		ps := pl.peers[p]
+		if pl.usable(ps, now) {
+			free += max(0, pl.limit(ps)-ps.inflight)
+		}
+	}
+	if free == 0 {
+		return nil
+	}
+	// Bucket the candidates by availability; rarest first, random within a bucket.
+	buckets := make(map[int][]int)
+	var keys []int
+	for i := 0; i < pl.n; i++ {
+		if pl.have.Has(i) || pl.hold.Has(i) || pl.avail[i] == 0 {
+			continue
+		}
+		if _, busy := pl.inflight[i]; busy {
+			continue
+		}
+		if t, ok := pl.notBefore[i]; ok && now.Before(t) {
+			continue
+		}
+		a := int(pl.avail[i])
+		if _, ok := buckets[a]; !ok {
+			keys = append(keys, a)
+		}
+		buckets[a] = append(buckets[a], i)
+	}
+	slices.Sort(keys)
+	var out []Request
+	for _, a := range keys {
+		b := buckets[a]
+		pl.rng.Shuffle(len(b), func(x, y int) { b[x], b[y] = b[y], b[x] })
+		for _, i := range b {
+			p, ok := pl.pick(i, now)
+			if !ok {
+				continue
+			}
+			ps := pl.peers[p]
+			ps.inflight++
+			pl.inflight[i] = p
+			out = append(out, Request{Peer: p, Index: i})
+			if free--; free == 0 {
+				return out
+			}
+		}
+	}
+	return out
+}
+
+// pick chooses the peer for slice i, or reports false if none may serve it now.
+func (pl *Planner) pick(i int, now time.Time) (peer.ID, bool) {
+	var best peer.ID
+	bestLoad, ties := -1, 0
+	var src peer.ID
+	srcOK, otherHolder := false, false
+	for _, p := range pl.order {
+		ps := pl.peers[p]
+		if !ps.has.Has(i) || !pl.usable(ps, now) {
+			continue
+		}
+		if ps.source {
+			srcOK = ps.inflight < pl.limit(ps)
+			src = p
+			continue
+		}
+		otherHolder = true
+		if ps.inflight >= pl.limit(ps) {
+			continue
+		}
+		switch {
+		case bestLoad < 0 || ps.inflight < bestLoad:
+			best, bestLoad, ties = p, ps.inflight, 1
+		case ps.inflight == bestLoad:
+			ties++
+			if pl.rng.IntN(ties) == 0 {
+				best = p
+			}
+		}
+	}
+	if bestLoad >= 0 {
+		return best, true
+	}
+	if srcOK && (!otherHolder || int(pl.tries[i]) >= pl.cfg.MaxPeerTries) {
+		return src, true
+	}
+	return "", false
+}
+
+// NextWake returns the earliest time after now at which a resting peer or slice becomes
+// eligible again, or the zero time if none is resting.
+func (pl *Planner) NextWake(now time.Time) time.Time {
+	var t time.Time
+	consider := func(u time.Time) {
+		if u.After(now) && (t.IsZero() || u.Before(t)) {
+			t = u
+		}
+	}
+	for _, ps := range pl.peers {
+		if !ps.banned {
+			consider(ps.until)
+		}
+	}
+	for _, u := range pl.notBefore {
+		consider(u)
+	}
+	return t
+}
