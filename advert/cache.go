@@ -14,6 +14,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // CacheConfig configures a Cache.
@@ -73,12 +75,16 @@ type Cache struct {
 	// saveMu serialises Save, so an older snapshot never replaces a newer one on disk.
 	saveMu sync.Mutex
 
-	// mu guards entries, byExpiry, accepted and rejected. No I/O is done while it is held.
-	mu       sync.RWMutex
-	entries  map[Key]*cacheEntry
-	byExpiry expiryHeap
-	accepted uint64
-	rejected map[string]uint64
+	// mu guards entries, the indexes (byKind, byPublisher, byID, byExpiry), accepted and
+	// rejected. No I/O is done while it is held.
+	mu          sync.RWMutex
+	entries     map[Key]*cacheEntry
+	byKind      map[Kind]map[Key]*cacheEntry
+	byPublisher map[peer.ID]map[Key]*cacheEntry
+	byID        map[string]map[Key]*cacheEntry
+	byExpiry    expiryHeap
+	accepted    uint64
+	rejected    map[string]uint64
 }
 
 type cacheEntry struct {
@@ -95,9 +101,12 @@ func NewCache(cfg CacheConfig) (*Cache, error) {
 		return nil, err
 	}
 	c := &Cache{
-		cfg:      cfg,
-		entries:  make(map[Key]*cacheEntry),
-		rejected: make(map[string]uint64),
+		cfg:         cfg,
+		entries:     make(map[Key]*cacheEntry),
+		byKind:      make(map[Kind]map[Key]*cacheEntry),
+		byPublisher: make(map[peer.ID]map[Key]*cacheEntry),
+		byID:        make(map[string]map[Key]*cacheEntry),
+		rejected:    make(map[string]uint64),
 	}
 	if cfg.Path != "" {
 		if err := c.load(); err != nil {
@@ -166,14 +175,71 @@ func (c *Cache) putLocked(s *Signed, now time.Time) error {
 		c.expireLocked(now)
 	}
 	for len(c.entries) >= c.cfg.MaxEntries {
-		e := heap.Pop(&c.byExpiry).(*cacheEntry)
-		delete(c.entries, e.s.Key())
+		e := c.byExpiry[0]
+		c.deleteLocked(e)
 		c.cfg.Logger.Debug("advert cache full: evicted", "key", e.s.Key().String(), "expires", e.s.Advert.Expires)
 	}
-	e := &cacheEntry{s: s}
-	c.entries[k] = e
-	heap.Push(&c.byExpiry, e)
+	c.insertLocked(&cacheEntry{s: s})
 	return nil
+}
+
+// insertLocked adds e, whose key must not be present, to the map and every index.
+func (c *Cache) insertLocked(e *cacheEntry) {
+	k := e.s.Key()
+	c.entries[k] = e
+	addIndex(c.byKind, k.Kind, k, e)
+	addIndex(c.byPublisher, k.Publisher, k, e)
+	addIndex(c.byID, k.ID, k, e)
+	heap.Push(&c.byExpiry, e)
+}
+
+// deleteLocked removes e from the map and every index.
+func (c *Cache) deleteLocked(e *cacheEntry) {
+	k := e.s.Key()
+	delete(c.entries, k)
+	delIndex(c.byKind, k.Kind, k)
+	delIndex(c.byPublisher, k.Publisher, k)
+	delIndex(c.byID, k.ID, k)
+	heap.Remove(&c.byExpiry, e.index)
+}
+
+func addIndex[T comparable](idx map[T]map[Key]*cacheEntry, v T, k Key, e *cacheEntry) {
+	m, ok := idx[v]
+	if !ok {
+		m = make(map[Key]*cacheEntry)
+		idx[v] = m
+	}
+	m[k] = e
+}
+
+func delIndex[T comparable](idx map[T]map[Key]*cacheEntry, v T, k Key) {
+	if m, ok := idx[v]; ok {
+		delete(m, k)
+		if len(m) == 0 {
+			delete(idx, v)
+		}
+	}
+}
+
+// candidatesLocked returns the smallest set of entries that holds every match of q.
+func (c *Cache) candidatesLocked(q Query) map[Key]*cacheEntry {
+	best := c.entries
+	if q.Kind != 0 {
+		if m := c.byKind[q.Kind]; len(m) < len(best) {
+			best = m
+		}
+	}
+	if q.Publisher != "" {
+		if m := c.byPublisher[q.Publisher]; len(m) < len(best) {
+			best = m
+		}
+	}
+	if q.ID != "" {
+		if m := c.byID[q.ID]; len(m) < len(best) {
+			best = m
+		}
+	}
+	return best
 }
 
 // Get returns the live advertisement stored under k.
@@ -194,20 +260,32 @@ func (c *Cache) Query(q Query) []*Signed {
 	now := c.cfg.Now()
 	var out []*Signed
 	c.mu.RLock()
-	for _, e := range c.entries {
+	for _, e := range c.candidatesLocked(q) {
 		if a := e.s.Advert; q.Match(a) && !a.Expired(now) {
 			out = append(out, e.s)
 		}
 	}
 	c.mu.RUnlock()
-	slices.SortFunc(out, func(x, y *Signed) int {
-		a, b := x.Advert, y.Advert
-		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID), cmp.Compare(a.Publisher, b.Publisher))
-	})
+	slices.SortFunc(out, compareSigned)
 	if q.Limit > 0 && len(out) > q.Limit {
 		out = out[:q.Limit:q.Limit]
 	}
 	return out
+}
+
+// compareSigned orders advertisements by kind, name, ID and publisher.
+func compareSigned(x, y *Signed) int {
+	a, b := x.Advert, y.Advert
+	if a.Kind != b.Kind {
+		return cmp.Compare(a.Kind, b.Kind)
+	}
+	if a.Name != b.Name {
+		return cmp.Compare(a.Name, b.Name)
+	}
+	if a.ID != b.ID {
+		return cmp.Compare(a.ID, b.ID)
+	}
+	return cmp.Compare(a.Publisher, b.Publisher)
 }
 
 // Remove drops the advertisement stored under k, if any.
@@ -215,8 +293,7 @@ func (c *Cache) Remove(k Key) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.entries[k]; ok {
-		heap.Remove(&c.byExpiry, e.index)
-		delete(c.entries, k)
+		c.deleteLocked(e)
 	}
 }
 
@@ -231,8 +308,7 @@ func (c *Cache) Expire() int {
 func (c *Cache) expireLocked(now time.Time) int {
 	n := 0
 	for len(c.byExpiry) > 0 && c.byExpiry[0].s.Advert.Expired(now) {
-		e := heap.Pop(&c.byExpiry).(*cacheEntry)
-		delete(c.entries, e.s.Key())
+		c.deleteLocked(c.byExpiry[0])
 		n++
 	}
 	return n

@@ -134,6 +134,7 @@ func TestCacheEvictsSoonestExpiring(t *testing.T) {
 			}
 		}
 	}
+	assertIndexesConsistent(t, c, []crypto.PrivKey{key})
 	// Only the latest (longest-lived) content adverts remain.
 	got := c.Query(advert.Query{})
 	if len(got) != max {
@@ -424,6 +425,7 @@ func TestCacheConcurrent(t *testing.T) {
 	if c.Len() > 100 {
 		t.Fatalf("Len %d > MaxEntries", c.Len())
 	}
+	assertIndexesConsistent(t, c, keys)
 	st := c.Stats()
 	var rej uint64
 	for _, v := range st.Rejected {
@@ -431,5 +433,34 @@ func TestCacheConcurrent(t *testing.T) {
 	}
 	if st.Accepted+rej != 8*20 {
 		t.Fatalf("accepted %d + rejected %d != %d puts/adds", st.Accepted, rej, 8*20)
+	}
+}
+
+// assertIndexesConsistent checks that indexed queries (by kind, publisher, ID) return what a
+// full scan filtered with Match returns.
+func assertIndexesConsistent(t *testing.T, c *advert.Cache, keys []crypto.PrivKey) {
+	t.Helper()
+	all := c.Query(advert.Query{})
+	var qs []advert.Query
+	for _, k := range allKinds {
+		qs = append(qs, advert.Query{Kind: k})
+	}
+	for _, k := range keys {
+		qs = append(qs, advert.Query{Publisher: mustID(t, k)}, advert.Query{Publisher: mustID(t, k), Kind: advert.KindContent, ID: "c3"})
+	}
+	for i := range 70 {
+		qs = append(qs, advert.Query{ID: fmt.Sprint("c", i)})
+	}
+	for _, q := range qs {
+		var want []*advert.Signed
+		for _, s := range all {
+			if q.Match(s.Advert) {
+				want = append(want, s)
+			}
+		}
+		got := c.Query(q)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("Query(%+v): %d results, full scan %d", q, len(got), len(want))
+		}
 	}
 }
