@@ -178,7 +178,7 @@ type StateView struct {
 }
 
 // Member returns the member with that peer ID.
-func (v *StateView) Member(p peer.ID) (Member, bool) {
+func (v StateView) Member(p peer.ID) (Member, bool) {
 	i, ok := slices.BinarySearchFunc(v.Members, p, func(m Member, p peer.ID) int {
 		switch {
 		case m.PeerID < p:
@@ -195,4 +195,4 @@ func (v *StateView) Member(p peer.ID) (Member, bool) {
 }
 
 // IsMember reports whether p is a member.
-func (v *StateView) IsMember(p peer.ID) bool { _, ok := v.Member(p); return ok }
+func (v StateView) IsMember(p peer.ID) bool { _, ok := v.Member(p); return ok }

@@ -1,0 +1,146 @@
+package peergroup
+
+import (
+	"crypto/hmac"
+	"crypto/pbkdf2"
+	"crypto/sha256"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Credential is what a joiner presents: the group secret (PolicySecret) or an invitation
+// (PolicyInvite); nothing for PolicyOpen.
+type Credential struct {
+	Secret     string
+	Invitation []byte // as returned by Group.Invite
+}
+
+// Secret groups. The secret is stretched into a 32-byte group key with PBKDF2-HMAC-SHA256
+// salted with the group ID, so equal secrets give unrelated keys in different groups and a
+// guess costs secretKDFIterations hashes. Only members hold the key (in their group.meta file,
+// mode 0600); neither the secret nor the key, nor anything derived from them that could be
+// checked offline, is ever sent or advertised. Admission is a challenge–response with HMACs
+// bound to the nonce, the joiner's peer ID (authenticated by the libp2p connection) and the
+// group ID, so a proof cannot be replayed by another peer, in another group or later.
+const (
+	secretKDFIterations = 100_000
+	keyLen              = 32
+	nonceLen            = 32
+)
+
+func deriveGroupKey(secret, groupID string) ([]byte, error) {
+	if secret == "" {
+		return nil, fmt.Errorf("%w: empty group secret", ErrWrongSecret)
+	}
+	return pbkdf2.Key(sha256.New, secret, []byte("raftcast/group-key/v1/"+groupID), secretKDFIterations, keyLen)
+}
+
+func proof(key []byte, role string, nonce []byte, who peer.ID, groupID string) []byte {
+	m := hmac.New(sha256.New, key)
+	var e encoder
+	e.str("raftcast/group-" + role + "-proof/v1")
+	e.bytes(nonce)
+	e.peer(who)
+	e.str(groupID)
+	m.Write(e.b)
+	return m.Sum(nil)
+}
+
+// joinProof is what the joiner answers to the leader's nonce.
+func joinProof(key, nonce []byte, joiner peer.ID, groupID string) []byte {
+	return proof(key, "join", nonce, joiner, groupID)
+}
+
+// leaderProof is what the leader answers to the joiner's nonce, so a joiner never believes it
+// joined a group run by someone who does not know the secret.
+func leaderProof(key, nonce []byte, leader peer.ID, groupID string) []byte {
+	return proof(key, "leader", nonce, leader, groupID)
+}
+
+// Invitation admits one peer to one group until it expires. It is signed with the libp2p key
+// of the member who issued it; the leader checks the signature, that the issuer is a member,
+// that the invitee is the peer at the other end of the join stream, the group and the expiry.
+type Invitation struct {
+	GroupID string
+	Invitee peer.ID
+	Expires time.Time
+	Issuer  peer.ID
+}
+
+const invitationDomain = "raftcast/group-invitation/v1"
+
+func (inv *Invitation) signedBytes() []byte {
+	var e encoder
+	e.str(invitationDomain)
+	e.str(inv.GroupID)
+	e.peer(inv.Invitee)
+	e.time(inv.Expires)
+	e.peer(inv.Issuer)
+	return e.b
+}
+
+// SignInvitation returns an invitation signed with key (whose peer ID becomes the issuer).
+func SignInvitation(key crypto.PrivKey, groupID string, invitee peer.ID, expires time.Time) ([]byte, error) {
+	issuer, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	inv := Invitation{GroupID: groupID, Invitee: invitee, Expires: expires.UTC().Truncate(time.Millisecond), Issuer: issuer}
+	sig, err := key.Sign(inv.signedBytes())
+	if err != nil {
+		return nil, err
+	}
+	pub, err := crypto.MarshalPublicKey(key.GetPublic())
+	if err != nil {
+		return nil, err
+	}
+	e := encoder{b: inv.signedBytes()}
+	e.bytes(pub)
+	e.bytes(sig)
+	return e.b, nil
+}
+
+// OpenInvitation decodes an invitation and verifies its signature against the issuer's key.
+// It does not check expiry, group, invitee or membership: see check.
+func OpenInvitation(b []byte) (*Invitation, error) {
+	if len(b) > 8<<10 {
+		return nil, fmt.Errorf("%w: %d bytes", ErrBadInvitation, len(b))
+	}
+	d := decoder{b: b}
+	if dom := d.str(64, "domain"); d.err == nil && dom != invitationDomain {
+		return nil, fmt.Errorf("%w: not an invitation", ErrBadInvitation)
+	}
+	inv := &Invitation{GroupID: d.str(maxIDLen, "group ID"), Invitee: d.peer(), Expires: d.time(), Issuer: d.peer()}
+	pubBytes := d.bytes(2<<10, "public key")
+	sig := d.bytes(2<<10, "signature")
+	if err := d.finish(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadInvitation, err)
+	}
+	pub, err := crypto.UnmarshalPublicKey(pubBytes)
+	if err != nil {
+		return nil, fmt.Errorf("%w: issuer key: %v", ErrBadInvitation, err)
+	}
+	if !inv.Issuer.MatchesPublicKey(pub) {
+		return nil, fmt.Errorf("%w: key is not the issuer's", ErrBadInvitation)
+	}
+	if ok, err := pub.Verify(inv.signedBytes(), sig); err != nil || !ok {
+		return nil, fmt.Errorf("%w: bad signature", ErrBadInvitation)
+	}
+	return inv, nil
+}
+
+// check verifies an opened invitation for a join of joiner to groupID at now.
+func (inv *Invitation) check(groupID string, joiner peer.ID, now time.Time) error {
+	switch {
+	case inv.GroupID != groupID:
+		return fmt.Errorf("%w: for group %q, not %q", ErrBadInvitation, inv.GroupID, groupID)
+	case inv.Invitee != joiner:
+		return fmt.Errorf("%w: for peer %s, not %s", ErrBadInvitation, inv.Invitee, joiner)
+	case !now.Before(inv.Expires):
+		return fmt.Errorf("%w: expired at %s", ErrBadInvitation, inv.Expires.Format(time.RFC3339))
+	}
+	return nil
+}

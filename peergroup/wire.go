@@ -1,0 +1,276 @@
+package peergroup
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// Wire messages of the join and apply protocols. A stream carries frames:
+//
+//	uvarint length | type (1 byte) | payload (length-1 bytes, the compact codec)
+//
+// bounded per protocol (maxJoinFrame, maxApplyFrame). Wire types are separate from the
+// domain types and converted explicitly.
+
+// Frame types.
+const (
+	msgJoinRequest uint8 = 1 + iota
+	msgJoinRedirect
+	msgJoinChallenge
+	msgJoinProof
+	msgJoinAccept
+	msgError
+	msgApplyRequest
+	msgApplyResponse
+)
+
+func writeFrame(w io.Writer, typ uint8, payload []byte) error {
+	b := binary.AppendUvarint(make([]byte, 0, len(payload)+11), uint64(len(payload)+1))
+	b = append(b, typ)
+	b = append(b, payload...)
+	_, err := w.Write(b)
+	return err
+}
+
+// readFrame reads one frame of at most max bytes.
+func readFrame(r *bufio.Reader, max int) (uint8, []byte, error) {
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	if n == 0 || n > uint64(max) {
+		return 0, nil, fmt.Errorf("%w: frame of %d bytes (limit %d)", ErrMalformed, n, max)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return 0, nil, err
+	}
+	return b[0], b[1:], nil
+}
+
+// expectFrame reads a frame and decodes it as want; an error frame becomes its error.
+func expectFrame(r *bufio.Reader, max int, want uint8, dec func(*decoder)) error {
+	typ, payload, err := readFrame(r, max)
+	if err != nil {
+		return err
+	}
+	if typ == msgError {
+		var m errorMsg
+		if err := decodeMsg(payload, m.decode); err != nil {
+			return err
+		}
+		return codeErr(m.Code, m.Msg)
+	}
+	if typ != want {
+		return fmt.Errorf("%w: frame type %d, want %d", ErrMalformed, typ, want)
+	}
+	return decodeMsg(payload, dec)
+}
+
+func decodeMsg(b []byte, dec func(*decoder)) error {
+	d := decoder{b: b}
+	dec(&d)
+	return d.finish()
+}
+
+func encodeMsg(enc func(*encoder)) []byte {
+	var e encoder
+	enc(&e)
+	return e.b
+}
+
+type errorMsg struct {
+	Code uint8
+	Msg  string
+}
+
+func (m *errorMsg) encode(e *encoder) { e.u8(m.Code); e.str(m.Msg) }
+func (m *errorMsg) decode(d *decoder) { m.Code = d.u8(); m.Msg = d.str(maxShortLen, "message") }
+
+// newErrorMsg builds the error frame for err (message truncated to the wire limit).
+func newErrorMsg(err error) *errorMsg {
+	msg := err.Error()
+	if len(msg) > maxShortLen {
+		msg = msg[:maxShortLen]
+	}
+	return &errorMsg{Code: errCode(err), Msg: msg}
+}
+
+type joinRequest struct {
+	GroupID    string
+	Nonce      []byte
+	Addrs      []ma.Multiaddr
+	Domain     string
+	Capacity   uint64
+	Invitation []byte
+}
+
+func (m *joinRequest) encode(e *encoder) {
+	e.str(m.GroupID)
+	e.bytes(m.Nonce)
+	e.addrs(m.Addrs)
+	e.str(m.Domain)
+	e.uvarint(m.Capacity)
+	e.bytes(m.Invitation)
+}
+func (m *joinRequest) decode(d *decoder) {
+	m.GroupID = d.str(maxIDLen, "group ID")
+	m.Nonce = d.bytes(nonceLen, "nonce")
+	m.Addrs = d.addrs()
+	m.Domain = d.str(maxNameLen, "domain")
+	m.Capacity = d.uvarint()
+	m.Invitation = d.bytes(8<<10, "invitation")
+}
+
+type joinRedirect struct {
+	Leader peer.ID
+	Addrs  []ma.Multiaddr
+}
+
+func (m *joinRedirect) encode(e *encoder) { e.peer(m.Leader); e.addrs(m.Addrs) }
+func (m *joinRedirect) decode(d *decoder) { m.Leader = d.peer(); m.Addrs = d.addrs() }
+
+type joinChallenge struct {
+	Nonce       []byte
+	LeaderProof []byte
+}
+
+func (m *joinChallenge) encode(e *encoder) { e.bytes(m.Nonce); e.bytes(m.LeaderProof) }
+func (m *joinChallenge) decode(d *decoder) {
+	m.Nonce = d.bytes(nonceLen, "nonce")
+	m.LeaderProof = d.bytes(64, "proof")
+}
+
+type joinProofMsg struct{ Proof []byte }
+
+func (m *joinProofMsg) encode(e *encoder) { e.bytes(m.Proof) }
+func (m *joinProofMsg) decode(d *decoder) { m.Proof = d.bytes(64, "proof") }
+
+type wireMember struct {
+	PeerID peer.ID
+	Addrs  []ma.Multiaddr
+	Voter  bool
+}
+
+type joinAccept struct {
+	Header  Header
+	Leader  peer.ID
+	Term    uint64
+	Members []wireMember
+}
+
+func (m *joinAccept) encode(e *encoder) {
+	(&GroupInit{Header: m.Header}).encode(e)
+	e.peer(m.Leader)
+	e.uvarint(m.Term)
+	e.count(len(m.Members))
+	for _, w := range m.Members {
+		e.peer(w.PeerID)
+		e.addrs(w.Addrs)
+		e.boolean(w.Voter)
+	}
+}
+func (m *joinAccept) decode(d *decoder) {
+	var gi GroupInit
+	gi.decode(d)
+	m.Header = gi.Header
+	m.Leader = d.peer()
+	m.Term = d.uvarint()
+	n := d.count(maxListLen, "members")
+	for i := 0; i < n && d.err == nil; i++ {
+		m.Members = append(m.Members, wireMember{PeerID: d.peer(), Addrs: d.addrs(), Voter: d.boolean()})
+	}
+}
+
+type applyRequest struct {
+	GroupID string
+	Cmd     []byte
+}
+
+func (m *applyRequest) encode(e *encoder) { e.str(m.GroupID); e.bytes(m.Cmd) }
+func (m *applyRequest) decode(d *decoder) {
+	m.GroupID = d.str(maxIDLen, "group ID")
+	m.Cmd = d.bytes(maxCommandSize, "command")
+}
+
+type applyResponse struct {
+	Index uint64
+}
+
+func (m *applyResponse) encode(e *encoder) { e.uvarint(m.Index) }
+func (m *applyResponse) decode(d *decoder) { m.Index = d.uvarint() }
+
+
+// Wire error codes (one byte) used by the join and apply protocols.
+const (
+	codeOK uint8 = iota
+	codeMalformed
+	codeStale
+	codeInvalid
+	codeForbidden
+	codeNotLeader
+	codeNoLeader
+	codeNotMember
+	codeWrongSecret
+	codeBadInvitation
+	codeBanned
+	codeUnknownGroup
+	codeInternal
+)
+
+var codeErrs = map[uint8]error{
+	codeMalformed:     ErrMalformed,
+	codeStale:         ErrStale,
+	codeInvalid:       ErrInvalid,
+	codeForbidden:     ErrForbidden,
+	codeNotLeader:     ErrNotLeader,
+	codeNoLeader:      ErrNoLeader,
+	codeNotMember:     ErrNotMember,
+	codeWrongSecret:   ErrWrongSecret,
+	codeBadInvitation: ErrBadInvitation,
+	codeBanned:        ErrBanned,
+	codeUnknownGroup:  ErrUnknownGroup,
+}
+
+// errCode maps an error to its wire code.
+func errCode(err error) uint8 {
+	if err == nil {
+		return codeOK
+	}
+	for c, e := range codeErrs {
+		if errors.Is(err, e) {
+			return c
+		}
+	}
+	return codeInternal
+}
+
+// codeErr maps a wire code to an error; msg is the remote's explanation (bounded, untrusted).
+func codeErr(code uint8, msg string) error {
+	if code == codeOK {
+		return nil
+	}
+	base, ok := codeErrs[code]
+	if !ok {
+		base = errors.New("peergroup: remote error")
+	}
+	if msg == "" {
+		return base
+	}
+	return &remoteError{base: base, msg: msg}
+}
+
+// remoteError carries a remote peer's message while matching the sentinel with errors.Is.
+type remoteError struct {
+	base error
+	msg  string
+}
+
+func (e *remoteError) Error() string { return e.base.Error() + " (remote: " + e.msg + ")" }
+func (e *remoteError) Unwrap() error { return e.base }
