@@ -567,4 +567,3 @@ func (g *Group) addrsOf(p peer.ID) []ma.Multiaddr {
 	}
 	return g.m.h.Peerstore().Addrs(p)
 }
-

@@ -160,4 +160,3 @@ func mustEncode(c Command) []byte {
 	}
 	return b
 }
-

@@ -206,7 +206,6 @@ type applyResponse struct {
 func (m *applyResponse) encode(e *encoder) { e.uvarint(m.Index) }
 func (m *applyResponse) decode(d *decoder) { m.Index = d.uvarint() }
 
-
 // Wire error codes (one byte) used by the join and apply protocols.
 const (
 	codeOK uint8 = iota
