@@ -158,7 +158,7 @@ scenario_net_check() {
 	done
 }
 
-# mcast-goodput: the first host of the first segment sends RC_BYTES (64MiB) to one IPv4
+# mcast-goodput: RC_SENDER (default: h21 in paper, else the first host) sends RC_BYTES (64MiB) to one IPv4
 # (RC_FAMILY=6: IPv6) group, paced at RC_SEND_RATE (default 0: as fast as its shaped link
 # takes it); every host in its multicast domain counts what it receives. Each receiver's
 # check carries its goodput (Mbit/s of UDP payload) and its losses; give --rate to shape
@@ -167,7 +167,10 @@ scenario_mcast_goodput() {
 	rc_tools
 	local sender fam=${RC_FAMILY:-4} g=$RC_MC4 port=5008 h sseg dir pids=() rx=() send_pid
 	[[ $fam == 6 ]] && g=$RC_MC6
-	sender=$(rc_hosts | awk 'NR==1')
+	sender=${RC_SENDER:-}
+	if [[ -z $sender && $RC_TOPOLOGY == paper ]]; then sender=h21; fi
+	[[ -n $sender ]] || sender=$(rc_hosts | awk 'NR==1')
+	[[ -n $(rc_q node "$sender" host) ]] || rc_die "no host $sender"
 	sseg=$(rc_segment_of "$sender")
 	dir=$RC_DIR/mc/goodput
 	mkdir -p "$dir"

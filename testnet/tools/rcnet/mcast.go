@@ -23,7 +23,24 @@ const (
 	magic    = "RCMC"
 	maxSeq   = 1 << 28 // bitmap bound per sender: 256 Mi datagrams
 	pollStep = 100 * time.Millisecond
+	batchLen = 32 // datagrams per sendmmsg/recvmmsg
 )
+
+// batchConn is what ipv4.PacketConn and ipv6.PacketConn share (their Message types
+// are the same type).
+type batchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+// cpuSeconds is this process's user+system CPU time so far.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
 
 type mcastFlags struct {
 	group string
@@ -85,6 +102,7 @@ type recvResult struct {
 	Seconds float64 `json:"seconds"`
 	Mbps    float64 `json:"mbps"`
 	Stopped string  `json:"stopped"`
+	CPUSec  float64 `json:"cpu_seconds"`
 }
 
 // runRecv joins the group on one interface and counts datagrams until told to
@@ -121,10 +139,13 @@ func runRecv(args []string) error {
 		_ = uc.SetReadBuffer(8 << 20)
 	}
 	gaddr := &net.UDPAddr{IP: group}
+	var bc batchConn
 	if v6 {
-		err = ipv6.NewPacketConn(c).JoinGroup(ifi, gaddr)
+		p := ipv6.NewPacketConn(c)
+		err, bc = p.JoinGroup(ifi, gaddr), p
 	} else {
-		err = ipv4.NewPacketConn(c).JoinGroup(ifi, gaddr)
+		p := ipv4.NewPacketConn(c)
+		err, bc = p.JoinGroup(ifi, gaddr), p
 	}
 	if err != nil {
 		return fmt.Errorf("join %s on %s: %w", group, ifi.Name, err)
@@ -137,7 +158,10 @@ func runRecv(args []string) error {
 
 	res := recvResult{Group: group.String(), Port: mf.port, Iface: ifi.Name}
 	senders := map[uint32]*senderStats{}
-	buf := make([]byte, 65536)
+	msgs := make([]ipv4.Message, batchLen)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, 65536)}
+	}
 	start := time.Now()
 	var first, last time.Time
 	for res.Stopped == "" {
@@ -156,8 +180,8 @@ func runRecv(args []string) error {
 		if err := c.SetReadDeadline(now.Add(pollStep)); err != nil {
 			return err
 		}
-		for {
-			n, _, err := c.ReadFrom(buf)
+		for res.Stopped == "" {
+			k, err := bc.ReadBatch(msgs, 0)
 			if err != nil {
 				var ne net.Error
 				if errors.As(err, &ne) && ne.Timeout() {
@@ -165,37 +189,43 @@ func runRecv(args []string) error {
 				}
 				return err
 			}
-			if n < hdrLen || string(buf[:4]) != magic {
-				res.Foreign++
-				continue
+			if k > 0 {
+				last = time.Now()
 			}
-			tag := binary.BigEndian.Uint32(buf[4:8])
-			seq := binary.BigEndian.Uint64(buf[8:16])
-			if seq >= maxSeq {
-				res.Foreign++
-				continue
-			}
-			st := senders[tag]
-			if st == nil {
-				st = &senderStats{maxSeq: -1}
-				senders[tag] = st
-			}
-			if !st.mark(seq) {
-				res.Dups++
-				continue
-			}
-			last = time.Now()
-			if first.IsZero() {
-				first = last
-			}
-			res.Packets++
-			res.Bytes += int64(n)
-			if *expect > 0 && res.Packets >= *expect {
-				res.Stopped = "expect"
-				break
+			for _, m := range msgs[:k] {
+				b := m.Buffers[0][:m.N]
+				if len(b) < hdrLen || string(b[:4]) != magic {
+					res.Foreign++
+					continue
+				}
+				tag := binary.BigEndian.Uint32(b[4:8])
+				seq := binary.BigEndian.Uint64(b[8:16])
+				if seq >= maxSeq {
+					res.Foreign++
+					continue
+				}
+				st := senders[tag]
+				if st == nil {
+					st = &senderStats{maxSeq: -1}
+					senders[tag] = st
+				}
+				if !st.mark(seq) {
+					res.Dups++
+					continue
+				}
+				if first.IsZero() {
+					first = last
+				}
+				res.Packets++
+				res.Bytes += int64(len(b))
+				if *expect > 0 && res.Packets >= *expect {
+					res.Stopped = "expect"
+					break
+				}
 			}
 		}
 	}
+	res.CPUSec = cpuSeconds()
 	res.Senders = len(senders)
 	for _, st := range senders {
 		res.Lost += st.maxSeq + 1 - st.received
@@ -212,20 +242,22 @@ func runRecv(args []string) error {
 }
 
 type sendResult struct {
-	Group     string  `json:"group"`
-	Port      int     `json:"port"`
-	Iface     string  `json:"iface"`
-	Packets   int64   `json:"packets"`
-	Bytes     int64   `json:"bytes"`
-	Seconds   float64 `json:"seconds"`
-	Mbps      float64 `json:"mbps"`
-	RateMbps  float64 `json:"rate_mbps"`
-	NoBufWait int64   `json:"nobuf_waits"`
+	Group      string  `json:"group"`
+	Port       int     `json:"port"`
+	Iface      string  `json:"iface"`
+	Packets    int64   `json:"packets"`
+	Bytes      int64   `json:"bytes"`
+	Seconds    float64 `json:"seconds"`
+	Mbps       float64 `json:"mbps"`
+	RateMbps   float64 `json:"rate_mbps"`
+	NoBufWait  int64   `json:"nobuf_waits"`
+	CPUSeconds float64 `json:"cpu_seconds"`
 }
 
-// runSend sends numbered datagrams to the group, paced at -rate (payload bits
-// per second; 0 sends as fast as the socket accepts them). A full qdisc
-// (ENOBUFS) makes it wait and retry, never skip a datagram.
+// runSend sends numbered datagrams to the group with sendmmsg, paced at -rate
+// (payload bits per second; 0 sends as fast as the socket accepts them, which on
+// a shaped link is the link's rate). A full qdisc (ENOBUFS) makes it wait and
+// retry, never skip a datagram.
 func runSend(args []string) error {
 	fs := flag.NewFlagSet("msend", flag.ExitOnError)
 	var mf mcastFlags
@@ -276,25 +308,30 @@ func runSend(args []string) error {
 		return err
 	}
 	defer c.Close()
+	var bc batchConn
 	if v6 {
 		p := ipv6.NewPacketConn(c)
-		err = errors.Join(p.SetMulticastInterface(ifi), p.SetMulticastHopLimit(*ttl), p.SetMulticastLoopback(false))
+		err, bc = errors.Join(p.SetMulticastInterface(ifi), p.SetMulticastHopLimit(*ttl), p.SetMulticastLoopback(false)), p
 	} else {
 		p := ipv4.NewPacketConn(c)
-		err = errors.Join(p.SetMulticastInterface(ifi), p.SetMulticastTTL(*ttl), p.SetMulticastLoopback(false))
+		err, bc = errors.Join(p.SetMulticastInterface(ifi), p.SetMulticastTTL(*ttl), p.SetMulticastLoopback(false)), p
 	}
 	if err != nil {
 		return fmt.Errorf("multicast options on %s: %w", ifi.Name, err)
 	}
 
 	dst := &net.UDPAddr{IP: group, Port: mf.port}
-	buf := make([]byte, *size)
-	copy(buf, magic)
 	var tag [4]byte
 	_, _ = rand.Read(tag[:])
-	copy(buf[4:8], tag[:])
-	for i := hdrLen; i < len(buf); i++ {
-		buf[i] = byte(i)
+	msgs := make([]ipv4.Message, batchLen)
+	for i := range msgs {
+		buf := make([]byte, *size)
+		copy(buf, magic)
+		copy(buf[4:8], tag[:])
+		for j := hdrLen; j < len(buf); j++ {
+			buf[j] = byte(j)
+		}
+		msgs[i] = ipv4.Message{Buffers: [][]byte{buf}, Addr: dst}
 	}
 
 	res := sendResult{Group: group.String(), Port: mf.port, Iface: ifi.Name, RateMbps: rate / 1e6}
@@ -303,31 +340,35 @@ func runSend(args []string) error {
 		nsPerPacket = float64(*size) * 8 / rate * 1e9
 	}
 	start := time.Now()
-	for seq := int64(0); seq < *count; seq++ {
-		if ctx.Err() != nil {
-			break
-		}
+	for seq := int64(0); seq < *count && ctx.Err() == nil; {
+		// Send what is due by now (all of it when unpaced), at most batchLen at once.
+		n := min(int64(batchLen), *count-seq)
 		if nsPerPacket > 0 {
-			due := start.Add(time.Duration(float64(seq) * nsPerPacket))
-			if d := time.Until(due); d > 0 {
-				time.Sleep(d)
+			due := int64(float64(time.Since(start).Nanoseconds())/nsPerPacket) + 1
+			if due <= seq {
+				time.Sleep(time.Until(start.Add(time.Duration(float64(seq) * nsPerPacket))))
+				continue
 			}
+			n = min(n, due-seq)
 		}
-		binary.BigEndian.PutUint64(buf[8:16], uint64(seq))
-		for {
-			_, err := c.WriteTo(buf, dst)
-			if err == nil {
-				break
-			}
-			if !errors.Is(err, syscall.ENOBUFS) || ctx.Err() != nil {
-				return fmt.Errorf("send datagram %d: %w", seq, err)
-			}
+		for i := range n {
+			binary.BigEndian.PutUint64(msgs[i].Buffers[0][8:16], uint64(seq+i))
+		}
+		k, err := bc.WriteBatch(msgs[:n], 0)
+		if err != nil && (!errors.Is(err, syscall.ENOBUFS) || ctx.Err() != nil) {
+			return fmt.Errorf("send datagram %d: %w", seq+int64(k), err)
+		}
+		if k <= 0 {
+			// The qdisc is full (ENOBUFS): wait, then resend from the first unsent datagram.
 			res.NoBufWait++
 			time.Sleep(200 * time.Microsecond)
+			continue
 		}
-		res.Packets++
-		res.Bytes += int64(*size)
+		seq += int64(k)
+		res.Packets += int64(k)
+		res.Bytes += int64(k) * int64(*size)
 	}
+	res.CPUSeconds = cpuSeconds()
 	res.Seconds = time.Since(start).Seconds()
 	if res.Seconds > 0 {
 		res.Mbps = float64(res.Bytes) * 8 / res.Seconds / 1e6
