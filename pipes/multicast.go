@@ -786,4 +786,3 @@ func (c *MulticastChannel) Members() []peer.ID {
 
 // InDomain reports whether p shares a multicast domain with this node.
 func (c *MulticastChannel) InDomain(p peer.ID) bool { return slices.Contains(c.Members(), p) }
-

@@ -68,8 +68,9 @@ func (s *Service) acceptHello(st network.Stream) (*bufio.Reader, hello, bool) {
 		return nil, hello{}, false
 	}
 	if h.Version != wireVersion {
+		s.stats.rejMalformed.Add(1)
 		_ = writeStatus(st, statusBadVersion, fmt.Sprintf("unsupported version %d (want %d)", h.Version, wireVersion))
-		s.rejectStream(st, fmt.Errorf("%w: version %d", ErrRefused, h.Version))
+		_ = st.Close()
 		return nil, hello{}, false
 	}
 	return r, h, true
