@@ -75,8 +75,9 @@ type Config struct {
 	Layout Layout
 	Verify Verifier // required; LengthOnly for manifest-less content
 
-	// FlushEvery persists the bitmap after this many newly stored slices (and on Flush,
-	// Finalize and Close). A crash loses at most this many verified slices. Default 32.
+	// FlushEvery persists the bitmap, in the background, after this many newly stored slices
+	// (and synchronously on Flush, Finalize and Close). A crash loses about this many
+	// verified slices. Default 32.
 	FlushEvery int
 	// ReverifyOnOpen re-reads and re-verifies every slice the saved bitmap claims when a
 	// store is reopened, dropping those that fail (a damaged disk, a hand-edited file).
@@ -157,9 +158,16 @@ type Store struct {
 	sinceSave int        // slices stored since the bitmap was last saved
 	dirty     bool       // have differs from the saved bitmap
 	readOnly  bool       // source store, or finalized
-	verifyRd  bool       // verify every slice read (source stores: the file may change)
+	verifyRd  bool       // source store: verify slices read (see srcChecked)
+	srcInfo   os.FileInfo // source store: the file's size and mtime when opened
+	srcOK     Bitmap      // source store: slices verified once while the file was unchanged
+	srcMoved  bool        // source store: the file changed since it was opened: verify every read
 	closed    bool
+	closing   bool // Close has begun: no new background flush
 	finalPath string // set once finalized
+	flushErr  error  // the last background flush failure, returned by the next Put, Flush or Close
+
+	bg sync.WaitGroup // the background flush, if running
 }
 
 // Open opens (or creates) the store for cfg, loading the saved bitmap so a restarted
@@ -197,8 +205,9 @@ func Open(cfg Config) (*Store, error) {
 }
 
 // OpenSource opens an existing, complete file (a source peer's original) as a read-only
-// store. Every slice is verified when read, so a file changed after it was sliced is never
-// passed on.
+// store. A slice is verified the first time it is read; later reads are checked with an
+// fstat (size and modification time), and once the file has changed every read is verified
+// again, so a file changed after it was sliced is never passed on.
 func OpenSource(path string, layout Layout, verify Verifier) (*Store, error) {
 	if verify == nil || layout.SliceSize <= 0 || layout.Size < 0 {
 		return nil, fmt.Errorf("%w: source layout %+v", ErrBadConfig, layout)
@@ -223,8 +232,27 @@ func OpenSource(path string, layout Layout, verify Verifier) (*Store, error) {
 		have:      FullBitmap(layout.NumSlices()),
 		readOnly:  true,
 		verifyRd:  true,
+		srcInfo:   st,
+		srcOK:     NewBitmap(layout.NumSlices()),
 		finalPath: path,
 	}, nil
+}
+
+// sourceChanged reports (and remembers) whether a source file's size or modification time
+// differs from when it was opened.
+func (s *Store) sourceChanged(f file) bool {
+	rf, ok := f.(readOnlyFile)
+	if !ok {
+		return true
+	}
+	st, err := rf.Stat()
+	changed := err != nil || st.Size() != s.srcInfo.Size() || !st.ModTime().Equal(s.srcInfo.ModTime())
+	if changed {
+		s.mu.Lock()
+		s.srcMoved = true
+		s.mu.Unlock()
+	}
+	return changed
 }
 
 type readOnlyFile struct{ *os.File }
@@ -286,12 +314,27 @@ func (s *Store) Put(index int, data []byte) (added bool, err error) {
 		s.sinceSave++
 		s.dirty = true
 	}
-	flush := s.sinceSave >= s.cfg.FlushEvery
-	s.mu.Unlock()
+	ferr := s.flushErr
+	// Persist in the background: an fsync of many megabytes must not stall the receiver.
+	// Started under mu so that Close, which sets closing under mu, waits for it.
+	flush := s.sinceSave >= s.cfg.FlushEvery && !s.closing && s.flushMu.TryLock()
 	if flush {
-		if err := s.Flush(); err != nil {
-			return added, err
-		}
+		s.bg.Add(1)
+	}
+	s.mu.Unlock()
+	if ferr != nil {
+		return added, ferr
+	}
+	if flush {
+		go func() {
+			defer s.bg.Done()
+			defer s.flushMu.Unlock()
+			if err := s.flushLocked(); err != nil {
+				s.mu.Lock()
+				s.flushErr = err
+				s.mu.Unlock()
+			}
+		}()
 	}
 	return added, nil
 }
@@ -318,6 +361,9 @@ func (s *Store) ReadSlice(index int, buf []byte) ([]byte, error) {
 	}
 	s.mu.Lock()
 	held, closed, f, verify := s.have.Has(index), s.closed, s.f, s.verifyRd
+	if verify && !s.srcMoved && s.srcOK.Has(index) {
+		verify = false // verified before; fstat below catches a change of the file
+	}
 	s.mu.Unlock()
 	if closed {
 		return nil, ErrClosed
@@ -332,9 +378,17 @@ func (s *Store) ReadSlice(index int, buf []byte) ([]byte, error) {
 	if _, err := f.ReadAt(buf, s.layout.Offset(index)); err != nil {
 		return nil, fmt.Errorf("store: read slice %d: %w", index, err)
 	}
+	if s.verifyRd && !verify && s.sourceChanged(f) {
+		verify = true
+	}
 	if verify {
 		if err := s.cfg.Verify(index, buf); err != nil {
 			return nil, fmt.Errorf("store: source file changed since it was sliced: %w", err)
+		}
+		if s.verifyRd {
+			s.mu.Lock()
+			s.srcOK.Set(index)
+			s.mu.Unlock()
 		}
 	}
 	return buf, nil
@@ -406,8 +460,9 @@ func (s *Store) Flush() error {
 func (s *Store) flushLocked() error {
 	s.mu.Lock()
 	if s.closed || s.readOnly || !s.dirty {
+		err := s.flushErr
 		s.mu.Unlock()
-		return nil
+		return err
 	}
 	snap := s.have.Clone()
 	s.sinceSave, s.dirty = 0, false
@@ -424,6 +479,9 @@ func (s *Store) flushLocked() error {
 	if err := writeAtomic(s.havePath, s.encodeBitmap(snap)); err != nil {
 		return fail(err)
 	}
+	s.mu.Lock()
+	s.flushErr = nil
+	s.mu.Unlock()
 	return nil
 }
 
@@ -604,8 +662,13 @@ func (s *Store) Remove() error {
 	return err
 }
 
-// Close saves the bitmap and closes the file. Slices stay on disk for a later Open.
+// Close waits for a background flush, saves the bitmap and closes the file. Slices stay on
+// disk for a later Open.
 func (s *Store) Close() error {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.bg.Wait()
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
 	err := s.flushLocked()

@@ -1,0 +1,259 @@
+package mcast_test
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/raftcast/raftcast/transfer/content"
+	"github.com/raftcast/raftcast/transfer/mcast"
+	"github.com/raftcast/raftcast/transfer/mcast/mcasttest"
+	"github.com/raftcast/raftcast/transfer/store"
+)
+
+func fixture(t *testing.T, size, sliceSize int) (string, []byte, *content.Manifest, *store.Store) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(uint64(size), 3))
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	p := filepath.Join(t.TempDir(), "src.bin")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := content.BuildFile(p, "", sliceSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := store.OpenSource(p, store.Layout{Size: m.Size, SliceSize: m.SliceSize}, m.Verify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	return p, data, m, src
+}
+
+func openStore(t *testing.T, m *content.Manifest) *store.Store {
+	t.Helper()
+	st, err := store.Open(store.ForManifest(t.TempDir(), m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func checkOutput(t *testing.T, st *store.Store, want []byte) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "out.bin")
+	if err := st.Finalize(out); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(out)
+	if !bytes.Equal(got, want) {
+		t.Fatal("output differs")
+	}
+}
+
+func TestMulticastNoLoss(t *testing.T) {
+	_, data, m, src := fixture(t, 3<<20+777, 256<<10)
+	d := mcasttest.NewDomain(1500)
+	tx, rx := d.Join(0, 1, 1<<16), d.Join(0, 2, 1<<16)
+	st := openStore(t, m)
+	recv, err := mcast.NewReceiver(rx, m, st, mcast.DefaultReceiverConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- recv.Run(ctx) }()
+	snd, err := mcast.NewSender(tx, m, mcast.DefaultSenderConfig(1<<30))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := snd.SendAll(ctx, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if s := recv.Stats(); s.BytesNew != m.Size || s.LostReports != 0 || s.Corrupt != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+	checkOutput(t, st, data)
+}
+
+// TestMulticastLossWithRepair: 5% of datagrams lost; the receiver reports the slices it lost
+// and they are repaired (here straight from the source's store, standing in for peers).
+func TestMulticastLossWithRepair(t *testing.T) {
+	_, data, m, src := fixture(t, 8<<20+5, 256<<10)
+	d := mcasttest.NewDomain(1500)
+	tx := d.Join(0, 1, 16)
+	rx := d.Join(0.05, 2, 1<<16)
+	st := openStore(t, m)
+
+	var mu sync.Mutex
+	lost := map[int]bool{}
+	idle := make(chan struct{}, 1)
+	cfg := mcast.DefaultReceiverConfig()
+	cfg.IdleTimeout = 200 * time.Millisecond
+	cfg.OnLost = func(idx []int) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, i := range idx {
+			lost[i] = true
+		}
+	}
+	cfg.OnIdle = func() {
+		select {
+		case idle <- struct{}{}:
+		default:
+		}
+	}
+	recv, err := mcast.NewReceiver(rx, m, st, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- recv.Run(ctx) }()
+	snd, _ := mcast.NewSender(tx, m, mcast.DefaultSenderConfig(1<<30))
+	if err := snd.SendAll(ctx, src); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		t.Fatal("no end of pass")
+	}
+	// Every slice not stored was reported lost.
+	mu.Lock()
+	for _, i := range st.Missing() {
+		if !lost[i] {
+			t.Errorf("slice %d missing but not reported lost", i)
+		}
+	}
+	repair := len(lost)
+	mu.Unlock()
+	if repair == 0 {
+		t.Fatal("5% datagram loss lost no slice: the fake is not lossy")
+	}
+	for _, i := range st.Missing() {
+		b, err := src.Get(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Put(i, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	s := recv.Stats()
+	t.Logf("%d of %d slices by multicast, %d repaired; stats %+v", s.SlicesNew, m.NumSlices(), repair, s)
+	if s.BytesNew >= m.Size || s.BytesNew == 0 {
+		t.Fatalf("bytes by multicast %d of %d", s.BytesNew, m.Size)
+	}
+	checkOutput(t, st, data)
+}
+
+// TestMulticastForgedDatagramNeverStored: a member injects a datagram with the right tag and
+// wrong bytes; the slice fails verification, is reported lost and is not stored.
+func TestMulticastForgedDatagramNeverStored(t *testing.T) {
+	_, _, m, src := fixture(t, 64<<10, content.MinSliceSize)
+	d := mcasttest.NewDomain(1500)
+	tx, rx := d.Join(0, 1, 1<<12), d.Join(0, 2, 1<<12)
+	st := openStore(t, m)
+	lost := make(chan []int, 100)
+	cfg := mcast.DefaultReceiverConfig()
+	cfg.OnLost = func(idx []int) { lost <- idx }
+	recv, _ := mcast.NewReceiver(rx, m, st, cfg, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	go recv.Run(ctx)
+
+	// Slice 0 with every byte flipped, sent by a sender that believes it is valid.
+	good, _ := src.Get(0)
+	bad := append([]byte(nil), good...)
+	for i := range bad {
+		bad[i] ^= 0xff
+	}
+	snd, _ := mcast.NewSender(tx, m, mcast.DefaultSenderConfig(1<<30))
+	if err := snd.SendSlice(ctx, 0, bad); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case idx := <-lost:
+		if len(idx) != 1 || idx[0] != 0 {
+			t.Fatalf("lost %v", idx)
+		}
+	case <-ctx.Done():
+		t.Fatal("corrupt slice not reported")
+	}
+	if st.Has(0) || recv.Stats().Corrupt != 1 {
+		t.Fatalf("forged slice stored: %+v", recv.Stats())
+	}
+	// The genuine slice is still accepted afterwards.
+	if err := snd.SendSlice(ctx, 0, good); err != nil {
+		t.Fatal(err)
+	}
+	for !st.Has(0) {
+		select {
+		case <-ctx.Done():
+			t.Fatal("genuine slice not stored")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// TestSenderPacing checks only a lower bound: at rate R, N bytes beyond the burst cannot leave
+// faster than (N-burst)/R.
+func TestSenderPacing(t *testing.T) {
+	_, _, m, src := fixture(t, 256<<10, content.MinSliceSize)
+	d := mcasttest.NewDomain(1500)
+	tx := d.Join(0, 1, 1)
+	cfg := mcast.DefaultSenderConfig(1 << 20) // 1 MiB/s
+	cfg.Burst = 64 << 10
+	snd, _ := mcast.NewSender(tx, m, cfg)
+	start := time.Now()
+	if err := snd.SendAll(t.Context(), src); err != nil {
+		t.Fatal(err)
+	}
+	el := time.Since(start)
+	sent := snd.Stats().Bytes
+	if min := time.Duration(float64(sent-int64(cfg.Burst)) / float64(cfg.Rate) * float64(time.Second)); el < min*9/10 {
+		t.Fatalf("%d bytes in %v: faster than the rate allows (%v)", sent, el, min)
+	}
+	if sent < m.Size || snd.Stats().Datagrams < int64(m.Size/(mcast.DefaultDatagram-mcast.HeaderSize)) {
+		t.Fatalf("stats %+v", snd.Stats())
+	}
+}
+
+func TestMalformedDatagramsIgnored(t *testing.T) {
+	_, _, m, _ := fixture(t, 64<<10, content.MinSliceSize)
+	d := mcasttest.NewDomain(1500)
+	tx, rx := d.Join(0, 1, 64), d.Join(0, 2, 64)
+	st := openStore(t, m)
+	recv, _ := mcast.NewReceiver(rx, m, st, mcast.DefaultReceiverConfig(), nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	for _, b := range [][]byte{nil, []byte("RM"), bytes.Repeat([]byte{0xff}, 100), append([]byte("RM\x01\x01"), make([]byte, 40)...)} {
+		tx.Send(ctx, b)
+	}
+	err := recv.Run(ctx)
+	if err == nil || st.Count() != 0 {
+		t.Fatalf("run: %v, stored %d", err, st.Count())
+	}
+	if s := recv.Stats(); s.Foreign+s.Malformed != 4 {
+		t.Fatalf("stats %+v", s)
+	}
+}

@@ -1,0 +1,149 @@
+package mcast
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+
+	"golang.org/x/time/rate"
+
+	"github.com/raftcast/raftcast/transfer/content"
+)
+
+// SenderConfig tunes a Sender.
+type SenderConfig struct {
+	// Rate is the pacing rate in bytes per second on the channel (headers included).
+	Rate int64
+	// Burst is how many bytes may leave at once after an idle moment. Default: max(64 KiB,
+	// Rate/50) — 20 ms worth.
+	Burst int
+	// Datagram is the datagram size (header included). Default DefaultDatagram, capped at the
+	// channel's MaxDatagram.
+	Datagram int
+	// EndRepeats is how many END datagrams close a pass (they can be lost too). Default 3.
+	EndRepeats int
+}
+
+// DefaultDatagram fits an Ethernet MTU with IPv6 and UDP headers (1500-40-8 = 1452) with room
+// to spare; see doc.go for why fragmenting larger datagrams is not worth it.
+const DefaultDatagram = 1400
+
+// DefaultSenderConfig returns the defaults for a rate.
+func DefaultSenderConfig(rate int64) SenderConfig {
+	return SenderConfig{Rate: rate, Datagram: DefaultDatagram, EndRepeats: 3}
+}
+
+// SliceReader reads a slice; store.Store fits.
+type SliceReader interface {
+	ReadSlice(i int, buf []byte) ([]byte, error)
+}
+
+// SenderStats counts what a sender sent.
+type SenderStats struct {
+	Datagrams int64
+	Bytes     int64 // on the channel, headers included
+	Slices    int64
+}
+
+// Sender multicasts the slices of one piece of content, chunked into datagrams and paced by
+// a token bucket. It is safe for concurrent use (sends are serialised by the limiter's
+// order, not by a lock; concurrent SendSlice calls interleave datagrams).
+type Sender struct {
+	ch  Channel
+	m   *content.Manifest
+	cfg SenderConfig
+	tag tag
+	lim *rate.Limiter
+
+	datagrams, bytes, slices atomic.Int64
+}
+
+// NewSender returns a sender of m's slices on ch.
+func NewSender(ch Channel, m *content.Manifest, cfg SenderConfig) (*Sender, error) {
+	if cfg.Rate <= 0 {
+		return nil, fmt.Errorf("mcast: rate %d must be positive", cfg.Rate)
+	}
+	if cfg.Datagram == 0 {
+		cfg.Datagram = DefaultDatagram
+	}
+	cfg.Datagram = min(cfg.Datagram, ch.MaxDatagram(), HeaderSize+65535)
+	if cfg.Datagram < HeaderSize+64 {
+		return nil, fmt.Errorf("mcast: datagram size %d too small", cfg.Datagram)
+	}
+	if cfg.Burst == 0 {
+		cfg.Burst = max(64<<10, int(cfg.Rate/50))
+	}
+	cfg.Burst = max(cfg.Burst, cfg.Datagram)
+	if cfg.EndRepeats <= 0 {
+		cfg.EndRepeats = 3
+	}
+	return &Sender{ch: ch, m: m, cfg: cfg, tag: tagOf(m.ID()), lim: rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst)}, nil
+}
+
+// Stats returns the counters.
+func (s *Sender) Stats() SenderStats {
+	return SenderStats{Datagrams: s.datagrams.Load(), Bytes: s.bytes.Load(), Slices: s.slices.Load()}
+}
+
+// SendSlice multicasts slice i (data must be its verified bytes), paced.
+func (s *Sender) SendSlice(ctx context.Context, i int, data []byte) error {
+	if len(data) != s.m.SliceLen(i) {
+		return fmt.Errorf("mcast: slice %d is %d bytes, want %d", i, len(data), s.m.SliceLen(i))
+	}
+	chunk := s.cfg.Datagram - HeaderSize
+	buf := make([]byte, s.cfg.Datagram)
+	h := header{typ: typeData, tag: s.tag, slice: uint32(i), chunk: uint16(chunk)}
+	for off := 0; off < len(data); off += chunk {
+		n := min(chunk, len(data)-off)
+		h.offset = uint32(off)
+		h.put(buf)
+		copy(buf[HeaderSize:], data[off:off+n])
+		if err := s.send(ctx, buf[:HeaderSize+n]); err != nil {
+			return err
+		}
+	}
+	s.slices.Add(1)
+	return nil
+}
+
+func (s *Sender) send(ctx context.Context, p []byte) error {
+	if err := s.lim.WaitN(ctx, len(p)); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("mcast: pacing: %w", err)
+	}
+	if err := s.ch.Send(ctx, p); err != nil {
+		return fmt.Errorf("mcast: send: %w", err)
+	}
+	s.datagrams.Add(1)
+	s.bytes.Add(int64(len(p)))
+	return nil
+}
+
+// SendEnd announces the end of a pass (EndRepeats times).
+func (s *Sender) SendEnd(ctx context.Context) error {
+	var buf [HeaderSize]byte
+	header{typ: typeEnd, tag: s.tag, slice: uint32(s.m.NumSlices())}.put(buf[:])
+	for range s.cfg.EndRepeats {
+		if err := s.send(ctx, buf[:]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SendAll multicasts every slice src holds, in order, then the end of the pass.
+func (s *Sender) SendAll(ctx context.Context, src SliceReader) error {
+	buf := make([]byte, s.m.SliceSize)
+	for i := 0; i < s.m.NumSlices(); i++ {
+		data, err := src.ReadSlice(i, buf)
+		if err != nil {
+			return fmt.Errorf("mcast: read slice %d: %w", i, err)
+		}
+		if err := s.SendSlice(ctx, i, data); err != nil {
+			return err
+		}
+	}
+	return s.SendEnd(ctx)
+}
