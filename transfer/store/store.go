@@ -152,18 +152,18 @@ type Store struct {
 
 	flushMu sync.Mutex // serialises Flush, Finalize and Close; held across disk I/O
 
-	mu        sync.Mutex // guards the fields below (never held across I/O)
-	f         file       // the data file (part file, source file or finalized file)
-	have      Bitmap     // verified slices whose bytes are written (maybe not yet synced)
-	sinceSave int        // slices stored since the bitmap was last saved
-	dirty     bool       // have differs from the saved bitmap
-	readOnly  bool       // source store, or finalized
-	verifyRd  bool       // source store: verify slices read (see srcChecked)
+	mu        sync.Mutex  // guards the fields below (never held across I/O)
+	f         file        // the data file (part file, source file or finalized file)
+	have      Bitmap      // verified slices whose bytes are written (maybe not yet synced)
+	sinceSave int         // slices stored since the bitmap was last saved
+	dirty     bool        // have differs from the saved bitmap
+	readOnly  bool        // source store, or finalized
+	verifyRd  bool        // source store: verify slices read (see srcChecked)
 	srcInfo   os.FileInfo // source store: the file's size and mtime when opened
 	srcOK     Bitmap      // source store: slices verified once while the file was unchanged
 	srcMoved  bool        // source store: the file changed since it was opened: verify every read
 	closed    bool
-	closing   bool // Close has begun: no new background flush
+	closing   bool   // Close has begun: no new background flush
 	finalPath string // set once finalized
 	flushErr  error  // the last background flush failure, returned by the next Put, Flush or Close
 
