@@ -141,7 +141,7 @@ func (g *Group) applyLocal(ctx context.Context, cmd Command, b []byte, from peer
 //   - GroupInit, MemberAdd, MemberLive, TaskAssign: leader only (admission, liveness and
 //     arrangement are leader duties);
 //   - MemberUpdate and MemberRemove(leave): about the sender itself only;
-//   - MemberRemove(expel): from a Raft voter, not about the leader;
+//   - MemberRemove(expel): from a Raft voter (an expelled leader hands over and drops out);
 //   - TaskAdd: the sender is the requester; TaskRemove: the task's requester;
 //   - SlicesDone: the member that delivered them or the task's requester;
 //   - ContentAdd: the sender is the source; ContentRemove: the entry's source.
@@ -174,9 +174,6 @@ func (g *Group) authorize(cmd Command, from peer.ID) error {
 			}
 			if !conf[from] {
 				return deny("only voters may expel")
-			}
-			if c.PeerID == g.self {
-				return deny("the leader cannot be expelled")
 			}
 		}
 	case *TaskAdd:

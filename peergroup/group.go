@@ -169,6 +169,12 @@ func (g *Group) onApply(Command) { g.signal(g.changed) }
 // removeData it deletes the group's directory.
 func (g *Group) close(removeData bool) error {
 	g.closeOnce.Do(func() {
+		if removeData && g.IsLeader() { // leaving for good: hand over first (bounded)
+			f := g.raft.LeadershipTransfer()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = g.waitFuture(ctx, f)
+			cancel()
+		}
 		g.cancel()
 		done := make(chan struct{})
 		go func() {

@@ -2,6 +2,7 @@ package peergroup
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -48,5 +49,145 @@ func TestThreeMembersAgreeAndWrongSecretRejected(t *testing.T) {
 	back, err := DecodeGroupInfo(b)
 	if err != nil || back.ID != id || back.Policy != PolicySecret || len(back.Contacts) != 3 || back.Members != 3 {
 		t.Fatalf("group info round trip: %+v %v", back, err)
+	}
+}
+
+func leaderNode(t *testing.T, id string, nodes []*testNode) (*testNode, []*testNode) {
+	t.Helper()
+	var leader *testNode
+	eventually(t, 20*time.Second, "a leader", func() error {
+		for _, n := range nodes {
+			if n.m != nil && n.group(t, id).IsLeader() {
+				leader = n
+				return nil
+			}
+		}
+		return errors.New("no leader")
+	})
+	var others []*testNode
+	for _, n := range nodes {
+		if n != leader {
+			others = append(others, n)
+		}
+	}
+	return leader, others
+}
+
+func allVoters(t *testing.T, id string, want int, nodes ...*testNode) {
+	t.Helper()
+	eventually(t, 20*time.Second, "voters", func() error {
+		for _, n := range nodes {
+			voters := 0
+			for _, m := range n.group(t, id).Status().Members {
+				if m.Voter {
+					voters++
+				}
+			}
+			if voters != want {
+				return fmt.Errorf("%s sees %d voters, want %d", n.name, voters, want)
+			}
+		}
+		return nil
+	})
+}
+
+func TestLeaderFailoverAndRestartRejoin(t *testing.T) {
+	id, nodes := threeMemberGroup(t, nil)
+	allVoters(t, id, 3, nodes...)
+	old, others := leaderNode(t, id, nodes)
+	oldTerm := old.group(t, id).Term()
+
+	killed := time.Now()
+	old.stop()
+	eventually(t, 20*time.Second, "new leader among the other two", func() error {
+		if err := agree(id, 3, others...); err != nil {
+			return err
+		}
+		if st := others[0].group(t, id).Status(); st.Leader == old.id() || st.Term <= oldTerm {
+			return fmt.Errorf("leader %s term %d", st.Leader, st.Term)
+		}
+		return nil
+	})
+	t.Logf("failover: new leader after %s", time.Since(killed).Round(time.Millisecond))
+
+	// The group keeps working without the old leader: a follower's command is forwarded.
+	follower := others[0]
+	if follower.group(t, id).IsLeader() {
+		follower = others[1]
+	}
+	if err := follower.group(t, id).Apply(ctxT(t, 10*time.Second), &ContentAdd{Content: Content{ID: "c1", Name: "while-down", Size: 1, Source: follower.id()}}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The killed node restarts on its data dir (new port): it rejoins as a follower and
+	// catches up with what was committed while it was down.
+	old.start(t, nil)
+	eventually(t, 20*time.Second, "restarted node caught up as follower", func() error {
+		g, ok := old.m.Group(id)
+		if !ok {
+			return errors.New("group not reopened")
+		}
+		if g.IsLeader() {
+			return errors.New("restarted node is leader")
+		}
+		if _, ok := g.State().Catalogue["c1"]; !ok {
+			return errors.New("has not caught up")
+		}
+		return agree(id, 3, nodes...)
+	})
+	// Its new address reaches the others' state.
+	eventually(t, 20*time.Second, "new address announced", func() error {
+		m, _ := others[0].group(t, id).State().Member(old.id())
+		for _, a := range m.Addrs {
+			for _, b := range old.h.Addrs() {
+				if a.Equal(b) {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("others still see %v, node listens on %v", m.Addrs, old.h.Addrs())
+	})
+}
+
+func TestHostInTwoGroups(t *testing.T) {
+	a, b := startNode(t, "a", nil), startNode(t, "b", nil)
+	g1, err := a.m.Create(ctxT(t, 20*time.Second), "one", PolicyOpen, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g2, err := b.m.Create(ctxT(t, 20*time.Second), "two", PolicyOpen, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.m.Join(ctxT(t, 20*time.Second), g1.Info(), Credential{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.m.Join(ctxT(t, 20*time.Second), g2.Info(), Credential{}); err != nil {
+		t.Fatal(err)
+	}
+	if len(a.m.Groups()) != 2 || len(b.m.Groups()) != 2 {
+		t.Fatalf("groups: a %d b %d", len(a.m.Groups()), len(b.m.Groups()))
+	}
+	// Each node commits in both groups, as leader in one and follower in the other.
+	for _, n := range []*testNode{a, b} {
+		for _, gid := range []string{g1.ID(), g2.ID()} {
+			c := &ContentAdd{Content: Content{ID: "from-" + n.name, Name: n.name, Size: 1, Source: n.id()}}
+			if err := n.group(t, gid).Apply(ctxT(t, 10*time.Second), c); err != nil {
+				t.Fatalf("%s in %s: %v", n.name, gid, err)
+			}
+		}
+	}
+	for _, n := range []*testNode{a, b} {
+		for _, gid := range []string{g1.ID(), g2.ID()} {
+			eventually(t, 10*time.Second, "both entries", func() error {
+				if cat := n.group(t, gid).State().Catalogue; len(cat) != 2 {
+					return fmt.Errorf("%s sees %d entries in %s", n.name, len(cat), gid)
+				}
+				return nil
+			})
+		}
+		if g, _ := n.m.Group("one"); g.ID() != g1.ID() {
+			t.Fatal("lookup by name")
+		}
 	}
 }

@@ -1,0 +1,225 @@
+package peergroup
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+func TestInvitePolicy(t *testing.T) {
+	a, b, c := startNode(t, "a", nil), startNode(t, "b", nil), startNode(t, "c", nil)
+	ga, err := a.m.Create(ctxT(t, 20*time.Second), "club", PolicyInvite, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := ga.Info()
+	if _, err := b.m.Join(ctxT(t, 10*time.Second), info, Credential{}); !errors.Is(err, ErrBadInvitation) {
+		t.Fatalf("join without invitation: %v", err)
+	}
+	forC, _ := ga.Invite(c.id(), time.Hour)
+	if _, err := b.m.Join(ctxT(t, 10*time.Second), info, Credential{Invitation: forC}); !errors.Is(err, ErrBadInvitation) {
+		t.Fatalf("join with someone else's invitation: %v", err)
+	}
+	expired, _ := SignInvitation(a.key, ga.ID(), b.id(), time.Now().Add(-time.Minute))
+	if _, err := b.m.Join(ctxT(t, 10*time.Second), info, Credential{Invitation: expired}); !errors.Is(err, ErrBadInvitation) {
+		t.Fatalf("join with an expired invitation: %v", err)
+	}
+	byOutsider, _ := SignInvitation(c.key, ga.ID(), b.id(), time.Now().Add(time.Hour))
+	if _, err := b.m.Join(ctxT(t, 10*time.Second), info, Credential{Invitation: byOutsider}); !errors.Is(err, ErrBadInvitation) {
+		t.Fatalf("join with an invitation from a non-member: %v", err)
+	}
+	tampered, _ := ga.Invite(b.id(), time.Hour)
+	tampered[len(tampered)-1] ^= 1
+	if _, err := b.m.Join(ctxT(t, 10*time.Second), info, Credential{Invitation: tampered}); !errors.Is(err, ErrBadInvitation) {
+		t.Fatalf("join with a tampered invitation: %v", err)
+	}
+	forB, _ := ga.Invite(b.id(), time.Hour)
+	gb, err := b.m.Join(ctxT(t, 20*time.Second), info, Credential{Invitation: forB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A member other than the creator invites c; c joins through b (a follower redirects).
+	invC, _ := gb.Invite(c.id(), time.Hour)
+	infoViaB := info
+	infoViaB.Contacts = []peer.AddrInfo{{ID: b.id(), Addrs: b.h.Addrs()}}
+	if _, err := c.m.Join(ctxT(t, 20*time.Second), infoViaB, Credential{Invitation: invC}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "3 members agree", func() error { return agree(ga.ID(), 3, a, b, c) })
+}
+
+func TestLeaveAndExpel(t *testing.T) {
+	id, nodes := threeMemberGroup(t, nil)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	allVoters(t, id, 3, nodes...)
+	d := startNode(t, "d", nil)
+	if _, err := d.m.Join(ctxT(t, 20*time.Second), a.group(t, id).Info(), Credential{Secret: "s3cret"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "4 members", func() error { return agree(id, 4, a, b, c, d) })
+
+	// b leaves cleanly: gone from everyone's state and from the Raft configuration, its
+	// data deleted.
+	if err := b.m.Leave(ctxT(t, 20*time.Second), "films"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b.m.Group(id); ok {
+		t.Fatal("b still has the group")
+	}
+	if _, err := os.Stat(b.dir + "/groups/" + id); !os.IsNotExist(err) {
+		t.Fatalf("b's group data still there: %v", err)
+	}
+	eventually(t, 20*time.Second, "3 members after leave", func() error {
+		if err := agree(id, 3, a, c, d); err != nil {
+			return err
+		}
+		conf, err := a.group(t, id).configuration()
+		if err != nil {
+			return err
+		}
+		if _, ok := conf[b.id()]; ok {
+			return errors.New("b still in the raft configuration")
+		}
+		return nil
+	})
+
+	// d is expelled by a voter: it drops the group and may not come back.
+	expeller := a
+	if err := expeller.group(t, id).Expel(ctxT(t, 20*time.Second), d.id()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "expelled member drops the group", func() error {
+		if _, ok := d.m.Group(id); ok {
+			return errors.New("d still has the group")
+		}
+		return agree(id, 2, a, c)
+	})
+	_, err := d.m.Join(ctxT(t, 10*time.Second), a.group(t, id).Info(), Credential{Secret: "s3cret"})
+	if !errors.Is(err, ErrBanned) {
+		t.Fatalf("expelled peer rejoining: %v, want ErrBanned", err)
+	}
+	// The one who left may come back.
+	if _, err := b.m.Join(ctxT(t, 20*time.Second), a.group(t, id).Info(), Credential{Secret: "s3cret"}); err != nil {
+		t.Fatalf("rejoin after leave: %v", err)
+	}
+	eventually(t, 20*time.Second, "3 members after rejoin", func() error { return agree(id, 3, a, b, c) })
+}
+
+func TestApplyForwardingAndAuthorization(t *testing.T) {
+	id, nodes := threeMemberGroup(t, nil)
+	leader, others := leaderNode(t, id, nodes)
+	f := others[0].group(t, id)
+	ctx := ctxT(t, 30*time.Second)
+
+	// A follower's own commands are forwarded and visible locally when Apply returns.
+	task := Task{ID: "t1", Kind: TaskDownload, URL: "http://origin/f", Size: 10 << 20, SliceSize: 1 << 20, Requester: others[0].id()}
+	if err := f.Apply(ctx, &TaskAdd{Task: task}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.State().Tasks["t1"]; !ok {
+		t.Fatal("forwarded command not applied locally when Apply returned")
+	}
+	// Leader duties are refused from followers; so is speaking for someone else.
+	refused := map[string]Command{
+		"assign":           &TaskAssign{TaskID: "t1", Term: f.Term(), Assignments: []Assignment{{0, others[0].id()}}},
+		"liveness":         &MemberLive{PeerID: leader.id(), Alive: false},
+		"update other":     &MemberUpdate{PeerID: others[1].id()},
+		"leave for other":  &MemberRemove{PeerID: others[1].id(), Reason: ReasonLeave},
+		"task for other":   &TaskAdd{Task: Task{ID: "t2", Kind: TaskDownload, URL: "u", Size: 1, SliceSize: 1, Requester: others[1].id()}},
+		"content of other": &ContentAdd{Content: Content{ID: "c", Source: others[1].id()}},
+	}
+	for name, c := range refused {
+		if err := f.Apply(ctx, c); !errors.Is(err, ErrForbidden) {
+			t.Errorf("%s: %v, want ErrForbidden", name, err)
+		}
+	}
+	// State rejections come back from the leader's FSM.
+	if err := f.Apply(ctx, &SlicesDone{TaskID: "t1", Member: others[0].id(), Slices: []uint32{99}}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("slice out of range: %v", err)
+	}
+	// The leader arranges: every live member gets slices, stamped with the current term.
+	as, err := leader.group(t, id).ArrangeTask(ctx, "t1", seq(10), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := counts(as); len(c) != 3 {
+		t.Fatalf("arrangement over %d members: %v", len(c), c)
+	}
+	if _, err := f.ArrangeTask(ctx, "t1", seq(1), nil, nil); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("follower arranging: %v", err)
+	}
+	eventually(t, 10*time.Second, "assignment replicated", func() error {
+		tk := f.State().Tasks["t1"]
+		if tk.Term != leader.group(t, id).Term() || tk.Slices[9].Assignee == "" {
+			return fmt.Errorf("task at term %d", tk.Term)
+		}
+		return nil
+	})
+	// The requester reports completions in a batch; load drops back.
+	if err := f.Apply(ctx, &SlicesDone{TaskID: "t1", Member: others[0].id(), Slices: seq(10)}); err != nil {
+		t.Fatal(err)
+	}
+	for p, l := range f.State().Load {
+		if l != 0 {
+			t.Fatalf("load of %s is %d after all done", p, l)
+		}
+	}
+}
+
+func TestVoterCapAndPromotion(t *testing.T) {
+	fast := func(c *Config) { c.MaxVoters = 3; c.DeadAfter = time.Second }
+	a := startNode(t, "a", fast)
+	ga, err := a.m.Create(ctxT(t, 20*time.Second), "big", PolicyOpen, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := []*testNode{a}
+	for _, name := range []string{"b", "c", "d", "e"} {
+		n := startNode(t, name, fast)
+		if _, err := n.m.Join(ctxT(t, 20*time.Second), ga.Info(), Credential{}); err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n)
+	}
+	allVoters(t, ga.ID(), 3, nodes...)
+	// Kill a voter that is not the leader: a non-voter is promoted in its place.
+	leader, _ := leaderNode(t, ga.ID(), nodes)
+	var victim *testNode
+	for _, m := range leader.group(t, ga.ID()).Status().Members {
+		if m.Voter && m.PeerID != leader.id() {
+			for _, n := range nodes {
+				if n.id() == m.PeerID {
+					victim = n
+				}
+			}
+			break
+		}
+	}
+	victim.stop()
+	eventually(t, 30*time.Second, "dead voter replaced", func() error {
+		st := leader.group(t, ga.ID()).State()
+		voters := 0
+		for _, m := range st.Members {
+			if m.Voter && m.PeerID == victim.id() {
+				return errors.New("victim still a voter")
+			}
+			if m.Voter {
+				voters++
+			}
+			if m.PeerID == victim.id() && m.Alive {
+				return errors.New("victim still alive in the state")
+			}
+		}
+		if voters != 3 {
+			return fmt.Errorf("%d voters", voters)
+		}
+		return nil
+	})
+	if live := leader.group(t, ga.ID()).LiveMembers(); len(live) != 4 {
+		t.Fatalf("live members %d, want 4", len(live))
+	}
+}
