@@ -110,3 +110,13 @@ func (x *index) close() error {
 	}
 	return nil
 }
+
+// IndexQuery queries this rendezvous node's advertisement index; it returns nil on a node
+// that is not a rendezvous.
+func (n *Node) IndexQuery(q advert.Query) []*advert.Signed {
+	if n.index == nil {
+		return nil
+	}
+	n.index.cache.Expire()
+	return n.index.cache.Query(q)
+}

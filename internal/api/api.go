@@ -170,3 +170,42 @@ func (c *Client) Open(ctx context.Context, method, path string, in any) (*http.R
 	}
 	return resp, nil
 }
+
+// GroupCreate is the body of POST /v1/groups.
+type GroupCreate struct {
+	Name   string `json:"name"`
+	Secret string `json:"secret,omitempty"`
+}
+
+// GroupJoin is the body of POST /v1/groups/join.
+type GroupJoin struct {
+	Name    string  `json:"name,omitempty"`
+	Any     bool    `json:"any,omitempty"`
+	Secret  string  `json:"secret,omitempty"`
+	Timeout float64 `json:"timeout_seconds,omitempty"`
+}
+
+// GroupLeave is the body of POST /v1/groups/leave.
+type GroupLeave struct {
+	Name string `json:"name"`
+}
+
+// GroupMember is one member in a group's status.
+type GroupMember struct {
+	PeerID string `json:"peer_id"`
+	Voter  bool   `json:"voter"`
+	Alive  bool   `json:"alive"`
+	Domain string `json:"domain,omitempty"`
+}
+
+// GroupStatus is `raftcast group status NAME`.
+type GroupStatus struct {
+	ID      string        `json:"id"`
+	Name    string        `json:"name"`
+	Policy  string        `json:"policy"`
+	Leader  string        `json:"leader"`
+	Term    uint64        `json:"term"`
+	State   string        `json:"state"`
+	Self    string        `json:"self"`
+	Members []GroupMember `json:"members"`
+}

@@ -39,8 +39,9 @@ type Config struct {
 type Daemon struct {
 	cfg   Config
 	log   *slog.Logger
-	node  *overlay.Node
-	token string
+	node   *overlay.Node
+	groups *groups
+	token  string
 }
 
 // Run starts the daemon and serves until ctx is cancelled, then shuts down cleanly.
@@ -91,6 +92,16 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	gctx, gcancel := context.WithCancel(context.Background())
+	defer gcancel()
+	if d.groups, err = newGroups(gctx, d, cfg.DataDir); err != nil {
+		return err
+	}
+	defer func() {
+		if err := d.groups.close(); err != nil {
+			d.log.Warn("closing groups", "err", err)
+		}
+	}()
 
 	ln, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
@@ -126,6 +137,11 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("GET /v1/status", d.json(d.status))
 	mux.HandleFunc("GET /v1/peers", d.json(d.peers))
 	mux.HandleFunc("GET /v1/adverts", d.json(d.adverts))
+	mux.HandleFunc("POST /v1/groups", d.json(d.groups.create))
+	mux.HandleFunc("POST /v1/groups/join", d.json(d.groups.join))
+	mux.HandleFunc("POST /v1/groups/leave", d.json(d.groups.leave))
+	mux.HandleFunc("GET /v1/groups", d.json(d.groups.list))
+	mux.HandleFunc("GET /v1/groups/{name}", d.json(d.groups.status))
 	mux.HandleFunc("/", d.auth(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, api.Error{Error: "unknown API path " + r.URL.Path, Usage: true})
 	}))

@@ -18,6 +18,9 @@ func (d *Daemon) status(*http.Request) (any, error) {
 		Role:   string(n.Role()),
 		Groups: []api.GroupRef{},
 	}
+	for _, g := range d.groups.m.Groups() {
+		st.Groups = append(st.Groups, groupRef(g))
+	}
 	for _, a := range n.Addrs() {
 		st.Addrs = append(st.Addrs, a.String())
 	}
