@@ -37,8 +37,8 @@ type Config struct {
 
 // Daemon is a running node with its API.
 type Daemon struct {
-	cfg   Config
-	log   *slog.Logger
+	cfg    Config
+	log    *slog.Logger
 	node   *overlay.Node
 	groups *groups
 	token  string
