@@ -24,12 +24,16 @@ type ReceiverConfig struct {
 	// IdleTimeout: no datagram for this long calls OnIdle (the sender finished or is gone).
 	// Default 2s.
 	IdleTimeout time.Duration
+	// StartTimeout replaces IdleTimeout until the first datagram of the content arrives (a
+	// sender or proxy may start late). Default 5s.
+	StartTimeout time.Duration
 	// OnStored is called when a slice reassembled from multicast is verified and stored new.
 	OnStored func(index, n int)
 	// OnLost is called with slices multicast will not deliver in this pass: repair them.
 	OnLost func(index []int)
-	// OnIdle is called (from another goroutine) when the channel has been idle IdleTimeout,
-	// and when an END arrives: every missing slice should now be repaired.
+	// OnIdle is called (from another goroutine) when the channel has been idle IdleTimeout
+	// (StartTimeout before the first datagram), and when an END arrives: every missing slice
+	// should now be repaired.
 	OnIdle func()
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
@@ -37,7 +41,7 @@ type ReceiverConfig struct {
 
 // DefaultReceiverConfig returns the defaults.
 func DefaultReceiverConfig() ReceiverConfig {
-	return ReceiverConfig{MaxAssembling: 16, Lag: 4, IdleTimeout: 2 * time.Second}
+	return ReceiverConfig{MaxAssembling: 16, Lag: 4, IdleTimeout: 2 * time.Second, StartTimeout: 5 * time.Second}
 }
 
 // ReceiverStats counts what a receiver saw.
@@ -79,6 +83,7 @@ type Receiver struct {
 	reported store.Bitmap // slices reported lost (once per pass)
 
 	lastRecv atomic.Int64 // unix nanos of the last datagram for us; read by the watchdog
+	started  atomic.Bool  // a datagram for us has arrived
 
 	statsMu sync.Mutex // guards stats
 	stats   ReceiverStats
@@ -86,6 +91,9 @@ type Receiver struct {
 
 // NewReceiver returns a receiver of m's content from ch into st.
 func NewReceiver(ch Channel, m *content.Manifest, st *store.Store, cfg ReceiverConfig, log *slog.Logger) (*Receiver, error) {
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = cfg.IdleTimeout
+	}
 	if cfg.MaxAssembling <= 0 || cfg.Lag <= 0 || cfg.IdleTimeout <= 0 {
 		return nil, fmt.Errorf("mcast: bad receiver config %+v", cfg)
 	}
@@ -148,7 +156,7 @@ func (r *Receiver) Run(ctx context.Context) error {
 // watchdog calls OnIdle once per idle period, and stops Run (stop) when the store was
 // completed by another carrier.
 func (r *Receiver) watchdog(ctx context.Context, stop context.CancelFunc) {
-	t := time.NewTicker(min(r.cfg.IdleTimeout/4, 250*time.Millisecond))
+	t := time.NewTicker(min(r.cfg.IdleTimeout/4, r.cfg.StartTimeout/4, 250*time.Millisecond))
 	defer t.Stop()
 	idle := false
 	for {
@@ -161,7 +169,11 @@ func (r *Receiver) watchdog(ctx context.Context, stop context.CancelFunc) {
 			stop()
 			return
 		}
-		quiet := r.cfg.Now().Sub(time.Unix(0, r.lastRecv.Load())) >= r.cfg.IdleTimeout
+		limit := r.cfg.IdleTimeout
+		if !r.started.Load() {
+			limit = r.cfg.StartTimeout
+		}
+		quiet := r.cfg.Now().Sub(time.Unix(0, r.lastRecv.Load())) >= limit
 		if quiet && !idle && r.cfg.OnIdle != nil {
 			r.cfg.OnIdle()
 		}
@@ -176,6 +188,7 @@ func (r *Receiver) handle(b []byte) error {
 		return nil
 	}
 	r.lastRecv.Store(r.cfg.Now().UnixNano())
+	r.started.Store(true)
 	r.count(func(s *ReceiverStats) { s.Datagrams++ })
 	i := int(h.slice)
 	switch h.typ {

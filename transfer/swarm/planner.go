@@ -19,6 +19,9 @@ type PlannerConfig struct {
 	BackoffBase        time.Duration // a failing peer rests BackoffBase·2^(failures-1), randomised ×[0.5,1.5)
 	BackoffMax         time.Duration
 	Rand               *rand.Rand // tie-breaking and jitter; nil: seeded randomly
+	// Ascending requests the lowest missing slices first instead of the rarest: for a proxy
+	// that re-multicasts slices in order as they arrive.
+	Ascending bool
 }
 
 // DefaultPlannerConfig returns the defaults.
@@ -329,6 +332,9 @@ func (pl *Planner) Next(now time.Time) []Request {
 	if free == 0 {
 		return nil
 	}
+	if pl.cfg.Ascending {
+		return pl.nextAscending(now, free)
+	}
 	// Bucket the candidates by availability; rarest first, random within a bucket.
 	buckets := make(map[int][]int)
 	var keys []int
@@ -365,6 +371,33 @@ func (pl *Planner) Next(now time.Time) []Request {
 			if free--; free == 0 {
 				return out
 			}
+		}
+	}
+	return out
+}
+
+func (pl *Planner) eligible(i int, now time.Time) bool {
+	if pl.have.Has(i) || pl.hold.Has(i) || pl.avail[i] == 0 {
+		return false
+	}
+	if _, busy := pl.inflight[i]; busy {
+		return false
+	}
+	t, ok := pl.notBefore[i]
+	return !ok || !now.Before(t)
+}
+
+func (pl *Planner) nextAscending(now time.Time, free int) []Request {
+	var out []Request
+	for i := 0; i < pl.n && free > 0; i++ {
+		if !pl.eligible(i, now) {
+			continue
+		}
+		if p, ok := pl.pick(i, now); ok {
+			pl.peers[p].inflight++
+			pl.inflight[i] = p
+			out = append(out, Request{Peer: p, Index: i})
+			free--
 		}
 	}
 	return out

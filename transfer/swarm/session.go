@@ -22,6 +22,7 @@ type Config struct {
 	Source        peer.ID                             // the content's source peer (asked last); may be empty
 	Peers         func(ctx context.Context) []peer.ID // optional: more peers that may hold the content, polled every PeersInterval
 	OnProgress    func(Progress)                      // optional: called from the session goroutine after every new slice; must not block
+	OnStored      func(index, n int, from peer.ID)    // optional: likewise, with the slice and the peer it came from
 	HaveInterval  time.Duration                       // how often a peer's have-bitmap is asked for while we miss slices it might get
 	PeersInterval time.Duration                       // how often Peers is called
 	DialTimeout   time.Duration                       // opening a stream to a peer
@@ -409,6 +410,9 @@ func (s *Session) apply(ev event, pl *Planner, conns map[peer.ID]*conn, infos ma
 		st := s.stats
 		s.statsMu.Unlock()
 		pl.Done(p, ev.index)
+		if ev.added && s.cfg.OnStored != nil {
+			s.cfg.OnStored(ev.index, ev.n, p)
+		}
 		if ev.added && s.cfg.OnProgress != nil {
 			s.cfg.OnProgress(Progress{Have: pl.HaveCount(), Total: pl.n, Stats: st})
 		}

@@ -1,0 +1,261 @@
+package transfer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/raftcast/raftcast/transfer/content"
+	"github.com/raftcast/raftcast/transfer/mcast/mcasttest"
+)
+
+type tnode struct {
+	h   host.Host
+	e   *Engine
+	dir string
+}
+
+func newTNode(t *testing.T, sliceSize int) *tnode {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Dir = t.TempDir()
+	cfg.SliceSize = sliceSize
+	cfg.Session.HaveInterval = 100 * time.Millisecond
+	cfg.Receiver.IdleTimeout = 500 * time.Millisecond
+	e, err := New(h, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.Close()
+		h.Close()
+	})
+	return &tnode{h: h, e: e, dir: t.TempDir()}
+}
+
+func connect(t *testing.T, ns ...*tnode) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	for i, a := range ns {
+		for _, b := range ns[i+1:] {
+			if err := a.h.Connect(ctx, peer.AddrInfo{ID: b.h.ID(), Addrs: b.h.Addrs()}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+func writeRandom(t *testing.T, size int, seed uint64) (string, []byte) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(seed, 99))
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	p := filepath.Join(t.TempDir(), "shared.bin")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p, data
+}
+
+func peerIDs(ns ...*tnode) []peer.ID {
+	var out []peer.ID
+	for _, n := range ns {
+		out = append(out, n.h.ID())
+	}
+	return out
+}
+
+func checkResult(t *testing.T, res *Result, out string, want []byte) {
+	t.Helper()
+	if sum := res.BytesMulticast + res.BytesPeers + res.BytesSource + res.BytesResumed; sum != res.Size {
+		t.Errorf("summary does not add up: %+v", res)
+	}
+	got, err := os.ReadFile(out)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("%s differs from the shared file (%v)", out, err)
+	}
+}
+
+func TestGetUnknownContentFailsWithinTimeout(t *testing.T) {
+	src, r := newTNode(t, content.DefaultSliceSize), newTNode(t, content.DefaultSliceSize)
+	connect(t, src, r)
+	out := filepath.Join(r.dir, "out.bin")
+	timeout := 2 * time.Second
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
+	defer cancel()
+	start := time.Now()
+	_, err := r.e.Get(ctx, GetRequest{ID: content.ID{0xde, 0xad}, Out: out, Source: src.h.ID()})
+	if !errors.Is(err, ErrNotFound) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v", err)
+	}
+	if el := time.Since(start); el > timeout+5*time.Second {
+		t.Fatalf("took %v with a %v timeout", el, timeout)
+	}
+	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("something at out: %v", err)
+	}
+}
+
+func TestGetCancelledLeavesNothingAndResumes(t *testing.T) {
+	src, r := newTNode(t, 64<<10), newTNode(t, 64<<10)
+	connect(t, src, r)
+	path, data := writeRandom(t, 16<<20, 5)
+	m, err := src.e.Share(t.Context(), path, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(r.dir, "out.bin")
+	ctx, cancel := context.WithCancel(t.Context())
+	_, err = r.e.Get(ctx, GetRequest{ID: m.ID(), Out: out, Source: src.h.ID(), Progress: func(p Progress) {
+		if p.Have > p.Total/3 {
+			cancel()
+		}
+	}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled get: %v", err)
+	}
+	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("a cancelled get left something at out")
+	}
+	ctx2, cancel2 := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel2()
+	res, err := r.e.Get(ctx2, GetRequest{ID: m.ID(), Out: out, Source: src.h.ID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.BytesResumed < m.Size/3 {
+		t.Fatalf("resumed only %d of %d bytes", res.BytesResumed, m.Size)
+	}
+	checkResult(t, res, out, data)
+	tr := r.e.Transfers()
+	if len(tr) != 1 || tr[0].State != StateServing || tr[0].DoneBytes != m.Size {
+		t.Fatalf("transfers: %+v", tr)
+	}
+}
+
+// TestShareGetMulticastWithRepair: a source multicasts into a domain losing 2% of datagrams
+// at every receiver; three receivers complete from multicast plus repair from peers.
+func TestShareGetMulticastWithRepair(t *testing.T) {
+	const ss = 16 << 10 // 12 datagrams a slice: most slices survive 2% loss
+	src := newTNode(t, ss)
+	rs := []*tnode{newTNode(t, ss), newTNode(t, ss), newTNode(t, ss)}
+	connect(t, append([]*tnode{src}, rs...)...)
+	path, data := writeRandom(t, 8<<20, 6)
+	m, err := src.e.Share(t.Context(), path, "data.bin", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dom := mcasttest.NewDomain(1500)
+	srcPort := dom.Join(0, 100, 16)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	results := make([]*Result, len(rs))
+	errs := make([]error, len(rs))
+	for i, r := range rs {
+		port := dom.Join(0.02, uint64(i+1), 1<<16)
+		wg.Go(func() {
+			results[i], errs[i] = r.e.Get(ctx, GetRequest{
+				ID: m.ID(), Out: filepath.Join(r.dir, "out.bin"), Source: src.h.ID(),
+				Peers: peerIDs(rs...), Multicast: port,
+			})
+		})
+	}
+	// Start the pass once every receiver is listening.
+	for _, r := range rs {
+		for len(r.e.Transfers()) == 0 {
+			select {
+			case <-ctx.Done():
+				t.Fatal("receivers never started")
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	if err := src.e.Multicast(m.ID(), srcPort, 50<<20); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for i, r := range rs {
+		if errs[i] != nil {
+			t.Fatalf("receiver %d: %v", i, errs[i])
+		}
+		res := results[i]
+		t.Logf("receiver %d: multicast %d KiB, peers %d KiB, source %d KiB in %.2fs", i, res.BytesMulticast>>10, res.BytesPeers>>10, res.BytesSource>>10, res.Seconds)
+		if res.BytesMulticast == 0 || res.BytesMulticast == res.Size {
+			t.Errorf("receiver %d: %d bytes by multicast of %d: no multicast or no repair", i, res.BytesMulticast, res.Size)
+		}
+		checkResult(t, res, filepath.Join(r.dir, "out.bin"), data)
+	}
+}
+
+// TestProxyRelaysIntoDomain: domain B has no source. A proxy in B gets the content from the
+// source over streams and re-multicasts it into B; B's receivers take most bytes by multicast.
+func TestProxyRelaysIntoDomain(t *testing.T) {
+	const ss = 16 << 10
+	src, proxy := newTNode(t, ss), newTNode(t, ss)
+	rs := []*tnode{newTNode(t, ss), newTNode(t, ss)}
+	connect(t, append([]*tnode{src, proxy}, rs...)...)
+	path, data := writeRandom(t, 4<<20, 7)
+	m, err := src.e.Share(t.Context(), path, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	domB := mcasttest.NewDomain(1500)
+	proxyPort := domB.Join(0, 50, 16)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	results := make([]*Result, len(rs))
+	errs := make([]error, len(rs))
+	for i, r := range rs {
+		port := domB.Join(0, uint64(i+1), 1<<16)
+		wg.Go(func() {
+			// The receivers know only the source as a stream peer: they may repair from it,
+			// but the proxy's multicast should beat that.
+			results[i], errs[i] = r.e.Get(ctx, GetRequest{ID: m.ID(), Out: filepath.Join(r.dir, "out.bin"), Source: src.h.ID(), Multicast: port})
+		})
+	}
+	for _, r := range rs {
+		for len(r.e.Transfers()) == 0 {
+			select {
+			case <-ctx.Done():
+				t.Fatal("receivers never started")
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	pres, err := proxy.e.Get(ctx, GetRequest{ID: m.ID(), Out: filepath.Join(proxy.dir, "out.bin"), Source: src.h.ID(), Relay: proxyPort, RelayRate: 100 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResult(t, pres, filepath.Join(proxy.dir, "out.bin"), data)
+	wg.Wait()
+	for i, r := range rs {
+		if errs[i] != nil {
+			t.Fatalf("receiver %d: %v", i, errs[i])
+		}
+		res := results[i]
+		t.Logf("receiver %d: multicast %d KiB, source %d KiB", i, res.BytesMulticast>>10, res.BytesSource>>10)
+		if res.BytesMulticast < res.Size/2 {
+			t.Errorf("receiver %d got only %d of %d bytes from the proxy's multicast", i, res.BytesMulticast, res.Size)
+		}
+		checkResult(t, res, filepath.Join(r.dir, "out.bin"), data)
+	}
+}
