@@ -209,3 +209,25 @@ type GroupStatus struct {
 	Self    string        `json:"self"`
 	Members []GroupMember `json:"members"`
 }
+
+// PipeSend is the body of POST /v1/pipes/send.
+type PipeSend struct {
+	Name     string   `json:"name"`
+	Group    string   `json:"group,omitempty"`
+	Kind     string   `json:"kind,omitempty"`
+	Messages []string `json:"messages"`
+	Timeout  float64  `json:"timeout_seconds,omitempty"`
+}
+
+// PipeSent is the answer to a PipeSend.
+type PipeSent struct {
+	Delivered int `json:"delivered"`
+}
+
+// PipeMessage is one line of GET /v1/pipes/listen (newline-delimited JSON).
+type PipeMessage struct {
+	From    string `json:"from"`
+	Name    string `json:"name,omitempty"`
+	Carrier string `json:"carrier"`
+	Data    string `json:"data"`
+}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/raftcast/raftcast/internal/api"
 	"github.com/raftcast/raftcast/overlay"
+	"github.com/raftcast/raftcast/pipes"
 )
 
 // Config configures a daemon.
@@ -29,7 +30,7 @@ type Config struct {
 	Node   overlay.Config
 	Logger *slog.Logger
 	// MulticastIfaces are the interfaces for native multicast (default: every
-	// multicast-capable non-loopback interface).
+	// multicast-capable non-loopback interface; "none" turns native multicast off).
 	MulticastIfaces []string
 	// Ready, if set, is called with the API address once the daemon serves.
 	Ready func(addr string)
@@ -41,6 +42,7 @@ type Daemon struct {
 	log    *slog.Logger
 	node   *overlay.Node
 	groups *groups
+	pipes  *pipes.Service
 	token  string
 }
 
@@ -103,11 +105,29 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 
+	pcfg := pipes.DefaultConfig()
+	pcfg.Logger = d.log
+	switch {
+	case len(cfg.MulticastIfaces) == 1 && cfg.MulticastIfaces[0] == "none":
+		pcfg.Multicast.Disabled = true
+	default:
+		pcfg.Multicast.Interfaces = cfg.MulticastIfaces
+	}
+	if d.pipes, err = pipes.New(node, pcfg); err != nil {
+		return fmt.Errorf("pipes: %w", err)
+	}
+	defer d.pipes.Close()
+
 	ln, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
 		return fmt.Errorf("API listen on %s: %w", cfg.APIAddr, err)
 	}
-	srv := &http.Server{Handler: d.routes(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{
+		Handler:           d.routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		// Long requests (pipe listeners, transfers) end when the daemon stops.
+		BaseContext: func(net.Listener) context.Context { return ctx },
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	addr := ln.Addr().String()
@@ -142,6 +162,8 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("POST /v1/groups/leave", d.json(d.groups.leave))
 	mux.HandleFunc("GET /v1/groups", d.json(d.groups.list))
 	mux.HandleFunc("GET /v1/groups/{name}", d.json(d.groups.status))
+	mux.HandleFunc("POST /v1/pipes/send", d.json(d.pipeSend))
+	mux.HandleFunc("GET /v1/pipes/listen", d.auth(d.pipeListen))
 	mux.HandleFunc("/", d.auth(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, api.Error{Error: "unknown API path " + r.URL.Path, Usage: true})
 	}))

@@ -57,7 +57,7 @@ type daemon struct {
 // startDaemon starts `raftcast <role> --data dir args...` and waits until its API is up.
 func startDaemon(t *testing.T, role, dir string, args ...string) *daemon {
 	t.Helper()
-	full := append([]string{role, "--data", dir, "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns=false"}, args...)
+	full := append([]string{role, "--data", dir, "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns=false", "--multicast-iface", "none"}, args...)
 	cmd := exec.Command(binary(t), full...)
 	d := &daemon{t: t, data: dir, cmd: cmd, log: &bytes.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout = d.log
