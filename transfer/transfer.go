@@ -341,6 +341,7 @@ type Result struct {
 	BytesPeers     int64
 	BytesSource    int64
 	BytesResumed   int64 // already held from an earlier, interrupted get
+	PartialRepairs int   // slices completed by fetching only the parts multicast missed
 	Banned         []peer.ID
 }
 
@@ -549,27 +550,7 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 		wg.Go(func() { e.relay(relayCtx, snd, st, relayQ) })
 	}
 
-	scfg := e.cfg.Session
-	scfg.Source = req.Source
-	if req.Relay != nil {
-		scfg.Planner.Ascending = true // fetch in order, so the relay can multicast in order
-	}
-	scfg.Peers = peers
-	scfg.OnStored = func(i, n int, _ peer.ID) {
-		it.done.Add(int64(n))
-		if relayQ != nil {
-			relayQ <- i // capacity: one per slice
-		}
-	}
-	scfg.OnProgress = func(p swarm.Progress) { report(p.Have, p.Stats) }
-	sess, err := swarm.NewSession(e.h, m, st, scfg, e.log)
-	if err != nil {
-		return err
-	}
-	for _, p := range req.Peers {
-		sess.AddPeer(p)
-	}
-
+	var sess *swarm.Session
 	var recv *mcast.Receiver
 	if req.Multicast != nil {
 		rcfg := e.cfg.Receiver
@@ -580,10 +561,37 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 			report(st.Count(), sess.Stats())
 		}
 		rcfg.OnLost = func(idx []int) { sess.Release(idx...) }
-		rcfg.OnIdle = sess.ReleaseAll
+		rcfg.OnIdle = func() { sess.ReleaseAll() }
+		var err error
 		if recv, err = mcast.NewReceiver(req.Multicast, m, st, rcfg, e.log); err != nil {
 			return err
 		}
+	}
+
+	scfg := e.cfg.Session
+	scfg.Source = req.Source
+	if req.Relay != nil {
+		scfg.Planner.Ascending = true // fetch in order, so the relay can multicast in order
+	}
+	scfg.Peers = peers
+	scfg.OnStored = func(i, n int, _ peer.ID) {
+		it.done.Add(int64(st.Layout().SliceLen(i)))
+		if relayQ != nil {
+			relayQ <- i // capacity: one per slice
+		}
+	}
+	scfg.OnProgress = func(p swarm.Progress) { report(p.Have, p.Stats) }
+	if recv != nil {
+		scfg.Partials = recv.Partials()
+	}
+	sess, err := swarm.NewSession(e.h, m, st, scfg, e.log)
+	if err != nil {
+		return err
+	}
+	for _, p := range req.Peers {
+		sess.AddPeer(p)
+	}
+	if recv != nil {
 		sess.Hold(st.Missing()...) // expected by multicast until it says otherwise
 		wg.Go(func() {
 			if err := recv.Run(ctx); err != nil && ctx.Err() == nil {
@@ -601,8 +609,10 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 	wg.Wait()
 	s := sess.Stats()
 	res.BytesPeers, res.BytesSource, res.Banned = s.BytesPeers, s.BytesSource, s.Banned
+	res.PartialRepairs = s.PartsRequests - s.PartsBad
+	res.BytesMulticast = s.BytesPartial // the multicast share of slices completed from parts
 	if recv != nil {
-		res.BytesMulticast = recv.Stats().BytesNew
+		res.BytesMulticast += recv.Stats().BytesNew
 	}
 	if err != nil {
 		return err

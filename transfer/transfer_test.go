@@ -150,6 +150,58 @@ func TestGetCancelledLeavesNothingAndResumes(t *testing.T) {
 	}
 }
 
+// TestMulticastPartialRepair: with 256 KiB slices (190 datagrams each) and 1% loss almost
+// every slice misses a datagram; the receivers fetch only the missing parts from peers, so
+// multicast still carries most bytes.
+func TestMulticastPartialRepair(t *testing.T) {
+	const ss = 256 << 10
+	src := newTNode(t, ss)
+	rs := []*tnode{newTNode(t, ss), newTNode(t, ss)}
+	connect(t, append([]*tnode{src}, rs...)...)
+	path, data := writeRandom(t, 8<<20, 8)
+	m, err := src.e.Share(t.Context(), path, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dom := mcasttest.NewDomain(1500)
+	srcPort := dom.Join(0, 100, 16)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	results := make([]*Result, len(rs))
+	errs := make([]error, len(rs))
+	for i, r := range rs {
+		port := dom.Join(0.01, uint64(i+11), 1<<16)
+		wg.Go(func() {
+			results[i], errs[i] = r.e.Get(ctx, GetRequest{ID: m.ID(), Out: filepath.Join(r.dir, "out.bin"), Source: src.h.ID(), Peers: peerIDs(rs...), Multicast: port})
+		})
+	}
+	for _, r := range rs {
+		for len(r.e.Transfers()) == 0 {
+			select {
+			case <-ctx.Done():
+				t.Fatal("receivers never started")
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	if err := src.e.Multicast(m.ID(), srcPort, 50<<20); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for i, r := range rs {
+		if errs[i] != nil {
+			t.Fatalf("receiver %d: %v", i, errs[i])
+		}
+		res := results[i]
+		t.Logf("receiver %d: multicast %d KiB, peers %d KiB, source %d KiB, %d partial repairs", i, res.BytesMulticast>>10, res.BytesPeers>>10, res.BytesSource>>10, res.PartialRepairs)
+		if res.PartialRepairs == 0 || res.BytesMulticast < res.Size*3/4 {
+			t.Errorf("receiver %d: partial repair not effective: %+v", i, res)
+		}
+		checkResult(t, res, filepath.Join(r.dir, "out.bin"), data)
+	}
+}
+
 // TestShareGetMulticastWithRepair: a source multicasts into a domain losing 2% of datagrams
 // at every receiver; three receivers complete from multicast plus repair from peers.
 func TestShareGetMulticastWithRepair(t *testing.T) {

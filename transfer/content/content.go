@@ -345,3 +345,30 @@ func DecodeWithID(b []byte, id ID) (*Manifest, error) {
 	}
 	return Decode(b)
 }
+
+// Parts is the number of equal parts a slice is divided into for partial repair: a receiver
+// that holds most of a slice (from multicast) asks a peer only for the parts it misses, named
+// by a 32-bit mask.
+const Parts = 32
+
+// PartBounds returns the byte range [off, end) of part k of a slice of sliceLen bytes. Parts
+// are ceil(sliceLen/Parts) bytes; the last ones may be short or empty.
+func PartBounds(sliceLen, k int) (off, end int) {
+	p := (sliceLen + Parts - 1) / Parts
+	off = min(k*p, sliceLen)
+	end = min(off+p, sliceLen)
+	return off, end
+}
+
+// PartMask returns the mask of the parts of a slice of sliceLen bytes that overlap [off, end).
+func PartMask(sliceLen, off, end int) uint32 {
+	p := (sliceLen + Parts - 1) / Parts
+	if p == 0 || off >= end {
+		return 0
+	}
+	var m uint32
+	for k := off / p; k < Parts && k*p < end; k++ {
+		m |= 1 << k
+	}
+	return m
+}

@@ -190,3 +190,31 @@ func TestMerkleRoot(t *testing.T) {
 		t.Fatal("empty root collides")
 	}
 }
+
+func TestParts(t *testing.T) {
+	for _, l := range []int{1, 31, 32, 33, 1000, 256 << 10, 1<<20 - 7} {
+		covered := 0
+		for k := 0; k < Parts; k++ {
+			off, end := PartBounds(l, k)
+			if off != covered && end > off {
+				t.Fatalf("len %d part %d starts at %d, want %d", l, k, off, covered)
+			}
+			covered = max(covered, end)
+			if end > off && PartMask(l, off, end) != 1<<k {
+				t.Fatalf("len %d part %d: mask %b", l, k, PartMask(l, off, end))
+			}
+		}
+		if covered != l {
+			t.Fatalf("len %d: parts cover %d", l, covered)
+		}
+		var want uint32
+		for k := 0; k < Parts; k++ {
+			if off, end := PartBounds(l, k); end > off {
+				want |= 1 << k
+			}
+		}
+		if PartMask(l, 0, l) != want {
+			t.Fatalf("len %d: whole mask %b, want %b", l, PartMask(l, 0, l), want)
+		}
+	}
+}

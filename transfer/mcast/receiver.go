@@ -18,6 +18,9 @@ type ReceiverConfig struct {
 	// MaxAssembling bounds the slices being reassembled at once (memory: this many slice
 	// buffers). When full, the lowest slice is given up (reported lost). Default 16.
 	MaxAssembling int
+	// MaxPartial bounds the slices kept in part for partial repair (memory: this many slice
+	// buffers). Default 64; 0 after defaults disables partial repair.
+	MaxPartial int
 	// Lag: a slice is reported lost once datagrams of a slice this far beyond it have
 	// arrived (the sender goes in ascending order). Default 4.
 	Lag int
@@ -41,7 +44,7 @@ type ReceiverConfig struct {
 
 // DefaultReceiverConfig returns the defaults.
 func DefaultReceiverConfig() ReceiverConfig {
-	return ReceiverConfig{MaxAssembling: 16, Lag: 4, IdleTimeout: 2 * time.Second, StartTimeout: 5 * time.Second}
+	return ReceiverConfig{MaxAssembling: 16, MaxPartial: 64, Lag: 4, IdleTimeout: 2 * time.Second, StartTimeout: 5 * time.Second}
 }
 
 // ReceiverStats counts what a receiver saw.
@@ -54,6 +57,7 @@ type ReceiverStats struct {
 	SlicesDup   int64 // complete but already held
 	Corrupt     int64 // reassembled slices that failed verification (dropped)
 	Evicted     int64 // incomplete slices given up (memory bound or lag)
+	Partial     int64 // of those, kept for partial repair
 	LostReports int64 // slices reported lost
 }
 
@@ -81,6 +85,7 @@ type Receiver struct {
 	behind   int          // slices below this were examined by reportBehind in this pass
 	ended    bool         // an END arrived and no DATA since
 	reported store.Bitmap // slices reported lost (once per pass)
+	partials *PartialStore
 
 	lastRecv atomic.Int64 // unix nanos of the last datagram for us; read by the watchdog
 	started  atomic.Bool  // a datagram for us has arrived
@@ -106,6 +111,7 @@ func NewReceiver(ch Channel, m *content.Manifest, st *store.Store, cfg ReceiverC
 	return &Receiver{
 		ch: ch, m: m, st: st, cfg: cfg, log: log, tag: tagOf(m.ID()),
 		asm: make(map[int]*assembly), front: -1, reported: store.NewBitmap(m.NumSlices()),
+		partials: NewPartialStore(st, cfg.MaxPartial),
 	}, nil
 }
 
@@ -277,6 +283,27 @@ func (r *Receiver) drop(i int) {
 	}
 }
 
+// giveUp abandons the assembly of slice i, keeping it for partial repair when that saves
+// something.
+func (r *Receiver) giveUp(i int) {
+	a := r.asm[i]
+	if a == nil {
+		return
+	}
+	delete(r.asm, i)
+	r.count(func(s *ReceiverStats) { s.Evicted++ })
+	need := a.needMask()
+	all := content.PartMask(len(a.buf), 0, len(a.buf))
+	if r.cfg.MaxPartial > 0 && need != 0 && need != all && r.partials.put(i, a.buf, need) {
+		r.count(func(s *ReceiverStats) { s.Partial++ })
+		return // the partial store owns the buffer now
+	}
+	r.free = append(r.free, a.buf[:cap(a.buf)])
+}
+
+// Partials returns the slices kept in part, for the repair (swarm.Config.Partials).
+func (r *Receiver) Partials() *PartialStore { return r.partials }
+
 func (r *Receiver) evictLowest() {
 	low := -1
 	for i := range r.asm {
@@ -285,8 +312,7 @@ func (r *Receiver) evictLowest() {
 		}
 	}
 	if low >= 0 {
-		r.drop(low)
-		r.count(func(s *ReceiverStats) { s.Evicted++ })
+		r.giveUp(low)
 		r.lost(low)
 	}
 }
@@ -299,10 +325,7 @@ func (r *Receiver) reportBehind() {
 		if r.reported.Has(i) || r.st.Has(i) {
 			continue
 		}
-		if r.asm[i] != nil {
-			r.drop(i)
-			r.count(func(s *ReceiverStats) { s.Evicted++ })
-		}
+		r.giveUp(i)
 		r.reported.Set(i)
 		lost = append(lost, i)
 	}
@@ -337,7 +360,7 @@ func (r *Receiver) endOfPass() {
 		}
 	}
 	for i := range r.asm {
-		r.drop(i)
+		r.giveUp(i)
 		if !r.reported.Has(i) {
 			r.reported.Set(i)
 			lost = append(lost, i)

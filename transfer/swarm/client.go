@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"sync"
 	"time"
 
@@ -104,21 +105,24 @@ const (
 	evNotFound               // peer does not know the content
 	evDown                   // connection failed; everything in flight is lost
 	evFatal                  // local failure (disk): the session must stop
+	evPartBad                // a slice completed from parts failed verification (blame unknown)
 )
 
 type event struct {
-	c     *conn
-	kind  evKind
-	index int
-	n     int  // bytes of a slice
-	added bool // the slice was new to the store
-	have  store.Bitmap
-	err   error
+	c       *conn
+	kind    evKind
+	index   int
+	n       int  // bytes of a slice received from the peer
+	added   bool // the slice was new to the store
+	partial int  // opParts: bytes of the slice that were already there (from multicast)
+	have    store.Bitmap
+	err     error
 }
 
 type connReq struct {
 	op           byte
-	start, count int
+	start, count int    // opParts: count is the mask of parts
+	buf          []byte // opParts: the partial slice to complete
 }
 
 // conn is one pipelined stream to a peer. The writer goroutine opens the stream and writes
@@ -237,8 +241,11 @@ func (c *conn) reader() {
 		case r = <-c.pending:
 		}
 		frames := 1
-		if r.op == opSlices {
+		switch r.op {
+		case opSlices:
 			frames = r.count
+		case opParts:
+			frames = bits.OnesCount32(uint32(r.count))
 		}
 		for k := 0; k < frames; k++ {
 			_ = c.st.SetReadDeadline(time.Now().Add(c.s.cfg.FrameTimeout))
@@ -332,6 +339,60 @@ func (c *conn) handle(r connReq, k int, h wireHdr, br *bufio.Reader, buf []byte)
 			c.s.report(event{c: c, kind: evDone, index: want, n: len(p), added: added})
 		}
 		return false, nil
+	case opParts:
+		return c.handlePart(r, k, h, br)
 	}
 	return false, fmt.Errorf("%w: response to unknown op %d", ErrProtocol, r.op)
+}
+
+// handlePart processes the k-th frame answering a parts request.
+func (c *conn) handlePart(r connReq, k int, h wireHdr, br *bufio.Reader) (rest bool, err error) {
+	i := r.start
+	switch h.status {
+	case stOK:
+	case stNotFound, stNotHave:
+		c.s.report(event{c: c, kind: evNotHave, index: i})
+		return true, nil
+	case stError:
+		c.s.report(event{c: c, kind: evFailed, index: i})
+		return true, nil
+	default:
+		return false, statusErr(h.status)
+	}
+	if int(h.index) != i {
+		return false, fmt.Errorf("%w: got a part of slice %d, expected %d", ErrProtocol, h.index, i)
+	}
+	mask := uint32(r.count)
+	for range k { // the k-th set bit is the part this frame carries
+		mask &= mask - 1
+	}
+	part := bits.TrailingZeros32(mask)
+	off, end := content.PartBounds(len(r.buf), part)
+	if int(h.length) != end-off {
+		return false, fmt.Errorf("%w: part %d of slice %d is %d bytes, want %d", ErrProtocol, part, i, h.length, end-off)
+	}
+	if _, err := io.ReadFull(br, r.buf[off:end]); err != nil {
+		return false, fmt.Errorf("read part %d of slice %d: %w", part, i, err)
+	}
+	if k+1 < bits.OnesCount32(uint32(r.count)) {
+		return false, nil
+	}
+	fetched := 0
+	for p := 0; p < content.Parts; p++ {
+		if uint32(r.count)&(1<<p) != 0 {
+			a, b := content.PartBounds(len(r.buf), p)
+			fetched += b - a
+		}
+	}
+	added, err := c.s.st.Put(i, r.buf)
+	switch {
+	case errors.Is(err, store.ErrCorrupt):
+		c.s.report(event{c: c, kind: evPartBad, index: i, err: err})
+	case err != nil:
+		c.s.report(event{c: c, kind: evFatal, index: i, err: err})
+		return false, err
+	default:
+		c.s.report(event{c: c, kind: evDone, index: i, n: fetched, partial: len(r.buf) - fetched, added: added})
+	}
+	return false, nil
 }

@@ -9,7 +9,10 @@
 //	op (u8) | content ID (32) | start (u32) | count (u32)
 //
 // op 1 MANIFEST asks for the encoded manifest, op 2 HAVE for the bitmap of the slices the
-// server holds, op 3 SLICES for the run [start, start+count) with 1 ≤ count ≤ MaxRun (64).
+// server holds, op 3 SLICES for the run [start, start+count) with 1 ≤ count ≤ MaxRun (64),
+// op 4 PARTS for the parts of slice start whose bits are set in count (a slice is divided
+// into content.Parts = 32 parts; see content.PartBounds): for repairing a slice multicast
+// delivered in part.
 // Every answer is a frame: a 9-byte header and a payload,
 //
 //	status (u8) | index (u32) | length (u32) | payload
@@ -18,7 +21,9 @@
 // 2 NOT_HAVE (that slice is not held), 3 BAD_REQUEST (the server then closes the stream),
 // 4 ERROR (the server could not read that slice). A MANIFEST answer carries the manifest, a
 // HAVE answer the slice count in index and the bitmap (store.Bitmap.Bytes) as payload, a
-// SLICES request one frame per slice, in order. All integers are big-endian.
+// SLICES request one frame per slice, in order, a PARTS request one frame per requested part,
+// in ascending part order (or one NOT_HAVE or ERROR frame for all). All integers are
+// big-endian.
 //
 // Bounds and failure: the server waits at most IdleTimeout for a request and WriteTimeout per
 // frame, serves at most MaxStreams streams (more are reset) and reserves its slice buffer from

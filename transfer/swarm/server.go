@@ -262,6 +262,20 @@ func (s *Server) serve(st network.Stream) error {
 				s.bytes.Add(int64(len(data)))
 				err = frame(wireHdr{status: stOK, index: i}, data)
 			}
+		case opParts:
+			if q.count == 0 || uint64(q.start) >= uint64(c.m.NumSlices()) {
+				_ = frame(wireHdr{status: stBadReq, index: q.start}, nil)
+				_ = bw.Flush()
+				return fmt.Errorf("%w: parts %b of slice %d", ErrProtocol, q.count, q.start)
+			}
+			if need := c.m.SliceSize; cap(sliceBuf) < need {
+				if err := st.Scope().ReserveMemory(need-reserved, network.ReservationPriorityMedium); err != nil {
+					return fmt.Errorf("swarm: reserve slice buffer: %w", err)
+				}
+				reserved = need
+				sliceBuf = make([]byte, need)
+			}
+			err = s.serveParts(c, q, sliceBuf, frame)
 		default:
 			_ = frame(wireHdr{status: stBadReq}, nil)
 			_ = bw.Flush()
@@ -271,4 +285,31 @@ func (s *Server) serve(st network.Stream) error {
 			return err
 		}
 	}
+}
+
+// serveParts answers a parts request: one frame per requested part, in ascending order, or a
+// single NOT_HAVE or ERROR frame for the whole request.
+func (s *Server) serveParts(c *served, q wireReq, buf []byte, frame func(wireHdr, []byte) error) error {
+	i := int(q.start)
+	if !c.src.Has(i) {
+		s.notHave.Add(1)
+		return frame(wireHdr{status: stNotHave, index: q.start}, nil)
+	}
+	data, err := c.src.ReadSlice(i, buf)
+	if err != nil {
+		s.log.Warn("cannot read slice to serve it", "content", q.id, "slice", i, "err", err)
+		return frame(wireHdr{status: stError, index: q.start}, nil)
+	}
+	s.frames.Add(1)
+	for k := 0; k < content.Parts; k++ {
+		if q.count&(1<<k) == 0 {
+			continue
+		}
+		off, end := content.PartBounds(len(data), k)
+		s.bytes.Add(int64(end - off))
+		if err := frame(wireHdr{status: stOK, index: q.start}, data[off:end]); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -22,7 +22,8 @@ type Config struct {
 	Source        peer.ID                             // the content's source peer (asked last); may be empty
 	Peers         func(ctx context.Context) []peer.ID // optional: more peers that may hold the content, polled every PeersInterval
 	OnProgress    func(Progress)                      // optional: called from the session goroutine after every new slice; must not block
-	OnStored      func(index, n int, from peer.ID)    // optional: likewise, with the slice and the peer it came from
+	OnStored      func(index, n int, from peer.ID)    // optional: likewise, with the slice and the bytes received from that peer
+	Partials      Partials                            // optional: slices partly received by multicast, completed by asking only for the missing parts
 	HaveInterval  time.Duration                       // how often a peer's have-bitmap is asked for while we miss slices it might get
 	PeersInterval time.Duration                       // how often Peers is called
 	DialTimeout   time.Duration                       // opening a stream to a peer
@@ -55,12 +56,24 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// Partials hands the session slices partly received by another carrier (multicast), so that
+// only their missing parts are fetched from a peer.
+type Partials interface {
+	// Take removes and returns slice i's partial buffer (the slice's full length, received
+	// bytes in place) and the mask of content.Parts parts still needed; ok is false if there
+	// is none. The session owns the buffer afterwards.
+	Take(i int) (buf []byte, need uint32, ok bool)
+}
+
 // Stats counts what a session received, by origin. Only slices new to the store count in
 // BytesSource and BytesPeers, so with the bytes other carriers stored they add up to the size.
 type Stats struct {
 	BytesSource    int64     // verified new bytes from the source peer
 	BytesPeers     int64     // verified new bytes from other peers
 	BytesDuplicate int64     // verified bytes we already held (another carrier was faster)
+	BytesPartial   int64     // bytes of slices completed from parts that were already there (from multicast)
+	PartsRequests  int       // parts requests sent (slices completed from a partial copy)
+	PartsBad       int       // slices completed from parts that failed verification (fetched whole again)
 	SlicesCorrupt  int       // slices that failed verification
 	Requests       int       // slice requests sent
 	Banned         []peer.ID // peers banned for bad slices
@@ -372,6 +385,25 @@ func (s *Session) dispatch(reqs []Request, connFor func(peer.ID) *conn, pl *Plan
 		idx := byPeer[p]
 		slices.Sort(idx)
 		c := connFor(p)
+		if s.cfg.Partials != nil {
+			whole := idx[:0]
+			for _, i := range idx {
+				buf, need, ok := s.cfg.Partials.Take(i)
+				if !ok || need == 0 || len(buf) != s.m.SliceLen(i) {
+					whole = append(whole, i)
+					continue
+				}
+				if c.send(connReq{op: opParts, start: i, count: int(need), buf: buf}) {
+					sent++
+					s.statsMu.Lock()
+					s.stats.PartsRequests++
+					s.statsMu.Unlock()
+				} else {
+					pl.Failed(p, i, t)
+				}
+			}
+			idx = whole
+		}
 		for i := 0; i < len(idx); {
 			j := i + 1
 			for j < len(idx) && idx[j] == idx[j-1]+1 && j-i < MaxRun {
@@ -401,11 +433,14 @@ func (s *Session) apply(ev event, pl *Planner, conns map[peer.ID]*conn, infos ma
 		s.statsMu.Lock()
 		switch {
 		case !ev.added:
-			s.stats.BytesDuplicate += int64(ev.n)
+			s.stats.BytesDuplicate += int64(ev.n + ev.partial)
 		case p == s.cfg.Source:
 			s.stats.BytesSource += int64(ev.n)
 		default:
 			s.stats.BytesPeers += int64(ev.n)
+		}
+		if ev.added {
+			s.stats.BytesPartial += int64(ev.partial)
 		}
 		st := s.stats
 		s.statsMu.Unlock()
@@ -424,6 +459,12 @@ func (s *Session) apply(ev event, pl *Planner, conns map[peer.ID]*conn, infos ma
 		if current {
 			pl.Failed(p, ev.index, t)
 		}
+	case evPartBad:
+		s.statsMu.Lock()
+		s.stats.PartsBad++
+		s.statsMu.Unlock()
+		s.log.Info("slice completed from parts failed verification; fetching it whole", "peer", p, "slice", ev.index)
+		pl.Failed(p, ev.index, t)
 	case evCorrupt:
 		s.statsMu.Lock()
 		s.stats.SlicesCorrupt++

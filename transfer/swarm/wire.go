@@ -14,6 +14,7 @@ const (
 	opManifest byte = 1
 	opHave     byte = 2
 	opSlices   byte = 3
+	opParts    byte = 4 // start = slice index, count = mask of content.Parts parts
 )
 
 // Response statuses.
