@@ -231,3 +231,66 @@ type PipeMessage struct {
 	Carrier string `json:"carrier"`
 	Data    string `json:"data"`
 }
+
+// Share is the body of POST /v1/share.
+type Share struct {
+	Path  string `json:"path"`
+	Group string `json:"group,omitempty"`
+	Name  string `json:"name,omitempty"`
+	Rate  int64  `json:"rate,omitempty"` // bytes/s of the multicast pass; 0 = default
+}
+
+// Shared is the answer to a Share.
+type Shared struct {
+	ContentID string `json:"content_id"`
+	Name      string `json:"name"`
+	Size      int64  `json:"size"`
+	Slices    int    `json:"slices"`
+	Group     string `json:"group"`
+}
+
+// Get is the body of POST /v1/get.
+type Get struct {
+	Content string  `json:"content"` // content ID or name
+	Out     string  `json:"out"`
+	Group   string  `json:"group,omitempty"`
+	Timeout float64 `json:"timeout_seconds,omitempty"`
+}
+
+// GetResult is the summary of a completed get.
+type GetResult struct {
+	ContentID      string  `json:"content_id"`
+	Name           string  `json:"name"`
+	Size           int64   `json:"size"`
+	Seconds        float64 `json:"seconds"`
+	BytesMulticast int64   `json:"bytes_multicast"`
+	BytesPeers     int64   `json:"bytes_peers"`
+	BytesSource    int64   `json:"bytes_source"`
+	BytesResumed   int64   `json:"bytes_resumed"`
+	Proxy          bool    `json:"proxy"`
+}
+
+// Progress is one progress report of a running transfer.
+type Progress struct {
+	DoneBytes int64 `json:"done_bytes"`
+	Size      int64 `json:"size"`
+}
+
+// StreamLine is one line of a streaming answer (get, download): progress reports, then
+// exactly one of Result or Error.
+type StreamLine struct {
+	Progress *Progress      `json:"progress,omitempty"`
+	Result   map[string]any `json:"result,omitempty"`
+	Error    *Error         `json:"error,omitempty"`
+}
+
+// Transfer is one row of `raftcast transfers`.
+type Transfer struct {
+	ID        string `json:"id"`
+	Kind      string `json:"kind"`
+	Name      string `json:"name"`
+	DoneBytes int64  `json:"done_bytes"`
+	Size      int64  `json:"size"`
+	State     string `json:"state"`
+	Error     string `json:"error,omitempty"`
+}

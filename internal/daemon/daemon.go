@@ -18,6 +18,7 @@ import (
 	"github.com/raftcast/raftcast/internal/api"
 	"github.com/raftcast/raftcast/overlay"
 	"github.com/raftcast/raftcast/pipes"
+	"github.com/raftcast/raftcast/transfer"
 )
 
 // Config configures a daemon.
@@ -43,6 +44,8 @@ type Daemon struct {
 	node   *overlay.Node
 	groups *groups
 	pipes  *pipes.Service
+	engine *transfer.Engine
+	dist   *dist
 	token  string
 }
 
@@ -118,6 +121,17 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer d.pipes.Close()
 
+	tcfg := transfer.DefaultConfig()
+	tcfg.Dir = filepath.Join(cfg.DataDir, "transfer")
+	if d.engine, err = transfer.New(node.Host(), tcfg, d.log); err != nil {
+		return fmt.Errorf("transfer engine: %w", err)
+	}
+	defer d.engine.Close()
+	dctx, dcancel := context.WithCancel(context.Background())
+	d.dist = newDist(dctx, d, d.engine)
+	defer d.dist.wait()
+	defer dcancel()
+
 	ln, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
 		return fmt.Errorf("API listen on %s: %w", cfg.APIAddr, err)
@@ -164,6 +178,9 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("GET /v1/groups/{name}", d.json(d.groups.status))
 	mux.HandleFunc("POST /v1/pipes/send", d.json(d.pipeSend))
 	mux.HandleFunc("GET /v1/pipes/listen", d.auth(d.pipeListen))
+	mux.HandleFunc("POST /v1/share", d.json(d.share))
+	mux.HandleFunc("POST /v1/get", d.auth(d.get))
+	mux.HandleFunc("GET /v1/transfers", d.json(d.transfers))
 	mux.HandleFunc("/", d.auth(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, api.Error{Error: "unknown API path " + r.URL.Path, Usage: true})
 	}))

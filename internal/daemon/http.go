@@ -71,3 +71,5 @@ func decodeBody(r *http.Request, v any) error {
 	}
 	return nil
 }
+
+func asUsage(err error, ue *usageError) bool { return errors.As(err, ue) }

@@ -1,0 +1,364 @@
+package daemon
+
+// Group distribution (issue 5) as the daemon runs it:
+//
+//   - share: the engine slices the file and serves it; a content advertisement (attrs: size,
+//     slices, group, role=source) is published and the content is added to the group's
+//     catalogue.
+//   - get: the receiver resolves the content (by ID or name) from content advertisements,
+//     subscribes to its multicast domain's data channel, and announces "want" on the group's
+//     coordination pipe (a propagate pipe, one per group). It receives by multicast and repairs
+//     from peers (group members and holders that advertise the content).
+//   - The source answers wants from its own multicast domain with a paced multicast pass
+//     (wants that arrive within a second share one pass).
+//   - In a multicast domain without the source, the wanting receiver with the smallest peer ID
+//     is the domain's proxy: it pulls the content from peers and re-multicasts every slice it
+//     obtains into its domain. Every receiver of that domain computes the same choice from the
+//     wants it heard, so no extra round trip is needed; if two proxies emerge, receivers simply
+//     see duplicates.
+//   - A receiver that completed publishes a content advertisement with role=holder and keeps
+//     serving.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/raftcast/raftcast/advert"
+	"github.com/raftcast/raftcast/peergroup"
+	"github.com/raftcast/raftcast/pipes"
+	"github.com/raftcast/raftcast/transfer"
+	"github.com/raftcast/raftcast/transfer/content"
+)
+
+// distPipe is the name of each group's coordination pipe.
+const distPipe = "raftcast.dist"
+
+// DefaultRate is the default pace of a multicast pass: 95 Mbit/s, what a 100 Mbit/s link
+// carries with headroom.
+const DefaultRate = 95_000_000 / 8
+
+// wantWindow is how long a receiver listens for other wants before choosing a proxy, and how
+// long the source gathers wants before one multicast pass.
+const wantWindow = time.Second
+
+type dist struct {
+	d     *Daemon
+	eng   *transfer.Engine
+	demux *mcastDemux // nil without native multicast
+
+	mu      sync.Mutex                      // guards sources, wants, lastPass, listening
+	sources map[content.ID]int64            // contents this node is the source of → pass rate
+	wants   map[content.ID]map[peer.ID]bool // wanting peers heard, by content
+	passAt  map[content.ID]time.Time        // when the last multicast pass was scheduled
+	listen  map[string]bool                 // groups whose coordination pipe is bound
+	wg      sync.WaitGroup
+	ctx     context.Context
+}
+
+func newDist(ctx context.Context, d *Daemon, eng *transfer.Engine) *dist {
+	ds := &dist{
+		d: d, eng: eng, ctx: ctx,
+		sources: map[content.ID]int64{},
+		wants:   map[content.ID]map[peer.ID]bool{},
+		passAt:  map[content.ID]time.Time{},
+		listen:  map[string]bool{},
+	}
+	if mc := d.pipes.Multicast(); mc != nil {
+		ds.demux = newMcastDemux(mc)
+	}
+	return ds
+}
+
+func (ds *dist) wait() { ds.wg.Wait() }
+
+// group picks the group a share/get runs in: the named one, or the node's only group.
+func (ds *dist) group(name string) (*peergroup.Group, error) {
+	if name != "" {
+		return ds.d.groups.lookup(name)
+	}
+	gs := ds.d.groups.m.Groups()
+	switch len(gs) {
+	case 1:
+		return gs[0], nil
+	case 0:
+		return nil, usagef("this node is in no group: create or join one, or give --group")
+	}
+	return nil, usagef("this node is in %d groups: say which with --group", len(gs))
+}
+
+// coordination message: op, content ID, sender's domain.
+const (
+	opWant = 'W'
+)
+
+func encodeCoord(op byte, id content.ID) []byte {
+	return append([]byte{op}, id[:]...)
+}
+
+func decodeCoord(b []byte) (byte, content.ID, error) {
+	var id content.ID
+	if len(b) != 1+len(id) || b[0] != opWant {
+		return 0, id, errors.New("malformed coordination message")
+	}
+	copy(id[:], b[1:])
+	return b[0], id, nil
+}
+
+func (ds *dist) coordSpec(g *peergroup.Group) pipes.PipeSpec {
+	return pipes.PipeSpec{Name: distPipe, Kind: pipes.Propagate, Group: g.ID()}
+}
+
+// ensureListening binds g's coordination pipe once and handles its messages until the daemon
+// stops.
+func (ds *dist) ensureListening(g *peergroup.Group) error {
+	ds.mu.Lock()
+	if ds.listen[g.ID()] {
+		ds.mu.Unlock()
+		return nil
+	}
+	ds.listen[g.ID()] = true
+	ds.mu.Unlock()
+	in, err := ds.d.pipes.Listen(ds.ctx, ds.coordSpec(g))
+	if err != nil {
+		ds.mu.Lock()
+		delete(ds.listen, g.ID())
+		ds.mu.Unlock()
+		return err
+	}
+	ds.wg.Add(1)
+	go func() {
+		defer ds.wg.Done()
+		defer in.Close()
+		for {
+			m, err := in.Recv(ds.ctx)
+			if err != nil {
+				return
+			}
+			op, id, err := decodeCoord(m.Data)
+			if err != nil {
+				ds.d.log.Debug("coordination pipe: bad message", "from", m.From, "err", err)
+				continue
+			}
+			if op == opWant {
+				ds.onWant(id, m.From)
+			}
+		}
+	}()
+	return nil
+}
+
+func (ds *dist) onWant(id content.ID, from peer.ID) {
+	ds.mu.Lock()
+	if ds.wants[id] == nil {
+		ds.wants[id] = map[peer.ID]bool{}
+	}
+	ds.wants[id][from] = true
+	rate, isSource := ds.sources[id]
+	due := isSource && time.Since(ds.passAt[id]) > wantWindow
+	if due {
+		ds.passAt[id] = time.Now()
+	}
+	ds.mu.Unlock()
+	if !due || ds.demux == nil || !ds.d.pipes.Multicast().InDomain(from) {
+		return
+	}
+	ds.wg.Add(1)
+	go func() {
+		defer ds.wg.Done()
+		select {
+		case <-ds.ctx.Done():
+			return
+		case <-time.After(wantWindow):
+		}
+		ch, cancel := ds.demux.subscribe(ds.ctx)
+		defer cancel()
+		ds.d.log.Info("multicast pass", "content", id, "rate", rate)
+		if err := ds.eng.Multicast(id, ch, rate); err != nil {
+			ds.d.log.Warn("multicast pass", "content", id, "err", err)
+		}
+	}()
+}
+
+func (ds *dist) share(ctx context.Context, path string, groupName, name string, rate int64) (*content.Manifest, *peergroup.Group, error) {
+	g, err := ds.group(groupName)
+	if err != nil {
+		return nil, nil, err
+	}
+	if rate <= 0 {
+		rate = DefaultRate
+	}
+	if err := ds.ensureListening(g); err != nil {
+		return nil, nil, err
+	}
+	m, err := ds.eng.Share(ctx, path, name, rate)
+	if err != nil {
+		return nil, nil, err
+	}
+	ds.mu.Lock()
+	ds.sources[m.ID()] = rate
+	ds.mu.Unlock()
+	if err := ds.advertise(ctx, g, m.ID(), m.Name, m.Size, "source"); err != nil {
+		return nil, nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err = g.Apply(cctx, &peergroup.ContentAdd{Content: peergroup.Content{
+		ID: m.ID().String(), Name: m.Name, Size: m.Size, Source: ds.d.node.ID(), Added: time.Now(),
+	}})
+	if err != nil {
+		ds.d.log.Warn("adding content to the group catalogue", "group", g.Name(), "err", err)
+	}
+	return m, g, nil
+}
+
+func (ds *dist) advertise(ctx context.Context, g *peergroup.Group, id content.ID, name string, size int64, role string) error {
+	a := advert.New(advert.KindContent, id.String(), name, ds.d.node.PrivateKey(), 30*time.Minute, time.Now())
+	a.Attrs["size"] = strconv.FormatInt(size, 10)
+	a.Attrs["group"] = g.ID()
+	a.Attrs["role"] = role
+	_, err := ds.d.node.Publish(ctx, a)
+	return err
+}
+
+// resolve finds the content's ID and source from its advertisements (ID or name), retrying
+// until ctx ends.
+func (ds *dist) resolve(ctx context.Context, idOrName string, g *peergroup.Group) (content.ID, peer.ID, error) {
+	q := advert.Query{Kind: advert.KindContent, Attrs: map[string]string{"group": g.ID()}}
+	if id, err := content.ParseID(idOrName); err == nil {
+		q.ID = id.String()
+	} else {
+		q.Name = idOrName
+	}
+	for {
+		res, err := ds.d.node.Discover(ctx, q, true)
+		if err != nil {
+			return content.ID{}, "", err
+		}
+		var best *advert.Signed
+		for _, s := range res {
+			src := s.Advert.Attrs["role"] == "source"
+			if best == nil || (src && best.Advert.Attrs["role"] != "source") ||
+				(src == (best.Advert.Attrs["role"] == "source") && s.Advert.Created.After(best.Advert.Created)) {
+				best = s
+			}
+		}
+		if best != nil {
+			id, err := content.ParseID(best.Advert.ID)
+			if err != nil {
+				return id, "", fmt.Errorf("content advertisement with a bad ID: %w", err)
+			}
+			src := best.Advert.Publisher
+			if best.Advert.Attrs["role"] != "source" {
+				src = ""
+			}
+			return id, src, nil
+		}
+		select {
+		case <-ctx.Done():
+			return content.ID{}, "", fmt.Errorf("no content %q found in group %s", idOrName, g.Name())
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// holders lists the peers that may hold id: publishers of its advertisements and the group's
+// live members, this node excluded.
+func (ds *dist) holders(ctx context.Context, id content.ID, g *peergroup.Group) []peer.ID {
+	seen := map[peer.ID]bool{ds.d.node.ID(): true}
+	var out []peer.ID
+	res, _ := ds.d.node.Discover(ctx, advert.Query{Kind: advert.KindContent, ID: id.String()}, true)
+	for _, s := range res {
+		if p := s.Advert.Publisher; !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	for _, p := range g.LiveMembers() {
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// get receives content into out.
+func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progress func(transfer.Progress)) (*transfer.Result, bool, error) {
+	g, err := ds.group(groupName)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := ds.ensureListening(g); err != nil {
+		return nil, false, err
+	}
+	id, source, err := ds.resolve(ctx, idOrName, g)
+	if err != nil {
+		return nil, false, err
+	}
+	req := transfer.GetRequest{
+		ID: id, Out: out, Source: source,
+		Peers:     ds.holders(ctx, id, g),
+		MorePeers: func(ctx context.Context) []peer.ID { return ds.holders(ctx, id, g) },
+		Progress:  progress,
+	}
+	proxy := false
+	if ds.demux != nil {
+		ch, cancel := ds.demux.subscribe(ctx)
+		defer cancel()
+		req.Multicast = ch
+		ds.onWant(id, ds.d.node.ID())
+		coord, err := ds.d.pipes.Output(ctx, ds.coordSpec(g))
+		if err == nil {
+			_ = coord.Send(ctx, encodeCoord(opWant, id))
+			coord.Close()
+		}
+		mc := ds.d.pipes.Multicast()
+		if source != "" && !mc.InDomain(source) {
+			// No source in this domain: the smallest wanting peer ID here relays.
+			select {
+			case <-ctx.Done():
+				return nil, false, ctx.Err()
+			case <-time.After(wantWindow):
+			}
+			if ds.isProxy(id) {
+				proxy = true
+				req.Relay = ch
+				req.RelayRate = DefaultRate
+				ds.d.log.Info("proxy peer for this multicast domain", "content", id)
+			}
+		}
+	}
+	res, err := ds.eng.Get(ctx, req)
+	if err != nil {
+		return nil, proxy, err
+	}
+	if err := ds.advertise(ctx, g, id, res.Name, res.Size, "holder"); err != nil {
+		ds.d.log.Warn("advertising held content", "err", err)
+	}
+	return res, proxy, nil
+}
+
+// isProxy reports whether this node has the smallest peer ID among the wanting peers of id in
+// its multicast domain.
+func (ds *dist) isProxy(id content.ID) bool {
+	mc := ds.d.pipes.Multicast()
+	self := ds.d.node.ID()
+	ds.mu.Lock()
+	var local []peer.ID
+	for p := range ds.wants[id] {
+		if p == self || mc.InDomain(p) {
+			local = append(local, p)
+		}
+	}
+	ds.mu.Unlock()
+	sort.Slice(local, func(i, j int) bool { return bytes.Compare([]byte(local[i]), []byte(local[j])) < 0 })
+	return len(local) > 0 && local[0] == self
+}
