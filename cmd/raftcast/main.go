@@ -10,10 +10,17 @@ import (
 	"strings"
 	"syscall"
 
+	logging "github.com/ipfs/go-log/v2"
+
 	"github.com/raftcast/raftcast/internal/api"
 )
 
 func main() {
+	if os.Getenv("GOLOG_LOG_LEVEL") == "" {
+		// go-libp2p-raft's transport logs every stream cut by a shutdown at ERROR through
+		// go-log; raftcast reports Raft's state through its own logs instead.
+		_ = logging.SetLogLevel("raftlib", "fatal")
+	}
 	os.Exit(run(os.Args[1:]))
 }
 

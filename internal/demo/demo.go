@@ -1,176 +1,329 @@
 // Package demo runs the whole raftcast story on one machine with no set-up: a rendezvous and
-// a handful of nodes on loopback in one process, and a report of what happened and how fast.
+// a handful of node daemons on loopback in one process, driven through their local APIs like
+// the CLI drives them, and a report of what happened and how fast.
 package demo
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
 	"time"
 
 	ma "github.com/multiformats/go-multiaddr"
 
-	"github.com/raftcast/raftcast/advert"
+	"github.com/raftcast/raftcast/internal/api"
+	"github.com/raftcast/raftcast/internal/daemon"
 	"github.com/raftcast/raftcast/overlay"
 )
 
 // Options tune the demo.
 type Options struct {
-	Nodes   int // ordinary nodes besides the rendezvous (default 5)
-	Logger  *slog.Logger
-	Timeout time.Duration // whole run (default 2 min)
+	Nodes    int   // ordinary nodes besides the rendezvous (default 5)
+	FileSize int64 // bytes shared to the group (default 32 MiB)
+	Logger   *slog.Logger
+	Timeout  time.Duration // whole run (default 3 min)
 }
 
 // Report is what the demo measured.
 type Report struct {
-	Peers          int           `json:"peers"`
-	DiscoveredAll  bool          `json:"discovered_all"`
-	StartupMedian  time.Duration `json:"startup_median_ns"`
-	DiscoveryTime  time.Duration `json:"discovery_ns"`
-	AdvertsPerPeer []int         `json:"adverts_per_peer"`
+	Peers          int     `json:"peers"`
+	DiscoveredAll  bool    `json:"discovered_all"`
+	DiscoverySecs  float64 `json:"discovery_seconds"`
+	AdvertsPerPeer []int   `json:"adverts_per_peer"`
+
+	Group        string  `json:"group"`
+	Leader       string  `json:"leader"`
+	Members      int     `json:"members"`
+	GroupSecs    float64 `json:"group_seconds"`
+	ContentID    string  `json:"content_id"`
+	FileSize     int64   `json:"file_size"`
+	Receivers    int     `json:"receivers"`
+	ReceivedOK   int     `json:"received_ok"`
+	DistSecs     float64 `json:"distribution_seconds"`
+	BytesPeers   int64   `json:"bytes_peers"`
+	BytesSource  int64   `json:"bytes_source"`
+	BytesMcast   int64   `json:"bytes_multicast"`
+	DistMBps     float64 `json:"distribution_mb_per_s"`
+	DownloadNote string  `json:"download,omitempty"`
 }
 
-// cluster is a rendezvous and nodes running in this process.
-type cluster struct {
-	rdv   *overlay.Node
-	nodes []*overlay.Node // nodes[0] is the rendezvous
+type node struct {
+	name string
+	dir  string
+	cl   *api.Client
+	done chan error
 }
 
-func (c *cluster) close() {
-	for i := len(c.nodes) - 1; i >= 0; i-- {
-		c.nodes[i].Close()
-	}
-}
-
-func loopback() []ma.Multiaddr {
-	return []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}
-}
-
-// startCluster starts a rendezvous and n nodes bootstrapped from it, and returns how long
-// each node took from New to the end of Start.
-func startCluster(ctx context.Context, n int, log *slog.Logger) (*cluster, []time.Duration, error) {
-	c := &cluster{}
-	var startup []time.Duration
-	start := func(cfg overlay.Config) (*overlay.Node, error) {
-		t0 := time.Now()
-		cfg.ListenAddrs = loopback()
-		cfg.MDNS = false
-		cfg.Logger = log
-		nd, err := overlay.New(cfg)
-		if err != nil {
-			return nil, err
-		}
-		if err := nd.Start(ctx); err != nil {
-			nd.Close()
-			return nil, err
-		}
-		startup = append(startup, time.Since(t0))
-		c.nodes = append(c.nodes, nd)
-		return nd, nil
-	}
-	rcfg := overlay.DefaultConfig()
-	rcfg.Role = overlay.RoleRendezvous
-	rcfg.Name = "rendezvous"
-	rdv, err := start(rcfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	c.rdv = rdv
-	for i := 0; i < n; i++ {
-		cfg := overlay.DefaultConfig()
-		cfg.Name = fmt.Sprintf("node%d", i+1)
-		cfg.Bootstrap = rdv.Addrs()
-		if _, err := start(cfg); err != nil {
-			c.close()
-			return nil, nil, err
-		}
-	}
-	return c, startup, nil
-}
-
-// Run runs the demo and writes its report to w.
+// Run runs the demo and writes its story and report to w.
 func Run(ctx context.Context, w io.Writer, o Options) (*Report, error) {
 	if o.Nodes <= 0 {
 		o.Nodes = 5
 	}
+	if o.FileSize <= 0 {
+		o.FileSize = 32 << 20
+	}
 	if o.Timeout <= 0 {
-		o.Timeout = 2 * time.Minute
+		o.Timeout = 3 * time.Minute
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-
-	fmt.Fprintf(w, "raftcast demo: a rendezvous and %d nodes on loopback, in this process\n\n", o.Nodes)
-	c, startup, err := startCluster(ctx, o.Nodes, o.Logger)
+	root, err := os.MkdirTemp("", "raftcast-demo")
 	if err != nil {
 		return nil, err
 	}
-	defer c.close()
-	rep := &Report{Peers: len(c.nodes), StartupMedian: median(startup)}
-	for _, nd := range c.nodes {
-		fmt.Fprintf(w, "  %-10s %s  %s\n", nd.Name(), nd.ID(), nd.Addrs()[0])
-	}
+	defer os.RemoveAll(root)
 
-	// 1. Discovery (PDP): every peer finds every other peer's signed advertisement.
-	fmt.Fprintf(w, "\n1. discovery: each peer asks the overlay for peer advertisements\n")
-	t0 := time.Now()
-	want := len(c.nodes)
-	for {
-		rep.AdvertsPerPeer = rep.AdvertsPerPeer[:0]
-		all := true
-		for _, nd := range c.nodes {
-			qctx, qcancel := context.WithTimeout(ctx, 5*time.Second)
-			res, err := nd.Discover(qctx, advert.Query{Kind: advert.KindPeer}, true)
-			qcancel()
+	// Daemons run until stop is called; they shut down cleanly before Run returns.
+	dctx, stop := context.WithCancel(context.Background())
+	var nodes []*node
+	defer func() {
+		stop()
+		for _, n := range nodes {
+			select {
+			case <-n.done:
+			case <-time.After(15 * time.Second):
+			}
+		}
+	}()
+	start := func(name string, role overlay.Role, boot []ma.Multiaddr) (*node, error) {
+		n := &node{name: name, dir: filepath.Join(root, name), done: make(chan error, 1)}
+		cfg := overlay.DefaultConfig()
+		cfg.Role = role
+		cfg.Name = name
+		cfg.MDNS = false
+		cfg.ListenAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}
+		cfg.Bootstrap = boot
+		ready := make(chan string, 1)
+		go func() {
+			n.done <- daemon.Run(dctx, daemon.Config{
+				DataDir: n.dir, Node: cfg, Logger: o.Logger.With("node", name),
+				MulticastIfaces: []string{"none"}, // loopback has no multicast: streams carry the data
+				Ready:           func(addr string) { ready <- addr },
+			})
+		}()
+		select {
+		case addr := <-ready:
+			cl, err := api.NewClient(n.dir, addr)
 			if err != nil {
 				return nil, err
 			}
-			rep.AdvertsPerPeer = append(rep.AdvertsPerPeer, len(res))
-			if len(res) < want {
-				all = false
+			n.cl = cl
+			nodes = append(nodes, n)
+			return n, nil
+		case err := <-n.done:
+			return nil, fmt.Errorf("%s did not start: %w", name, err)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+
+	fmt.Fprintf(w, "raftcast demo: a rendezvous and %d nodes on loopback, in this process\n\n", o.Nodes)
+	rdv, err := start("rendezvous", overlay.RoleRendezvous, nil)
+	if err != nil {
+		return nil, err
+	}
+	var rst api.Status
+	if err := rdv.cl.Do(ctx, "GET", "/v1/status", nil, &rst); err != nil {
+		return nil, err
+	}
+	boot := []ma.Multiaddr{ma.StringCast(rst.Addrs[0])}
+	for i := 1; i <= o.Nodes; i++ {
+		if _, err := start(fmt.Sprintf("node%d", i), overlay.RoleNode, boot); err != nil {
+			return nil, err
+		}
+	}
+	for _, n := range nodes {
+		var st api.Status
+		if err := n.cl.Do(ctx, "GET", "/v1/status", nil, &st); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(w, "  %-10s %s\n", n.name, st.Addrs[0])
+	}
+	rep := &Report{Peers: len(nodes)}
+
+	if err := discovery(ctx, w, nodes, rep); err != nil {
+		return rep, err
+	}
+	if err := group(ctx, w, nodes[1:], rep); err != nil {
+		return rep, err
+	}
+	if err := distribution(ctx, w, root, nodes[1:], o.FileSize, rep); err != nil {
+		return rep, err
+	}
+
+	fmt.Fprintf(w, "\nreport\n")
+	fmt.Fprintf(w, "  peers that discovered each other   %d of %d in %.2fs\n", boolInt(rep.DiscoveredAll)*rep.Peers, rep.Peers, rep.DiscoverySecs)
+	fmt.Fprintf(w, "  group %-8s                     %d members, Raft leader elected, formed in %.2fs\n", rep.Group, rep.Members, rep.GroupSecs)
+	fmt.Fprintf(w, "  distribution of %3d MiB            %d of %d receivers verified, %.2fs, %.0f MB/s to all\n",
+		rep.FileSize>>20, rep.ReceivedOK, rep.Receivers, rep.DistSecs, rep.DistMBps)
+	fmt.Fprintf(w, "  bytes by carrier                   from peers %d MiB, from the source %d MiB, multicast %d MiB\n",
+		rep.BytesPeers>>20, rep.BytesSource>>20, rep.BytesMcast>>20)
+	return rep, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func discovery(ctx context.Context, w io.Writer, nodes []*node, rep *Report) error {
+	fmt.Fprintf(w, "\n1. discovery: each peer asks the overlay for signed peer advertisements\n")
+	t0 := time.Now()
+	want := len(nodes)
+	for {
+		rep.AdvertsPerPeer = rep.AdvertsPerPeer[:0]
+		all := true
+		for _, n := range nodes {
+			var ads []api.Advert
+			if err := n.cl.Do(ctx, "GET", "/v1/adverts?type=peer&remote=true&timeout=5s", nil, &ads); err != nil {
+				return err
 			}
+			rep.AdvertsPerPeer = append(rep.AdvertsPerPeer, len(ads))
+			all = all && len(ads) >= want
 		}
 		if all {
-			rep.DiscoveredAll = true
 			break
 		}
 		select {
 		case <-ctx.Done():
-			return rep, fmt.Errorf("discovery did not complete: adverts per peer %v, want %d each", rep.AdvertsPerPeer, want)
+			return fmt.Errorf("discovery did not complete: adverts per peer %v, want %d each", rep.AdvertsPerPeer, want)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	rep.DiscoveryTime = time.Since(t0)
-	for i, nd := range c.nodes {
-		fmt.Fprintf(w, "   %-10s sees %d peer advertisements, %d connections\n", nd.Name(), rep.AdvertsPerPeer[i], len(nd.Host().Network().Peers()))
+	rep.DiscoveredAll = true
+	rep.DiscoverySecs = time.Since(t0).Seconds()
+	for i, n := range nodes {
+		fmt.Fprintf(w, "   %-10s sees %d peer advertisements\n", n.name, rep.AdvertsPerPeer[i])
 	}
-	fmt.Fprintf(w, "   all %d peers discovered each other's advertisements in %s\n", want, rep.DiscoveryTime.Round(time.Millisecond))
-
-	fmt.Fprintf(w, "\nreport\n")
-	fmt.Fprintf(w, "  peers                       %d\n", rep.Peers)
-	fmt.Fprintf(w, "  node start-up (median)      %s\n", rep.StartupMedian.Round(time.Millisecond))
-	fmt.Fprintf(w, "  discovery of all adverts    %s\n", rep.DiscoveryTime.Round(time.Millisecond))
-	if !rep.DiscoveredAll {
-		return rep, errors.New("not every peer discovered every other")
-	}
-	return rep, nil
+	return nil
 }
 
-func median(d []time.Duration) time.Duration {
-	if len(d) == 0 {
-		return 0
+func group(ctx context.Context, w io.Writer, nodes []*node, rep *Report) error {
+	fmt.Fprintf(w, "\n2. peer group: %s creates group \"demo\" with a secret, the others join; Raft elects the leader\n", nodes[0].name)
+	t0 := time.Now()
+	var ref api.GroupRef
+	if err := nodes[0].cl.Do(ctx, "POST", "/v1/groups", api.GroupCreate{Name: "demo", Secret: "demo-secret"}, &ref); err != nil {
+		return err
 	}
-	s := append([]time.Duration(nil), d...)
-	for i := range s {
-		for j := i + 1; j < len(s); j++ {
-			if s[j] < s[i] {
-				s[i], s[j] = s[j], s[i]
-			}
+	for _, n := range nodes[1:] {
+		if err := n.cl.Do(ctx, "POST", "/v1/groups/join", api.GroupJoin{Name: "demo", Secret: "demo-secret"}, &ref); err != nil {
+			return fmt.Errorf("%s joining: %w", n.name, err)
 		}
 	}
-	return s[len(s)/2]
+	for {
+		var st api.GroupStatus
+		if err := nodes[len(nodes)-1].cl.Do(ctx, "GET", "/v1/groups/demo", nil, &st); err != nil {
+			return err
+		}
+		if len(st.Members) == len(nodes) && st.Leader != "" {
+			rep.Group, rep.Leader, rep.Members = st.Name, st.Leader, len(st.Members)
+			fmt.Fprintf(w, "   %d members, leader %s, term %d\n", len(st.Members), st.Leader, st.Term)
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return errors.New("the group did not form")
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	rep.GroupSecs = time.Since(t0).Seconds()
+	return nil
 }
+
+func distribution(ctx context.Context, w io.Writer, root string, nodes []*node, size int64, rep *Report) error {
+	data := make([]byte, size)
+	rand.Read(data)
+	want := sha256.Sum256(data)
+	path := filepath.Join(root, "demo-file.bin")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\n3. distribution: %s shares a %d MiB file; every other member gets it and verifies it\n", nodes[0].name, size>>20)
+	var sh api.Shared
+	if err := nodes[0].cl.Do(ctx, "POST", "/v1/share", api.Share{Path: path}, &sh); err != nil {
+		return err
+	}
+	rep.ContentID, rep.FileSize = sh.ContentID, sh.Size
+	fmt.Fprintf(w, "   content %s, %d slices\n", sh.ContentID, sh.Slices)
+	t0 := time.Now()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var firstErr error
+	for _, n := range nodes[1:] {
+		wg.Add(1)
+		go func(n *node) {
+			defer wg.Done()
+			out := filepath.Join(root, n.name+"-copy.bin")
+			res, err := get(ctx, n.cl, api.Get{Content: sh.Name, Out: out, Timeout: 120})
+			mu.Lock()
+			defer mu.Unlock()
+			rep.Receivers++
+			if err != nil {
+				if firstErr == nil {
+					firstErr = fmt.Errorf("%s: %w", n.name, err)
+				}
+				return
+			}
+			got, err := os.ReadFile(out)
+			if err != nil || sha256.Sum256(got) != want {
+				if firstErr == nil {
+					firstErr = fmt.Errorf("%s: the copy differs from the original", n.name)
+				}
+				return
+			}
+			rep.ReceivedOK++
+			rep.BytesPeers += res.BytesPeers
+			rep.BytesSource += res.BytesSource
+			rep.BytesMcast += res.BytesMulticast
+			fmt.Fprintf(w, "   %-8s verified in %.2fs: %d MiB from peers, %d MiB from the source\n", n.name, res.Seconds, res.BytesPeers>>20, res.BytesSource>>20)
+		}(n)
+	}
+	wg.Wait()
+	rep.DistSecs = time.Since(t0).Seconds()
+	if rep.DistSecs > 0 {
+		rep.DistMBps = float64(rep.FileSize*int64(rep.ReceivedOK)) / 1e6 / rep.DistSecs
+	}
+	return firstErr
+}
+
+// get runs a streaming get through the API and returns its result.
+func get(ctx context.Context, cl *api.Client, req api.Get) (*api.GetResult, error) {
+	resp, err := cl.Open(ctx, "POST", "/v1/get", req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var l api.StreamLine
+		if err := dec.Decode(&l); err != nil {
+			return nil, fmt.Errorf("get: %w", err)
+		}
+		if l.Error != nil {
+			return nil, errors.New(l.Error.Error)
+		}
+		if l.Result != nil {
+			b, _ := json.Marshal(l.Result)
+			var r api.GetResult
+			if err := json.NewDecoder(bytes.NewReader(b)).Decode(&r); err != nil {
+				return nil, err
+			}
+			return &r, nil
+		}
+	}
+}
+
