@@ -17,7 +17,7 @@ func topicName(spec pipes.PipeSpec) string {
 }
 
 // waitTopicPeers waits until n's gossipsub knows every one of want as subscribed to the pipe.
-func waitTopicPeers(t *testing.T, n *node, spec pipes.PipeSpec, want ...*node) {
+func waitTopicPeers(t testing.TB, n *node, spec pipes.PipeSpec, want ...*node) {
 	t.Helper()
 	eventually(t, 30*time.Second, "gossipsub subscriptions", func() bool {
 		have := n.ps.ListPeers(topicName(spec))

@@ -52,9 +52,10 @@ type unicastOut struct {
 
 	delivered atomic.Uint64
 
-	mu      sync.Mutex // guards queue, sent, bytes, conn, lastErr, closed, changed, failed
+	mu      sync.Mutex // guards queue, sent, writing, bytes, conn, lastErr, closed, changed, failed
 	queue   [][]byte   // unacknowledged messages, oldest first
-	sent    int        // queue[:sent] were written on conn
+	sent    int        // queue[:sent] were written (or are being written) on conn
+	writing bool       // the writer is writing a batch on conn
 	bytes   int        // payload bytes in queue
 	conn    *uniConn
 	lastErr error
@@ -194,7 +195,7 @@ func (o *unicastOut) run() {
 	defer idle.Stop()
 	for {
 		o.mu.Lock()
-		for !o.closed && o.sent >= len(o.queue) {
+		for !o.closed && (o.sent >= len(o.queue) || o.writing || o.conn == nil && len(o.queue) == 0) {
 			o.mu.Unlock()
 			select {
 			case <-o.wake:
@@ -257,10 +258,19 @@ func (o *unicastOut) run() {
 			o.mu.Unlock()
 			continue
 		}
+		if o.writing || o.sent >= len(o.queue) {
+			o.mu.Unlock()
+			continue
+		}
 		batch := slices.Clone(o.queue[o.sent:])
 		o.sent = len(o.queue)
+		o.writing = true
 		o.mu.Unlock()
-		if err := o.write(c, batch); err != nil {
+		err := o.write(c, batch)
+		o.mu.Lock()
+		o.writing = false
+		o.mu.Unlock()
+		if err != nil {
 			o.failConn(c, err)
 		}
 		idle.Reset(o.s.cfg.IdleTimeout)
@@ -454,12 +464,83 @@ func (o *unicastOut) open(p peer.ID) (*uniConn, error) {
 
 // Receiver side.
 
-// ackEvery bounds the messages and bytes a receiver takes before it acknowledges (it also
-// acknowledges whenever its read buffer runs dry).
+// The receiver acknowledges after ackEveryMessages messages or ackEveryBytes bytes, and
+// ackDelay after its read buffer ran dry with messages unacknowledged.
 const (
 	ackEveryMessages = 64
 	ackEveryBytes    = 1 << 20
+	ackDelay         = 2 * time.Millisecond
 )
+
+// acker writes the cumulative acknowledgements of one unicast stream.
+type acker struct {
+	st    network.Stream
+	idle  time.Duration // read/write deadline extension per acknowledgement
+	now   func() time.Time
+	mu    sync.Mutex // guards count, acked, since, timer, done, buf and writes on st
+	count uint64     // messages queued for Recv
+	acked uint64     // last count sent
+	since int        // bytes since the last acknowledgement
+	timer *time.Timer
+	done  bool
+	buf   []byte
+}
+
+// received records one message of n bytes.
+func (a *acker) received(n int) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.count++
+	a.since += n
+	if a.count-a.acked >= ackEveryMessages || a.since >= ackEveryBytes {
+		return a.flushLocked()
+	}
+	return nil
+}
+
+// dry schedules an acknowledgement of what is pending (the read buffer ran dry).
+func (a *acker) dry() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.count == a.acked || a.done {
+		return
+	}
+	if a.timer == nil {
+		a.timer = time.AfterFunc(ackDelay, a.fire)
+	} else {
+		a.timer.Reset(ackDelay)
+	}
+}
+
+func (a *acker) fire() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.done {
+		_ = a.flushLocked()
+	}
+}
+
+func (a *acker) flushLocked() error {
+	if a.count == a.acked {
+		return nil
+	}
+	_ = a.st.SetDeadline(a.now().Add(a.idle))
+	a.buf = binary.AppendUvarint(a.buf[:0], a.count)
+	if _, err := a.st.Write(a.buf); err != nil {
+		return err
+	}
+	a.acked, a.since = a.count, 0
+	return nil
+}
+
+func (a *acker) stop() {
+	a.mu.Lock()
+	a.done = true
+	if a.timer != nil {
+		a.timer.Stop()
+	}
+	a.mu.Unlock()
+}
 
 func (s *Service) handleUnicast(st network.Stream) {
 	s.stats.uniAccepted.Add(1)
@@ -478,14 +559,16 @@ func (s *Service) handleUnicast(st network.Stream) {
 		return
 	}
 	from := st.Conn().RemotePeer()
-	idle := s.cfg.IdleTimeout + s.cfg.HandshakeTimeout
-	_ = st.SetDeadline(s.now().Add(idle))
-	var count, lastAck uint64
-	var sinceAck int
-	ackBuf := make([]byte, 0, binary.MaxVarintLen64)
+	a := &acker{st: st, idle: s.cfg.IdleTimeout + s.cfg.HandshakeTimeout, now: s.now}
+	defer a.stop()
+	_ = st.SetDeadline(s.now().Add(a.idle))
 	for {
+		if r.Buffered() == 0 {
+			a.dry()
+		}
 		n, err := readFrameLen(r, s.cfg.MaxFrameSize)
 		if err == io.EOF {
+			a.stop()
 			_ = st.Close()
 			return
 		}
@@ -504,15 +587,9 @@ func (s *Service) handleUnicast(st network.Stream) {
 		}
 		s.stats.uniRecv.Add(1)
 		s.stats.uniRecvBytes.Add(uint64(n))
-		count++
-		sinceAck += n
-		if r.Buffered() == 0 || count-lastAck >= ackEveryMessages || sinceAck >= ackEveryBytes {
-			_ = st.SetDeadline(s.now().Add(idle))
-			if _, err := st.Write(binary.AppendUvarint(ackBuf[:0], count)); err != nil {
-				_ = st.Reset()
-				return
-			}
-			lastAck, sinceAck = count, 0
+		if err := a.received(n); err != nil {
+			_ = st.Reset()
+			return
 		}
 	}
 }
