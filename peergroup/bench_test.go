@@ -267,4 +267,3 @@ func heapInUse() (uint64, int) {
 	runtime.ReadMemStats(&ms)
 	return ms.HeapInuse, runtime.NumGoroutine()
 }
-
