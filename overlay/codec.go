@@ -38,7 +38,10 @@ func decodeEnvelopes(b []byte) ([][]byte, error) {
 	out := make([][]byte, 0, n)
 	for i := uint64(0); i < n; i++ {
 		l, k := binary.Uvarint(b)
-		if k <= 0 || l > advert.MaxEnvelopeSize || l > uint64(len(b)-k) {
+		if k > 0 && l > advert.MaxEnvelopeSize {
+			return nil, fmt.Errorf("%w: envelope %d has %d bytes, limit %d", advert.ErrTooLarge, i, l, advert.MaxEnvelopeSize)
+		}
+		if k <= 0 || l > uint64(len(b)-k) {
 			return nil, fmt.Errorf("%w: envelope %d length", ErrMalformedRq, i)
 		}
 		out = append(out, b[k:k+int(l)])

@@ -51,7 +51,11 @@ var ErrQuota = errors.New("index: publisher over quota")
 func (x *index) handlePublish(_ context.Context, from peer.ID, req []byte) ([]byte, error) {
 	envs, err := decodeEnvelopes(req)
 	if err != nil {
-		x.stats.count("index_malformed")
+		if errors.Is(err, advert.ErrTooLarge) {
+			x.stats.count("index_too_large")
+		} else {
+			x.stats.count("index_malformed")
+		}
 		return nil, err
 	}
 	stored := 0
