@@ -256,3 +256,56 @@ func TestRaftcastSmoke(t *testing.T) {
 		t.Errorf("network state changed:\nbefore %s\nafter  %s", before, after)
 	}
 }
+
+// TestBenchSmoke runs testnet/bench on a small file with UFTP and the HTTP cases and
+// checks that every row reports a complete delivery and a ratio at or above 1 (nothing
+// beats the bound). It skips when the reference tools are not installed.
+func TestBenchSmoke(t *testing.T) {
+	tools := needRoot(t)
+	for _, tool := range []string{"uftp", "uftpd", "nginx", "curl", "aria2c"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("bench needs %s (apt-get install uftp aria2 nginx-light curl)", tool)
+		}
+	}
+	before := netState(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	id := fmt.Sprintf("rcgb%d", os.Getpid())
+	csv := filepath.Join(t.TempDir(), "bench.csv")
+	cmd := exec.CommandContext(ctx, "./bench", "--cases", "uftp-1domain,http", "--size", "8MiB",
+		"--recv-a", "2", "--recv-b", "1", "--timeout", "200", "--csv", csv)
+	cmd.Env = append(os.Environ(), "RC_BASE="+t.TempDir(), "RC_TOOLS="+tools, "RC_ID="+id)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.WaitDelay = 30 * time.Second
+	if _, err := cmd.Output(); err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr.String())
+	}
+	data, err := os.ReadFile(csv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(rows) != 4 { // uftp one domain; curl, aria2c -x8, all clients
+		t.Fatalf("%d rows, want 4:\n%s", len(rows), data)
+	}
+	for _, r := range rows {
+		f := strings.Split(r, ",")
+		if len(f) != 7 {
+			t.Fatalf("row %q: %d fields, want 7", r, len(f))
+		}
+		var ratio float64
+		if _, err := fmt.Sscan(f[4], &ratio); err != nil || ratio < 1 {
+			t.Errorf("row %q: ratio %q", r, f[4])
+		}
+		if k, n, _ := strings.Cut(f[5], "/"); k != n || k == "0" {
+			t.Errorf("row %q: incomplete delivery %s", r, f[5])
+		}
+	}
+	if m, _ := filepath.Glob("/run/netns/" + id + "-*"); len(m) > 0 {
+		t.Errorf("namespaces left behind: %v", m)
+	}
+	if after := netState(t); after != before {
+		t.Errorf("network state changed:\nbefore %s\nafter  %s", before, after)
+	}
+}
