@@ -30,7 +30,7 @@ var (
 // Config configures an Engine.
 type Config struct {
 	Dir       string // receiving stores live here (<Dir>/<content ID>.part and .have); required
-	SliceSize int    // for Share; default content.DefaultSliceSize
+	SliceSize int    // for Share; default content.DefaultSliceSize (raised for huge files, see content.SliceSizeFor)
 
 	Server   swarm.ServerConfig
 	Session  swarm.Config // Source, Peers, OnProgress and OnStored are set per Get
@@ -246,7 +246,11 @@ func (e *Engine) Share(ctx context.Context, path, name string, rate int64, opts 
 	for _, f := range opts {
 		f(&o)
 	}
-	m, err := content.BuildFile(path, name, o.sliceSize)
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("transfer: share: %w", err)
+	}
+	m, err := content.BuildFile(path, name, content.SliceSizeFor(fi.Size(), o.sliceSize))
 	if err != nil {
 		return nil, err
 	}

@@ -16,12 +16,12 @@ import (
 
 // Limits on manifests, enforced when building, encoding and decoding.
 const (
-	HashSize         = 32       // BLAKE3-256
-	MinSliceSize     = 4 << 10  // 4 KiB
-	MaxSliceSize     = 16 << 20 // 16 MiB
-	DefaultSliceSize = 1 << 20  // 1 MiB: see doc.go for the measurement behind it
-	MaxSlices        = 1 << 20  // with 1 MiB slices: 1 TiB
-	MaxNameLen       = 255      // bytes, as most file systems allow
+	HashSize         = 32        // BLAKE3-256
+	MinSliceSize     = 4 << 10   // 4 KiB
+	MaxSliceSize     = 16 << 20  // 16 MiB
+	DefaultSliceSize = 256 << 10 // 256 KiB: see doc.go for the measurement behind it
+	MaxSlices        = 1 << 20   // with 1 MiB slices: 1 TiB
+	MaxNameLen       = 255       // bytes, as most file systems allow
 	headerSize       = 4 + 1 + 2 + 8 + 4
 	// MaxManifestSize bounds an encoded manifest (the largest name and slice count).
 	MaxManifestSize = headerSize + MaxNameLen + MaxSlices*HashSize + HashSize
@@ -245,19 +245,36 @@ func Build(r io.Reader, name string, sliceSize int) (*Manifest, error) {
 	return New(name, size, sliceSize, hashes)
 }
 
-// BuildFile slices the file at path. If name is empty the file's base name is used.
+// SliceSizeFor returns the slice size to use for content of size bytes: want (rounded up to a
+// power of two) unless that would exceed MaxSlices, then the smallest power of two that fits.
+func SliceSizeFor(size int64, want int) int {
+	ss := MinSliceSize
+	for ss < want && ss < MaxSliceSize {
+		ss *= 2
+	}
+	for ss < MaxSliceSize && NumSlices(size, ss) > MaxSlices {
+		ss *= 2
+	}
+	return ss
+}
+
+// BuildFile slices the file at path. If name is empty the file's base name is used. If
+// sliceSize is 0, SliceSizeFor(file size, DefaultSliceSize) is used.
 func BuildFile(path, name string, sliceSize int) (*Manifest, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("content: %w", err)
 	}
 	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("content: %w", err)
+	}
 	if name == "" {
-		st, err := f.Stat()
-		if err != nil {
-			return nil, fmt.Errorf("content: %w", err)
-		}
 		name = st.Name()
+	}
+	if sliceSize == 0 {
+		sliceSize = SliceSizeFor(st.Size(), DefaultSliceSize)
 	}
 	return Build(f, name, sliceSize)
 }

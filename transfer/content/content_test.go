@@ -218,3 +218,15 @@ func TestParts(t *testing.T) {
 		}
 	}
 }
+
+func TestSliceSizeFor(t *testing.T) {
+	if got := SliceSizeFor(1<<30, DefaultSliceSize); got != DefaultSliceSize {
+		t.Fatalf("1 GiB: %d", got)
+	}
+	if got := SliceSizeFor(1<<40, DefaultSliceSize); got != 1<<20 || NumSlices(1<<40, got) > MaxSlices {
+		t.Fatalf("1 TiB: %d", got)
+	}
+	if got := SliceSizeFor(10, 1000); got != 4096 {
+		t.Fatalf("small want: %d", got)
+	}
+}

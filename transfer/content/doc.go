@@ -27,13 +27,24 @@
 //
 // # Slice size
 //
-// DefaultSliceSize is 1 MiB. Measured on the 2-core build machine (noisy; compare ratios):
+// DefaultSliceSize is 256 KiB (raised to keep at most MaxSlices slices: SliceSizeFor).
+// Measured on the 2-core build machine, shared with other jobs (load average 8-12), so the
+// figures are noisy; ratios within one run are what count:
 //
-//	go test -bench HashSlice ./transfer/content/        256 KiB 2.6-2.9 GB/s, 1 MiB 2.4-2.6 GB/s, 4 MiB 2.2-2.3 GB/s
-//	go test -bench StreamSlices ./transfer/swarm/       see the swarm package's doc for transfer
+//	go test -bench HashSlice ./transfer/content/
+//	  BLAKE3   256 KiB 2.6-2.9 GB/s   1 MiB 2.4-2.6 GB/s   4 MiB 2.2-2.3 GB/s
+//	go test -bench SwarmVsRaw -benchtime 3x ./transfer/swarm/   (64 MiB, swarm vs raw stream)
+//	  slice     1 receiver          4 receivers
+//	  256 KiB   0.39-0.85 of raw    0.43-0.68 of raw
+//	  1 MiB     0.52-0.98 of raw    0.27-0.44 of raw
+//	  4 MiB     0.44-0.51 of raw    0.22-0.53 of raw
 //
-// Hashing costs about the same per byte at every size, so the choice is made by transfer and
-// by bookkeeping: see the swarm package's doc for the stream figures. 1 MiB keeps a manifest
-// small (32 bytes per MiB: 8 KiB for 256 MiB, 32 KiB for 1 GiB), a lost slice cheap to repair
-// and a multicast reassembly buffer small, while streams already run at full speed with it.
+// Hashing costs about the same per byte at every size. Over streams, 1 MiB is a little
+// better from one source to one receiver (fewer requests and events per byte), 256 KiB
+// better when receivers exchange slices among themselves (a slice becomes available to
+// others four times sooner), and 4 MiB worse in both. The multicast decides: a receiver that
+// misses one datagram repairs 1/32 of a slice (content.Parts), so at 1% datagram loss a
+// 256 KiB slice (190 datagrams, ~1.9 lost) costs about 16 KiB of repair, a 1 MiB slice (760
+// datagrams, ~7.6 lost) about 224 KiB. 256 KiB also keeps multicast reassembly buffers and
+// partial-repair memory small, at the cost of a manifest of 128 KiB per GiB.
 package content

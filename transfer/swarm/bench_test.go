@@ -87,7 +87,12 @@ func BenchmarkSwarmVsRaw(b *testing.B) {
 						}
 						stores[i] = st
 						r.srv.Add(m, st)
-						sessions[i], _ = NewSession(r.h, m, st, testConfig(src.h.ID(), ids(rs...)), nil)
+						cfg := testConfig(src.h.ID(), ids(rs...))
+						if w := os.Getenv("RAFTCAST_BENCH_WINDOW"); w != "" {
+							fmt.Sscan(w, &cfg.Planner.MaxInflightPerPeer)
+							cfg.Planner.MaxInflightSource = cfg.Planner.MaxInflightPerPeer
+						}
+						sessions[i], _ = NewSession(r.h, m, st, cfg, nil)
 					}
 					b.StartTimer()
 					c0, t0 = cpuTime(), time.Now()
