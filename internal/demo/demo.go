@@ -326,4 +326,3 @@ func get(ctx context.Context, cl *api.Client, req api.Get) (*api.GetResult, erro
 		}
 	}
 }
-
