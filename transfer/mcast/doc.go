@@ -13,6 +13,25 @@
 // 20 ms worth or 64 KiB). The source sends every slice in ascending order, then END three
 // times. A proxy can call SendSlice for slices as it obtains them.
 //
+// # Datagram size: measured
+//
+// Between two network namespaces over a veth with MTU 1500 on the 2-core build machine
+// (internal/udpmeas; 64-256 MiB per run; the machine was shared, so read ratios):
+//
+//	datagram   unpaced send      send CPU    1% packet loss, paced at 20 MiB/s
+//	1400 B      43 MB/s          12 s/GB     1.0% of datagrams lost
+//	8972 B      93 MB/s           8 s/GB     100% lost (7 fragments each)
+//	63000 B    188 MB/s           4 s/GB     100% lost (44 fragments each)
+//
+// Large datagrams save system calls (3× less CPU per byte), but one lost fragment loses the
+// datagram, and worse: the kernel keeps every incomplete reassembly for ipfrag_time (30 s)
+// within ipfrag_high_thresh (4 MiB), so under steady loss the reassembly memory fills and
+// every later fragmented datagram is dropped (IpReasmFails counted 397 139 of 1 109 961).
+// Without loss the large datagrams pass. Loss is the normal case for multicast, so the
+// default stays at 1400 bytes, which never fragments; at 100 Mbit/s it costs about 15% of a
+// core to send. A faster native implementation should batch (sendmmsg, UDP GSO) rather than
+// fragment.
+//
 // # Receiving
 //
 // A Receiver takes datagrams with its content's tag, checks offsets and lengths, reassembles
