@@ -225,23 +225,74 @@ func (g *Group) forward(ctx context.Context, leader peer.ID, b []byte) (uint64, 
 	return resp.Index, nil
 }
 
-// handleApply is the leader's side of ApplyProtocol.
+// handleApply serves ApplyProtocol: the leader's side of command forwarding, and any
+// member's answer to a member-list request.
 func (m *Manager) handleApply(s network.Stream) {
 	from := s.Conn().RemotePeer()
 	_ = s.SetDeadline(time.Now().Add(applyStreamTimeout))
-	var req applyRequest
 	r := bufio.NewReader(s)
-	if err := expectFrame(r, maxApplyFrame, msgApplyRequest, req.decode); err != nil {
+	typ, payload, err := readFrame(r, maxApplyFrame)
+	if err != nil {
 		s.Reset()
 		return
 	}
-	idx, err := m.serveApply(&req, from)
+	var out []byte
+	outType := msgError
+	switch typ {
+	case msgApplyRequest:
+		var req applyRequest
+		if err = decodeMsg(payload, req.decode); err == nil {
+			var idx uint64
+			if idx, err = m.serveApply(&req, from); err == nil {
+				outType, out = msgApplyResponse, encodeMsg((&applyResponse{Index: idx}).encode)
+			}
+		}
+	case msgMembersRequest:
+		var req membersRequest
+		if err = decodeMsg(payload, req.decode); err == nil {
+			var ps []peer.ID
+			if ps, err = m.serveMembers(&req, from); err == nil {
+				outType, out = msgMembersResponse, encodeMsg((&membersResponse{Peers: ps}).encode)
+			}
+		}
+	default:
+		s.Reset()
+		return
+	}
 	if err != nil {
-		_ = writeFrame(s, msgError, encodeMsg(newErrorMsg(err).encode))
-	} else {
-		_ = writeFrame(s, msgApplyResponse, encodeMsg((&applyResponse{Index: idx}).encode))
+		out = encodeMsg(newErrorMsg(err).encode)
+	}
+	if err := writeFrame(s, outType, out); err != nil {
+		s.Reset()
+		return
 	}
 	_ = s.Close()
+}
+
+// serveMembers answers a member with the member list and the Raft servers this node knows.
+func (m *Manager) serveMembers(req *membersRequest, from peer.ID) ([]peer.ID, error) {
+	g, ok := m.Group(req.GroupID)
+	if !ok || g.id != req.GroupID {
+		return nil, ErrUnknownGroup
+	}
+	v := g.fsm.view(nil)
+	if !v.IsMember(from) {
+		return nil, fmt.Errorf("%w: %s", ErrNotMember, from)
+	}
+	set := make(map[peer.ID]bool)
+	for _, mb := range v.Members {
+		set[mb.PeerID] = true
+	}
+	if conf, err := g.configuration(); err == nil {
+		for p := range conf {
+			set[p] = true
+		}
+	}
+	out := make([]peer.ID, 0, len(set))
+	for p := range set {
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 func (m *Manager) serveApply(req *applyRequest, from peer.ID) (uint64, error) {

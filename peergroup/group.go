@@ -1,6 +1,7 @@
 package peergroup
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	libp2praft "github.com/libp2p/go-libp2p-raft"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	"go.etcd.io/bbolt"
@@ -51,15 +53,18 @@ type Group struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	mu       sync.Mutex                 // guards the fields below
-	failed   map[peer.ID]time.Time      // leader: peers whose heartbeats fail, since when
-	watchers map[chan struct{}]struct{} // Watch subscribers
-	seed     map[peer.ID]bool           // peers allowed on the Raft protocol before the state lists them
-	members  map[peer.ID]bool           // the member set as of the last applied change
-	servers  map[peer.ID]bool           // the Raft configuration as last read
-	book     []byte                     // the members file as last written
-	hadSelf  bool                       // this node has been in the member list
-	leaving  bool                       // Leave in progress: own removal is expected
+	mu          sync.Mutex                 // guards the fields below
+	failed      map[peer.ID]time.Time      // leader: peers whose heartbeats fail, since when
+	watchers    map[chan struct{}]struct{} // Watch subscribers
+	seed        map[peer.ID]bool           // peers allowed on the Raft protocol before the state lists them
+	members     map[peer.ID]bool           // the member set as of the last applied change
+	servers     map[peer.ID]bool           // the Raft configuration as last read
+	book        []byte                     // the members file as last written
+	hadSelf     bool                       // this node has been in the member list
+	closing     bool                       // close has started: start no goroutine
+	refreshing  bool                       // a member-list refresh is running
+	lastRefresh time.Time                  // when the last one started
+	leaving     bool                       // Leave in progress: own removal is expected
 }
 
 // openGroup opens (or creates) the group's stores and starts its Raft. With bootstrap set the
@@ -175,6 +180,9 @@ func (g *Group) close(removeData bool) error {
 			_ = g.waitFuture(ctx, f)
 			cancel()
 		}
+		g.mu.Lock()
+		g.closing = true
+		g.mu.Unlock()
 		g.cancel()
 		done := make(chan struct{})
 		go func() {
@@ -419,10 +427,82 @@ func (g *Group) ArrangeTask(ctx context.Context, taskID string, slicesToPlace []
 
 // allowRaftPeer gates the group's Raft protocol: only members (as the state, the Raft
 // configuration or the join answer / members file list them) may talk Raft to this node.
+// An unknown peer is refused, and the members this node knows are asked for the current
+// member list (at most once per refreshEvery): a node that missed admissions while it was
+// away still learns who the new members (and maybe the new leader) are.
 func (g *Group) allowRaftPeer(p peer.ID) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.members[p] || g.servers[p] || g.seed[p]
+	if g.members[p] || g.servers[p] || g.seed[p] {
+		return true
+	}
+	now := time.Now()
+	if !g.refreshing && !g.closing && now.Sub(g.lastRefresh) >= refreshEvery {
+		g.refreshing, g.lastRefresh = true, now
+		ask := make([]peer.ID, 0, len(g.members)+len(g.seed))
+		for q := range g.members {
+			ask = append(ask, q)
+		}
+		for q := range g.seed {
+			ask = append(ask, q)
+		}
+		g.wg.Add(1)
+		go g.refreshMembers(ask)
+	}
+	return false
+}
+
+// refreshEvery bounds how often an unknown Raft peer makes this node refresh its member list.
+const refreshEvery = time.Second
+
+// refreshMembers asks known members for the member list until one answers, and trusts the
+// peers it lists on the Raft protocol.
+func (g *Group) refreshMembers(ask []peer.ID) {
+	defer g.wg.Done()
+	defer func() {
+		g.mu.Lock()
+		g.refreshing = false
+		g.mu.Unlock()
+	}()
+	for _, q := range ask {
+		if q == g.self {
+			continue
+		}
+		ps, err := g.askMembers(q)
+		if err != nil {
+			g.log.Debug("member list request failed", "peer", q, "err", err)
+			continue
+		}
+		g.mu.Lock()
+		for _, p := range ps {
+			g.seed[p] = true
+		}
+		g.mu.Unlock()
+		return
+	}
+}
+
+func (g *Group) askMembers(q peer.ID) ([]peer.ID, error) {
+	ctx, cancel := context.WithTimeout(g.ctx, 5*time.Second)
+	defer cancel()
+	s, err := g.m.h.NewStream(network.WithAllowLimitedConn(ctx, "group-members"), q, ApplyProtocol)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	dl, _ := ctx.Deadline()
+	_ = s.SetDeadline(dl)
+	if err := writeFrame(s, msgMembersRequest, encodeMsg((&membersRequest{GroupID: g.id}).encode)); err != nil {
+		s.Reset()
+		return nil, err
+	}
+	_ = s.CloseWrite()
+	var resp membersResponse
+	if err := expectFrame(bufio.NewReader(s), maxApplyFrame, msgMembersResponse, resp.decode); err != nil {
+		s.Reset()
+		return nil, err
+	}
+	return resp.Peers, nil
 }
 
 // observeLoop follows Raft's observations: leadership changes and the leader's view of

@@ -223,3 +223,56 @@ func TestVoterCapAndPromotion(t *testing.T) {
 		t.Fatalf("live members %d, want 4", len(live))
 	}
 }
+
+// A member that does not know a peer refuses its Raft RPCs, asks the members it knows, and
+// from then on accepts that peer if it is a member; outsiders stay refused.
+func TestRaftGateLearnsMissedMembers(t *testing.T) {
+	id, nodes := threeMemberGroup(t, nil)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	eventually(t, 20*time.Second, "agreement", func() error { return agree(id, 3, nodes...) })
+	outsider := startNode(t, "x", nil)
+
+	gc := c.group(t, id)
+	forget := func() {
+		gc.mu.Lock()
+		delete(gc.members, b.id())
+		delete(gc.servers, b.id())
+		delete(gc.seed, b.id())
+		gc.lastRefresh = time.Time{}
+		gc.mu.Unlock()
+	}
+	forget()
+	if gc.allowRaftPeer(b.id()) {
+		// The change loop may have re-added b from c's own state in between: try again.
+		forget()
+		if gc.allowRaftPeer(b.id()) {
+			t.Skip("could not make c forget b")
+		}
+	}
+	eventually(t, 10*time.Second, "c learns b from a", func() error {
+		gc.mu.Lock()
+		defer gc.mu.Unlock()
+		if !gc.seed[b.id()] && !gc.members[b.id()] {
+			return errors.New("b still unknown to c")
+		}
+		return nil
+	})
+	if gc.allowRaftPeer(outsider.id()) {
+		t.Fatal("outsider allowed on the raft protocol")
+	}
+	time.Sleep(refreshEvery + 100*time.Millisecond)
+	if gc.allowRaftPeer(outsider.id()) {
+		t.Fatal("outsider allowed after a refresh")
+	}
+	// An outsider's stream on the group's Raft protocol is reset.
+	outsider.h.Peerstore().AddAddrs(a.id(), a.h.Addrs(), time.Hour)
+	s, err := outsider.h.NewStream(ctxT(t, 5*time.Second), a.id(), RaftProtocol(id))
+	if err == nil {
+		_, _ = s.Write([]byte{0})
+		buf := make([]byte, 1)
+		if _, err := s.Read(buf); err == nil {
+			t.Fatal("outsider's raft stream was served")
+		}
+		s.Close()
+	}
+}

@@ -28,6 +28,8 @@ const (
 	msgError
 	msgApplyRequest
 	msgApplyResponse
+	msgMembersRequest
+	msgMembersResponse
 )
 
 func writeFrame(w io.Writer, typ uint8, payload []byte) error {
@@ -273,3 +275,15 @@ type remoteError struct {
 
 func (e *remoteError) Error() string { return e.base.Error() + " (remote: " + e.msg + ")" }
 func (e *remoteError) Unwrap() error { return e.base }
+
+// membersRequest asks a member for the group's member list (and Raft servers): a node that
+// gets Raft RPCs from a peer it does not know yet checks with the members it knows.
+type membersRequest struct{ GroupID string }
+
+func (m *membersRequest) encode(e *encoder) { e.str(m.GroupID) }
+func (m *membersRequest) decode(d *decoder) { m.GroupID = d.str(maxIDLen, "group ID") }
+
+type membersResponse struct{ Peers []peer.ID }
+
+func (m *membersResponse) encode(e *encoder) { e.peers(m.Peers) }
+func (m *membersResponse) decode(d *decoder) { m.Peers = d.peers(maxListLen, "members") }
