@@ -21,10 +21,14 @@ type Credential struct {
 // Secret groups. The secret is stretched into a 32-byte group key with PBKDF2-HMAC-SHA256
 // salted with the group ID, so equal secrets give unrelated keys in different groups and a
 // guess costs secretKDFIterations hashes. Only members hold the key (in their group.meta file,
-// mode 0600); neither the secret nor the key, nor anything derived from them that could be
-// checked offline, is ever sent or advertised. Admission is a challenge–response with HMACs
-// bound to the nonce, the joiner's peer ID (authenticated by the libp2p connection) and the
-// group ID, so a proof cannot be replayed by another peer, in another group or later.
+// mode 0600); neither the secret nor the key is ever sent, replicated or advertised, and the
+// advertisement carries nothing derived from them. Admission is a challenge–response with
+// HMACs bound to the nonce, the joiner's peer ID (authenticated by the libp2p connection) and
+// the group ID, so a proof cannot be replayed by another peer, in another group or later. The
+// joiner proves first and the leader proves back in its acceptance, so an outsider cannot make
+// a member hand out anything checkable offline; the residual risk is that a peer the joiner
+// chooses to contact (e.g. from a forged advertisement) can run an offline guessing attack on
+// the joiner's proof, slowed by the key stretching: use secrets that are hard to guess.
 const (
 	secretKDFIterations = 100_000
 	keyLen              = 32

@@ -1,11 +1,18 @@
 package peergroup
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 func TestThreeMembersAgreeAndWrongSecretRejected(t *testing.T) {
@@ -189,5 +196,53 @@ func TestHostInTwoGroups(t *testing.T) {
 		if g, _ := n.m.Group("one"); g.ID() != g1.ID() {
 			t.Fatal("lookup by name")
 		}
+	}
+}
+
+// A peer that answers a join for a secret group without knowing the secret is caught: the
+// joiner refuses its acceptance (ErrBadLeader), and the secret never reaches disk.
+func TestFakeLeaderAndSecretNeverStored(t *testing.T) {
+	id, nodes := threeMemberGroup(t, nil)
+	for _, n := range nodes {
+		filepath.WalkDir(n.dir, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			b, _ := os.ReadFile(path)
+			if bytes.Contains(b, []byte("s3cret")) {
+				t.Errorf("%s: secret stored in %s", n.name, path)
+			}
+			return nil
+		})
+	}
+	info := nodes[0].group(t, id).Info()
+	if bytes.Contains(EncodeGroupInfo(info), []byte("s3cret")) {
+		t.Fatal("secret in the group info")
+	}
+
+	fake := startNode(t, "fake", nil)
+	fake.h.SetStreamHandler(JoinProtocol, func(s network.Stream) {
+		defer s.Close()
+		r := bufio.NewReader(s)
+		var req joinRequest
+		if expectFrame(r, maxJoinFrame, msgJoinRequest, req.decode) != nil {
+			return
+		}
+		_ = writeFrame(s, msgJoinChallenge, encodeMsg((&joinChallenge{Nonce: make([]byte, nonceLen)}).encode))
+		var pr joinProofMsg
+		if expectFrame(r, maxJoinFrame, msgJoinProof, pr.decode) != nil {
+			return
+		}
+		acc := &joinAccept{Header: Header{ID: id, Name: "films", Policy: PolicySecret, Creator: fake.id()}, Leader: fake.id(), Term: 1, LeaderProof: make([]byte, 32)}
+		_ = writeFrame(s, msgJoinAccept, encodeMsg(acc.encode))
+	})
+	j := startNode(t, "j", nil)
+	lure := info
+	lure.Contacts = []peer.AddrInfo{{ID: fake.id(), Addrs: fake.h.Addrs()}}
+	if _, err := j.m.Join(ctxT(t, 20*time.Second), lure, Credential{Secret: "s3cret"}); !errors.Is(err, ErrBadLeader) {
+		t.Fatalf("join through a fake leader: %v, want ErrBadLeader", err)
+	}
+	if len(j.m.Groups()) != 0 {
+		t.Fatal("joiner kept a group after a fake acceptance")
 	}
 }

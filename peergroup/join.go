@@ -18,9 +18,9 @@ import (
 //
 //	joiner → member   joinRequest{group ID, joiner nonce, addrs, domain, capacity, invitation}
 //	member → joiner   joinRedirect{leader, addrs}          when the member is not the leader
-//	leader → joiner   joinChallenge{nonce, leader proof}    secret groups only
+//	leader → joiner   joinChallenge{nonce}                  secret groups only
 //	joiner → leader   joinProof{proof}                      secret groups only
-//	leader → joiner   joinAccept{header, leader, term, members} | error{code, message}
+//	leader → joiner   joinAccept{leader proof, header, leader, term, members} | error{code, message}
 //
 // The leader checks the credential, commits MemberAdd, adds the joiner to Raft as a
 // non-voter and answers with the member list; the joiner then starts its Raft (empty),
@@ -177,12 +177,6 @@ func (m *Manager) joinOnce(ctx context.Context, target peer.ID, info GroupInfo, 
 			s.Reset()
 			return nil, nil, fmt.Errorf("%w: the group asks for a secret", ErrWrongSecret)
 		}
-		if !hmac.Equal(ch.LeaderProof, leaderProof(key, nonce, target, info.ID)) {
-			s.Reset()
-			// Either our secret is wrong or the peer answering is not a real leader of the
-			// group; the first is by far the likelier. Our proof is not sent either way.
-			return nil, nil, fmt.Errorf("%w: the group leader %s proves a different secret", ErrWrongSecret, target)
-		}
 		pr := &joinProofMsg{Proof: joinProof(key, ch.Nonce, m.h.ID(), info.ID)}
 		if err := writeFrame(s, msgJoinProof, encodeMsg(pr.encode)); err != nil {
 			s.Reset()
@@ -207,8 +201,13 @@ func (m *Manager) joinOnce(ctx context.Context, target peer.ID, info GroupInfo, 
 		if err := decodeMsg(payload, acc.decode); err != nil {
 			return nil, nil, err
 		}
-		if key != nil && !challenged {
-			return nil, nil, fmt.Errorf("%w: %s admitted us without checking the secret", ErrBadLeader, target)
+		if key != nil {
+			if !challenged {
+				return nil, nil, fmt.Errorf("%w: %s admitted us without checking the secret", ErrBadLeader, target)
+			}
+			if !hmac.Equal(acc.LeaderProof, leaderProof(key, nonce, target, info.ID)) {
+				return nil, nil, fmt.Errorf("%w: %s", ErrBadLeader, target)
+			}
 		}
 		return &acc, nil, nil
 	}
@@ -272,7 +271,7 @@ func (g *Group) admit(s network.Stream, r *bufio.Reader, from peer.ID, req *join
 		}
 		nonce := make([]byte, nonceLen)
 		_, _ = rand.Read(nonce)
-		ch := &joinChallenge{Nonce: nonce, LeaderProof: leaderProof(g.meta.Key, req.Nonce, g.self, g.id)}
+		ch := &joinChallenge{Nonce: nonce}
 		if err := writeFrame(s, msgJoinChallenge, encodeMsg(ch.encode)); err != nil {
 			return nil, err
 		}
@@ -318,6 +317,9 @@ func (g *Group) admit(s network.Stream, r *bufio.Reader, from peer.ID, req *join
 	g.signal(g.changed)
 	v = g.fsm.view(nil)
 	acc := &joinAccept{Header: g.meta.Header, Leader: g.self, Term: g.raft.CurrentTerm()}
+	if g.meta.Header.Policy == PolicySecret {
+		acc.LeaderProof = leaderProof(g.meta.Key, req.Nonce, g.self, g.id)
+	}
 	for _, mb := range v.Members {
 		addrs := mb.Addrs
 		if mb.PeerID == g.self {

@@ -138,16 +138,10 @@ type joinRedirect struct {
 func (m *joinRedirect) encode(e *encoder) { e.peer(m.Leader); e.addrs(m.Addrs) }
 func (m *joinRedirect) decode(d *decoder) { m.Leader = d.peer(); m.Addrs = d.addrs() }
 
-type joinChallenge struct {
-	Nonce       []byte
-	LeaderProof []byte
-}
+type joinChallenge struct{ Nonce []byte }
 
-func (m *joinChallenge) encode(e *encoder) { e.bytes(m.Nonce); e.bytes(m.LeaderProof) }
-func (m *joinChallenge) decode(d *decoder) {
-	m.Nonce = d.bytes(nonceLen, "nonce")
-	m.LeaderProof = d.bytes(64, "proof")
-}
+func (m *joinChallenge) encode(e *encoder) { e.bytes(m.Nonce) }
+func (m *joinChallenge) decode(d *decoder) { m.Nonce = d.bytes(nonceLen, "nonce") }
 
 type joinProofMsg struct{ Proof []byte }
 
@@ -161,13 +155,15 @@ type wireMember struct {
 }
 
 type joinAccept struct {
-	Header  Header
-	Leader  peer.ID
-	Term    uint64
-	Members []wireMember
+	Header      Header
+	Leader      peer.ID
+	Term        uint64
+	Members     []wireMember
+	LeaderProof []byte // secret groups: the leader's proof over the joiner's nonce
 }
 
 func (m *joinAccept) encode(e *encoder) {
+	e.bytes(m.LeaderProof)
 	(&GroupInit{Header: m.Header}).encode(e)
 	e.peer(m.Leader)
 	e.uvarint(m.Term)
@@ -179,6 +175,7 @@ func (m *joinAccept) encode(e *encoder) {
 	}
 }
 func (m *joinAccept) decode(d *decoder) {
+	m.LeaderProof = d.bytes(64, "proof")
 	var gi GroupInit
 	gi.decode(d)
 	m.Header = gi.Header
