@@ -260,19 +260,24 @@ func (m *Manager) Leave(ctx context.Context, idOrName string) error {
 	return g.close(true)
 }
 
-// Group returns the group with that ID or, failing that, the only group with that name.
+// Group returns the group with that ID or, failing that, the only group with that name
+// (false when several groups this node is in share the name).
 func (m *Manager) Group(idOrName string) (*Group, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if g := m.groups[idOrName]; g != nil {
 		return g, true
 	}
+	var found *Group
 	for _, g := range m.groups {
 		if g != nil && g.meta.Header.Name == idOrName {
-			return g, true
+			if found != nil {
+				return nil, false // ambiguous: several groups have that name; use the ID
+			}
+			found = g
 		}
 	}
-	return nil, false
+	return found, found != nil
 }
 
 // Groups returns the groups this node is in, sorted by name then ID.
