@@ -115,9 +115,9 @@ type Engine struct {
 	log *slog.Logger
 	srv *swarm.Server
 
-	ctx    context.Context // cancelled by Close: background multicast passes
+	ctx    context.Context // cancelled by Close: background multicast passes and running gets
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // background goroutines
+	wg     sync.WaitGroup // background goroutines and running gets
 
 	mu     sync.Mutex // guards items, closed
 	items  map[content.ID]*item
@@ -146,7 +146,8 @@ func New(h host.Host, cfg Config, log *slog.Logger) (*Engine, error) {
 // Server returns the engine's transfer-protocol server (for its counters).
 func (e *Engine) Server() *swarm.Server { return e.srv }
 
-// Close stops background multicast passes, stops serving and closes every store.
+// Close stops background multicast passes and running gets (waiting for them), stops
+// serving and closes every store.
 func (e *Engine) Close() error {
 	e.mu.Lock()
 	if e.closed {
@@ -355,6 +356,18 @@ type Result struct {
 // the engine's directory for a later Get. After success the engine keeps serving the content.
 func (e *Engine) Get(ctx context.Context, req GetRequest) (*Result, error) {
 	start := time.Now()
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil, ErrClosed
+	}
+	e.wg.Add(1) // Close waits for running gets before closing their stores
+	e.mu.Unlock()
+	defer e.wg.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(e.ctx, cancel)
+	defer stop()
 	if req.Out == "" {
 		return nil, fmt.Errorf("%w: empty", ErrBadOut)
 	}
@@ -382,7 +395,13 @@ func (e *Engine) Get(ctx context.Context, req GetRequest) (*Result, error) {
 	e.mu.Lock()
 	it := e.items[id]
 	e.mu.Unlock()
-	if it == nil || it.kind == KindShare {
+	if it != nil && it.kind == KindShare { // we are its source: just copy it out
+		if err := e.copyOut(it, req.Out); err != nil {
+			return nil, err
+		}
+		return &Result{ID: id, Name: m.Name, Size: m.Size, BytesResumed: m.Size, Seconds: time.Since(start).Seconds()}, nil
+	}
+	if it == nil {
 		st, err := store.Open(store.ForManifest(e.cfg.Dir, m))
 		if err != nil {
 			return nil, err

@@ -55,7 +55,13 @@ func rawSend(b *testing.B, src *node, rs []*node, size int) {
 // delivered GB for each (the whole process: senders and receivers share it).
 func BenchmarkSwarmVsRaw(b *testing.B) {
 	const size = 64 << 20
-	for _, ss := range []int{256 << 10, 1 << 20, 4 << 20} {
+	sizes := []int{256 << 10, 1 << 20, 4 << 20}
+	if v := os.Getenv("RAFTCAST_BENCH_SLICE"); v != "" {
+		var ss int
+		fmt.Sscan(v, &ss)
+		sizes = []int{ss}
+	}
+	for _, ss := range sizes {
 		for _, nr := range []int{1, 4} {
 			b.Run(fmt.Sprintf("slice=%dKiB/receivers=%d", ss>>10, nr), func(b *testing.B) {
 				src := newNode(b)

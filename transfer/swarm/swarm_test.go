@@ -359,3 +359,85 @@ func fakeManifest(name string, size int64, sliceSize int, hashes []content.Hash)
 	m := &content.Manifest{Name: name, Size: size, SliceSize: sliceSize, Hashes: hashes, Root: content.MerkleRoot(hashes)}
 	return m.Encode()
 }
+
+// TestSwarmSourceKilled: the source dies once every slice exists somewhere among the
+// receivers; they all complete from each other.
+func TestSwarmSourceKilled(t *testing.T) {
+	src := newNode(t)
+	rs := []*node{newNode(t), newNode(t), newNode(t)}
+	connectNodes(t, append([]*node{src}, rs...)...)
+	path, data := randomFile(t, t.TempDir(), 16<<20, 9)
+	m := src.share(t, path, 64<<10)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	stores := make([]*store.Store, len(rs))
+	sessions := make([]*Session, len(rs))
+	var wg sync.WaitGroup
+	errs := make([]error, len(rs))
+	stats := make([]Stats, len(rs))
+	for i, r := range rs {
+		stores[i] = r.receive(t, m)
+		cfg := testConfig(src.h.ID(), ids(rs...))
+		cfg.Planner.BackoffMax = time.Second
+		sess, _ := NewSession(r.h, m, stores[i], cfg, nil)
+		sessions[i] = sess
+		// Until the source dies, receiver i fetches only the slices i mod 3: each gets a
+		// third from the source, and together they hold everything at about a third each.
+		var hold []int
+		for k := 0; k < m.NumSlices(); k++ {
+			if k%len(rs) != i {
+				hold = append(hold, k)
+			}
+		}
+		sess.Hold(hold...)
+		wg.Go(func() { errs[i] = sess.Run(ctx); stats[i] = sess.Stats() })
+	}
+	// Kill the source as soon as the receivers hold every slice between them.
+	killedAt := -1
+	var killTime time.Time
+	t0 := time.Now()
+	for killedAt < 0 {
+		union := store.NewBitmap(m.NumSlices())
+		least := m.NumSlices()
+		for _, st := range stores {
+			h := st.Have()
+			least = min(least, h.Count())
+			for i := 0; i < m.NumSlices(); i++ {
+				if h.Has(i) {
+					union.Set(i)
+				}
+			}
+		}
+		if union.Full() {
+			t.Logf("union full after %v", time.Since(t0))
+			src.srv.Close()
+			src.h.Close()
+			killedAt = least
+			killTime = time.Now()
+			for _, sess := range sessions {
+				sess.ReleaseAll()
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the receivers never held every slice between them")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	wg.Wait()
+	t.Logf("source killed when the poorest receiver held %d of %d slices; all complete %v later", killedAt, m.NumSlices(), time.Since(killTime))
+	for i, r := range rs {
+		if errs[i] != nil {
+			t.Fatalf("receiver %d: %v", i, errs[i])
+		}
+		if stats[i].BytesSource+stats[i].BytesPeers != m.Size {
+			t.Errorf("receiver %d: bytes do not add up", i)
+		}
+		finalizeAndCompare(t, stores[i], filepath.Join(r.dir, "out.bin"), data)
+	}
+	if killedAt > m.NumSlices()/2 {
+		t.Errorf("source died too late (%d of %d) to test anything", killedAt, m.NumSlices())
+	}
+}
