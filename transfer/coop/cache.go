@@ -1,0 +1,232 @@
+package coop
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	"github.com/raftcast/raftcast/peergroup"
+	"github.com/raftcast/raftcast/transfer/store"
+)
+
+// The cache is this node's slices of HTTP resources: one store.Store per resource version
+// and slicing, shared by the member role (what it fetched) and the requester role (what it
+// receives). A version with no validator cannot be recognised again, so its store is keyed
+// by the task and dropped when the task ends.
+
+// cacheKey returns the store key of a task's resource version and slicing, and whether the
+// key outlives the task (the version has a validator).
+func cacheKey(t *peergroup.Task) (string, bool) {
+	v := validatorOf(t.Validators)
+	if v == "" {
+		return store.KeyFor("task", t.ID, t.URL), false
+	}
+	return store.KeyFor(t.URL, v, strconv.FormatInt(t.Size, 10), strconv.FormatInt(t.SliceSize, 10)), true
+}
+
+// validatorOf is Resource.Validator for the validators a task records.
+func validatorOf(v peergroup.Validators) string {
+	return Resource{ETag: v.ETag, LastModified: v.LastModified}.Validator()
+}
+
+func layoutOf(t *peergroup.Task) store.Layout {
+	return store.Layout{Size: t.Size, SliceSize: int(t.SliceSize)}
+}
+
+type cache struct {
+	dir string
+	log *slog.Logger
+
+	mu      sync.Mutex // guards entries
+	entries map[string]*entry
+}
+
+// entry is one open store with its users.
+type entry struct {
+	key    string
+	layout store.Layout
+	st     *store.Store
+	refs   int // guarded by cache.mu
+
+	mu       sync.Mutex                 // guards inflight and waiters
+	inflight map[int]bool               // slices some worker of this node is fetching
+	waiters  map[chan struct{}]struct{} // woken when a slice lands or a fetch ends
+}
+
+func newCache(dir string, log *slog.Logger) (*cache, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("coop: cache directory: %w", err)
+	}
+	return &cache{dir: dir, log: log, entries: make(map[string]*entry)}, nil
+}
+
+// open returns the entry for key, opening its store (resuming from its bitmap) if needed.
+// Each open needs one release.
+func (c *cache) open(key string, layout store.Layout) (*entry, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.entries[key]; e != nil {
+		if e.layout != layout {
+			return nil, fmt.Errorf("%w: cache entry %s has layout %+v, asked %+v", ErrBadRequest, key, e.layout, layout)
+		}
+		e.refs++
+		return e, nil
+	}
+	cfg := store.DefaultConfig()
+	cfg.Dir, cfg.Key, cfg.Layout, cfg.Verify = c.dir, key, layout, store.LengthOnly
+	cfg.ReverifyOnOpen = false // nothing to verify a manifest-less slice against
+	st, err := store.Open(cfg)
+	if err != nil {
+		return nil, err
+	}
+	e := &entry{key: key, layout: layout, st: st, refs: 1, inflight: make(map[int]bool), waiters: make(map[chan struct{}]struct{})}
+	c.entries[key] = e
+	return e, nil
+}
+
+// release drops one reference; the last one closes the store (keeping its files).
+func (c *cache) release(e *entry) {
+	c.mu.Lock()
+	e.refs--
+	last := e.refs == 0
+	if last {
+		delete(c.entries, e.key)
+	}
+	c.mu.Unlock()
+	if last {
+		if err := e.st.Close(); err != nil {
+			c.log.Warn("closing cache store", "key", e.key, "err", err)
+		}
+	}
+}
+
+// drop releases e and deletes its files once nobody uses it: for versions that changed,
+// failed their checksum, or cannot be recognised again.
+func (c *cache) drop(e *entry) {
+	c.mu.Lock()
+	e.refs--
+	last := e.refs == 0
+	if last {
+		delete(c.entries, e.key)
+	}
+	c.mu.Unlock()
+	if last {
+		if err := e.st.Remove(); err != nil {
+			c.log.Warn("removing cache store", "key", e.key, "err", err)
+		}
+	}
+}
+
+// have returns the bitmap (store.Bitmap bytes) of key's slices held here, without creating
+// a store that does not exist. n is the slice count the asker expects.
+func (c *cache) have(key string, n int) ([]byte, error) {
+	if err := validCacheKey(key); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	e := c.entries[key]
+	if e != nil {
+		e.refs++
+	}
+	c.mu.Unlock()
+	if e == nil { // not open: read the bitmap file of a store closed earlier, if any
+		return readBitmapFile(filepath.Join(c.dir, key+".have"), n), nil
+	}
+	defer c.release(e)
+	if e.layout.NumSlices() != n {
+		return nil, nil
+	}
+	return e.st.HaveBytes(), nil
+}
+
+// readBitmapFile reads a store's bitmap file ("RCBM" | version | size | slice size | bitmap |
+// BLAKE3) without opening the store; a file that does not fit n slices gives nil. The store
+// checks the checksum when it opens; here a damaged file only misleads the leader's plan,
+// and the member then fetches from the origin instead.
+func readBitmapFile(path string, n int) []byte {
+	raw, err := os.ReadFile(path)
+	want := 17 + (n+7)/8 + 32
+	if err != nil || len(raw) != want || string(raw[:4]) != "RCBM" {
+		return nil
+	}
+	return raw[17 : 17+(n+7)/8]
+}
+
+func validCacheKey(k string) error {
+	if k == "" || len(k) > 200 {
+		return fmt.Errorf("%w: cache key", ErrBadRequest)
+	}
+	for _, r := range k {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9') {
+			return fmt.Errorf("%w: cache key %q", ErrBadRequest, k)
+		}
+	}
+	return nil
+}
+
+// closeAll closes every open store (Service.Close, after every user stopped).
+func (c *cache) closeAll() {
+	c.mu.Lock()
+	es := make([]*entry, 0, len(c.entries))
+	for _, e := range c.entries {
+		es = append(es, e)
+	}
+	clear(c.entries)
+	c.mu.Unlock()
+	for _, e := range es {
+		_ = e.st.Close()
+	}
+}
+
+// subscribe returns a channel woken (coalesced) when a slice lands in e or a fetch of e ends.
+func (e *entry) subscribe() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	e.mu.Lock()
+	e.waiters[ch] = struct{}{}
+	e.mu.Unlock()
+	return ch, func() {
+		e.mu.Lock()
+		delete(e.waiters, ch)
+		e.mu.Unlock()
+	}
+}
+
+func (e *entry) notify() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for ch := range e.waiters {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// claim marks the slices of sp not held and not in flight as in flight, and returns them.
+func (e *entry) claim(idx []int) []int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []int
+	for _, i := range idx {
+		if !e.inflight[i] && !e.st.Has(i) {
+			e.inflight[i] = true
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func (e *entry) unclaim(i int) {
+	e.mu.Lock()
+	delete(e.inflight, i)
+	e.mu.Unlock()
+}
+
+func (e *entry) isInflight(i int) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.inflight[i]
+}

@@ -1,0 +1,256 @@
+package coop
+
+import (
+	"errors"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestGroupDownload runs the scenarios that need a healthy 4-member group on one group:
+// the 48 MiB acceptance download and the second download from the cache, then the
+// misbehaving origins, the checksum, the join of a running task and the resume.
+func TestGroupDownload(t *testing.T) {
+	id, nodes := newGroup(t, 4, nil)
+	li := leaderOf(t, id, nodes)
+	// requester(k) returns the k-th node that is not the leader.
+	requester := func(k int) *testNode {
+		for i, n := range nodes {
+			if i == li {
+				continue
+			}
+			if k == 0 {
+				return n
+			}
+			k--
+		}
+		panic("not enough nodes")
+	}
+
+	t.Run("48MiB", func(t *testing.T) {
+		const size = 48 << 20
+		data := randomData(t, size)
+		o := newTestOrigin(t, data, func(o *testOrigin) { o.rate = 6 << 20 })
+		a, b := requester(0), requester(1)
+		out := filepath.Join(t.TempDir(), "big.bin")
+		var calls atomic.Int64
+		res, err := a.svc.Download(ctxT(t, 90*time.Second), a.group(t, id), Request{URL: o.url("big.bin"), Out: out}, func(done, total int64) {
+			calls.Add(1)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkFile(t, out, data)
+		if res.Size != size || res.Slices != 48 || res.SHA256 != sha(data) {
+			t.Fatalf("result %+v", res)
+		}
+		if n := fetchers(res); n < 3 {
+			t.Fatalf("%d members fetched from the origin (want ≥ 3): %v", n, res.BytesByPeer)
+		}
+		if body := o.body.Load(); body > size*11/10 {
+			t.Fatalf("origin sent %d body bytes for a %d-byte file (> 1.1×)", body, size)
+		}
+		if calls.Load() == 0 {
+			t.Fatal("no progress reported")
+		}
+		t.Logf("first download: %.2fs, origin body %.3f× size, by peer %v", res.Seconds, float64(o.body.Load())/size, res.BytesByPeer)
+
+		// A second member downloads the same URL: the group's caches serve it.
+		before := o.body.Load()
+		out2 := filepath.Join(t.TempDir(), "big2.bin")
+		res2, err := b.svc.Download(ctxT(t, 90*time.Second), b.group(t, id), Request{URL: o.url("big.bin"), Out: out2}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkFile(t, out2, data)
+		if d := o.body.Load() - before; d > size/2 {
+			t.Fatalf("second download took %d body bytes from the origin (> 0.5× size)", d)
+		}
+		t.Logf("second download: %.2fs, origin body %d bytes, from cache %d", res2.Seconds, o.body.Load()-before, res2.BytesFromCache)
+		eventually(t, 10*time.Second, "tasks removed", func() error {
+			if n := len(a.group(t, id).State().Tasks); n != 0 {
+				return errors.New("tasks left in the table")
+			}
+			return nil
+		})
+	})
+
+	t.Run("WrongSHA256", func(t *testing.T) {
+		data := randomData(t, 3<<20+123)
+		o := newTestOrigin(t, data, nil)
+		a := requester(1)
+		out := filepath.Join(t.TempDir(), "f.bin")
+		_, err := a.svc.Download(ctxT(t, 60*time.Second), a.group(t, id), Request{URL: o.url("f"), Out: out, SHA256: sha([]byte("other"))}, nil)
+		if !errors.Is(err, ErrChecksum) {
+			t.Fatalf("err %v, want ErrChecksum", err)
+		}
+		noOutput(t, out)
+		// The right checksum works (the bad slices were dropped from the requester's cache;
+		// here the slices were fine, only the expected sum was wrong).
+		res, err := a.svc.Download(ctxT(t, 60*time.Second), a.group(t, id), Request{URL: o.url("f"), Out: out, SHA256: sha(data)}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkFile(t, out, data)
+		if res.SHA256 != sha(data) {
+			t.Fatalf("sha %s", res.SHA256)
+		}
+	})
+
+	t.Run("OriginIgnoresRange", func(t *testing.T) {
+		data := randomData(t, 5<<20+7)
+		o := newTestOrigin(t, data, func(o *testOrigin) { o.noRange = true })
+		a := requester(0)
+		out := filepath.Join(t.TempDir(), "f.bin")
+		res, err := a.svc.Download(ctxT(t, 60*time.Second), a.group(t, id), Request{URL: o.url("f"), Out: out}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkFile(t, out, data)
+		if len(res.Warnings) == 0 {
+			t.Fatal("no warning about the origin ignoring Range")
+		}
+		if fetchers(res) != 1 {
+			t.Fatalf("%d members fetched, want 1: %v", fetchers(res), res.BytesByPeer)
+		}
+	})
+
+	t.Run("Origin503ForOneMember", func(t *testing.T) {
+		data := randomData(t, 8<<20)
+		bad := requester(2)
+		o := newTestOrigin(t, data, func(o *testOrigin) { o.failMember = bad.name; o.rate = 8 << 20 })
+		a := requester(0)
+		out := filepath.Join(t.TempDir(), "f.bin")
+		res, err := a.svc.Download(ctxT(t, 60*time.Second), a.group(t, id), Request{URL: o.url("f"), Out: out}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkFile(t, out, data)
+		if o.failed.Load() == 0 {
+			t.Fatal("the failing member never asked the origin: test proves nothing")
+		}
+		if res.BytesByPeer[bad.id().String()] != 0 {
+			t.Fatalf("failing member credited with %d bytes", res.BytesByPeer[bad.id().String()])
+		}
+	})
+
+	t.Run("ChangesMidDownload", func(t *testing.T) {
+		const size = 8 << 20
+		v1, v2 := randomData(t, size), randomData(t, size)
+		mk := func() *testOrigin {
+			return newTestOrigin(t, v1, func(o *testOrigin) {
+				o.versions = append(o.versions, v2)
+				o.changeAfter = 3 << 20
+				o.rate = 4 << 20
+			})
+		}
+		a := requester(1)
+		// Restart allowed: the download starts over and yields version 2, whole.
+		o := mk()
+		out := filepath.Join(t.TempDir(), "f.bin")
+		res, err := a.svc.Download(ctxT(t, 60*time.Second), a.group(t, id), Request{URL: o.url("f"), Out: out}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !o.switchedV.Load() {
+			t.Fatal("the origin never changed: test proves nothing")
+		}
+		checkFile(t, out, v2)
+		if res.Restarts != 1 {
+			t.Fatalf("restarts %d, want 1", res.Restarts)
+		}
+	})
+
+	t.Run("ChangesMidDownloadNoRestart", func(t *testing.T) {
+		const size = 8 << 20
+		v1, v2 := randomData(t, size), randomData(t, size)
+		o := newTestOrigin(t, v1, func(o *testOrigin) {
+			o.versions = append(o.versions, v2)
+			o.changeAfter = 3 << 20
+			o.rate = 4 << 20
+		})
+		a := requester(1)
+		old := a.svc.cfg.ChangeRestarts
+		a.svc.cfg.ChangeRestarts = 0
+		defer func() { a.svc.cfg.ChangeRestarts = old }()
+		out := filepath.Join(t.TempDir(), "f.bin")
+		_, err := a.svc.Download(ctxT(t, 60*time.Second), a.group(t, id), Request{URL: o.url("f"), Out: out}, nil)
+		if !errors.Is(err, ErrChanged) {
+			t.Fatalf("err %v, want ErrChanged", err)
+		}
+		noOutput(t, out)
+	})
+
+	t.Run("JoinRunningTask", func(t *testing.T) {
+		const size = 16 << 20
+		data := randomData(t, size)
+		o := newTestOrigin(t, data, func(o *testOrigin) { o.rate = 4 << 20 })
+		a, b := requester(0), requester(1)
+		outs := []string{filepath.Join(t.TempDir(), "a.bin"), filepath.Join(t.TempDir(), "b.bin")}
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for i, n := range []*testNode{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if i == 1 { // the second asks once the first is under way
+					for o.body.Load() < 1<<20 {
+						time.Sleep(10 * time.Millisecond)
+					}
+				}
+				_, errs[i] = n.svc.Download(ctxT(t, 60*time.Second), n.group(t, id), Request{URL: o.url("f"), Out: outs[i]}, nil)
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("download %d: %v", i, err)
+			}
+			checkFile(t, outs[i], data)
+		}
+		if body := o.body.Load(); body > size*13/10 {
+			t.Fatalf("two concurrent requests took %.2f× the size from the origin (want about 1×)", float64(body)/size)
+		}
+		t.Logf("two requesters: origin sent %.3f× the size", float64(o.body.Load())/size)
+	})
+
+	t.Run("RequesterRestartResumes", func(t *testing.T) {
+		const size = 12 << 20
+		data := randomData(t, size)
+		o := newTestOrigin(t, data, func(o *testOrigin) { o.rate = 2 << 20 })
+		a := requester(2)
+		out := filepath.Join(t.TempDir(), "f.bin")
+		var got atomic.Int64
+		done := make(chan error, 1)
+		go func() {
+			_, err := a.svc.Download(ctxT(t, 60*time.Second), a.group(t, id), Request{URL: o.url("f"), Out: out}, func(d, _ int64) { got.Store(d) })
+			done <- err
+		}()
+		eventually(t, 30*time.Second, "some slices", func() error {
+			if got.Load() < 4<<20 {
+				return errors.New("not yet")
+			}
+			return nil
+		})
+		_ = a.svc.Close() // the requester stops mid-task (its task stays in the table)
+		if err := <-done; err == nil {
+			t.Fatal("download survived Close")
+		}
+		noOutput(t, out)
+		a.startService(t, nil)
+		res, err := a.svc.Download(ctxT(t, 60*time.Second), a.group(t, id), Request{URL: o.url("f"), Out: out}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkFile(t, out, data)
+		if res.BytesResumed == 0 {
+			t.Fatal("nothing resumed")
+		}
+		if body := o.body.Load(); body > size*3/2 {
+			t.Fatalf("origin sent %.2f× the size across the restart", float64(body)/size)
+		}
+		t.Logf("resumed %d bytes; origin sent %.3f× the size", res.BytesResumed, float64(o.body.Load())/size)
+	})
+}

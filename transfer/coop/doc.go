@@ -1,0 +1,87 @@
+// Package coop is raftcast's cooperative HTTP download (issue 6; seed: the Raft-based P2P
+// downloader): a requester gets an HTTP resource faster, and the origin sends it about once,
+// because the members of its peer group fetch different ranges and push them to it, under a
+// plan the group's Raft leader makes and the Raft log keeps.
+//
+// # Roles and flow
+//
+// Every node runs one Service, which acts in every group the node is in.
+//
+//  1. Start (fullDownLoad). The requester sends a start request (URL, optional slice size)
+//     to the group's leader on ControlProtocol. The leader probes the origin (HEAD; when HEAD
+//     fails, gives no size or does not advertise "Accept-Ranges: bytes", a GET of bytes 0-0)
+//     for the size, the validators (ETag, Last-Modified) and range support, splits the
+//     resource into slices (Config.SliceSize, default 2 MiB), asks the live members which
+//     slices of this version they hold (have request, bounded by Config.HaveTimeout), and
+//     commits the task (peergroup.TaskAdd) and its plan (peergroup.TaskAssign, stamped with
+//     its term) to the group's log. The plan (Plan, pure): slices some member holds, or is
+//     fetching for another running task of the same version, go to the least-loaded such
+//     member (cache, and "join": a second request for a URL being downloaded rides on the
+//     first one's fetches); the rest are counted out by peergroup's min-heap over the load
+//     map and laid out in contiguous blocks, so each member's share is one or a few large
+//     Range requests; at most GroupOriginConns/OriginConns members fetch from the origin.
+//     A start request from a requester that already has a task for the URL of the same
+//     version resumes it (a requester restarted mid-task). The answer carries the task ID,
+//     size, slice size, validators and whether the origin serves ranges.
+//  2. Fetch (dealDownLoad). Each member watches the replicated task table and works on the
+//     slices assigned to it and not done: contiguous ones coalesced into one Range request
+//     (up to Config.MaxRange), at most Config.OriginConns requests per origin at once, with
+//     If-Range (strong ETag, else Last-Modified) so every byte comes from one version. The
+//     answer is checked: a 206 must carry the range asked, the size and the validators; a 200
+//     with other validators, 412 or 416 mean the resource changed (ErrChanged); a 200 with the
+//     same validators means the origin ignores Range, and the member reads the whole body
+//     (the plan gives every slice to one member then, the requester if it can, with a
+//     warning). Slices land in the member's cache (a transfer/store.Store keyed by URL,
+//     validator, size and slice size; slices of a version with no validator are not reused
+//     and are dropped with the task). A slice fetched by one task's worker is not fetched
+//     again by another's. A slice re-assigned elsewhere is not fetched any more; the task
+//     leaving the table stops the worker. Origin failures (5xx, 429, reset, truncated body)
+//     are retried Config.FetchRetries times; then the member gives its slices back to the
+//     leader, excluding itself from the task (a rearrange request).
+//  3. Push. A member sends its slices to the requester on PushProtocol: a header frame
+//     (group, task), then slice frames (index, flags, data), at most Config.PushWindow
+//     unacknowledged; the requester checks the sender is a member, the task is its own, the
+//     index and the exact length, stores the slice and acknowledges it. A broken stream is
+//     reopened with back-off and unacknowledged slices are sent again. The requester's own
+//     share goes straight into its store (the cache is shared by both roles).
+//  4. Listen (TaskListener, checkSlice, partDownLoad). The requester checks the task every
+//     Config.Heartbeat. A member with outstanding slices and no delivery for
+//     Config.SliceTimeout, or that the group considers dead, is excluded and its missing
+//     slices (and unassigned ones) are re-planned by the leader (rearrange request). Near
+//     the end, the last half of a slow member's outstanding slices move to idle members
+//     (steal; the slow member keeps the slice it is fetching and stops after it). Delivered
+//     slices are made durable (store flush) and then reported in batches (peergroup.SlicesDone,
+//     Config.DoneBatch / DoneInterval), which releases the load map: the leader never handles
+//     single slices. Leader changes are survived: assignments live in the log, calls to the
+//     leader are retried with whoever leads next.
+//  5. Finish. Once every slice is held the requester writes the file beside the output,
+//     computing its SHA-256 on the way, checks it against Request.SHA256 if given, fsyncs and
+//     renames: the output is absent or whole. It then removes the task from the table
+//     (peergroup.TaskRemove). A wrong SHA-256 leaves nothing at the output and drops the
+//     slices from the requester's cache. A resource that changes mid-download makes the
+//     requester drop the task and that version's slices and start over
+//     (Config.ChangeRestarts, default once), else fail with ErrChanged: never a mixed file.
+//     Without --sha256 integrity rests on sizes and validators: every 206 must match the
+//     task's size and validators. A resource with no validator at all can change unnoticed
+//     if its size stays the same; use --sha256 for such origins.
+//
+// The leader also removes download tasks whose requester left the group or that are older
+// than Config.TaskTTL. A download whose context ends removes its task; a Service closed
+// mid-download leaves it, so the node resumes it when the download is asked again.
+//
+// # Wire
+//
+// Frames are type (1 byte) | length (uvarint) | body, bodies in a compact bounded binary
+// codec (wire.go). ControlProtocol streams carry one request and one answer (start →
+// accept, rearrange → ok, have → have-answer, notice → ok, or an error frame whose code
+// maps to one of the package's sentinel errors, with the leader's ID on "not leader").
+// Members are trusted not to lie about slice contents (they are authenticated members of the
+// group); SHA-256 is the defence against a bad one.
+//
+// # Limits and weak points
+//
+// The cache is never evicted. The per-origin connection cap is per node; across the group it
+// is enforced by the plan (fetching members), not by counting live connections. "Joining" a
+// running task creates a second task whose slices are assigned to the members already
+// fetching them; the origin is not asked twice, but each requester has its own task entry.
+package coop

@@ -1,0 +1,722 @@
+package coop
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/raftcast/raftcast/peergroup"
+)
+
+// Request is one cooperative download (raftcast download URL --out PATH ...).
+type Request struct {
+	URL string
+	// Out is where the file appears once whole and verified (atomically: absent or whole).
+	Out string
+	// SliceSize asks for a slice size (0: the leader's default). Requests for the same URL
+	// with the same slice size share cached slices.
+	SliceSize int64
+	// SHA256 is the expected SHA-256 of the whole file, hex (optional).
+	SHA256 string
+	// Timeout bounds the whole download (0: only ctx).
+	Timeout time.Duration
+}
+
+// Result summarises a finished download.
+type Result struct {
+	TaskID  string
+	Size    int64
+	Seconds float64
+	Slices  int
+	// BytesByPeer: peer ID → bytes of this download it fetched from the origin.
+	BytesByPeer map[string]int64
+	// BytesFromCache: bytes members pushed from their caches (no origin traffic).
+	BytesFromCache int64
+	// BytesResumed: bytes this node already held when the download started (resume).
+	BytesResumed int64
+	// SHA256 of the file, hex.
+	SHA256 string
+	// Restarts: how often the download started over because the resource changed.
+	Restarts int
+	// Warnings worth showing the user (e.g. the origin ignores Range).
+	Warnings []string
+}
+
+// errRestart asks Download to start the task over (slices lost, see CheckResult.Lost).
+var errRestart = errors.New("coop: restart the task")
+
+func (r *Request) check() error {
+	if _, err := ParseURL(r.URL); err != nil {
+		return err
+	}
+	if r.Out == "" {
+		return fmt.Errorf("%w: no output path", ErrBadRequest)
+	}
+	if st, err := os.Stat(r.Out); err == nil && st.IsDir() {
+		return fmt.Errorf("%w: output %s is a directory", ErrBadRequest, r.Out)
+	}
+	if st, err := os.Stat(filepath.Dir(r.Out)); err != nil || !st.IsDir() {
+		return fmt.Errorf("%w: the output's directory %s does not exist", ErrBadRequest, filepath.Dir(r.Out))
+	}
+	if r.SliceSize != 0 && (r.SliceSize < minSliceSize || r.SliceSize > maxSliceSize) {
+		return fmt.Errorf("%w: slice size %d outside [%d, %d]", ErrBadRequest, r.SliceSize, minSliceSize, maxSliceSize)
+	}
+	if r.SHA256 != "" {
+		r.SHA256 = strings.ToLower(r.SHA256)
+		if b, err := hex.DecodeString(r.SHA256); err != nil || len(b) != sha256.Size {
+			return fmt.Errorf("%w: --sha256 must be 64 hex digits", ErrBadRequest)
+		}
+	}
+	if r.Timeout < 0 {
+		return fmt.Errorf("%w: negative timeout", ErrBadRequest)
+	}
+	return nil
+}
+
+// Download fetches req.URL through group g (seed: fullDownLoad + TaskListener): the leader
+// plans, the members fetch and push, this node assembles, verifies and writes req.Out. It
+// returns once the file is at req.Out, whole and verified; on failure nothing is at req.Out.
+// progress, if not nil, is called with the bytes held and the size as slices arrive.
+func (s *Service) Download(ctx context.Context, g *peergroup.Group, req Request, progress func(done, total int64)) (Result, error) {
+	if err := req.check(); err != nil {
+		return Result{}, err
+	}
+	if g == nil {
+		return Result{}, fmt.Errorf("%w: no group", ErrBadRequest)
+	}
+	if !s.enter() {
+		return Result{}, ErrClosed
+	}
+	defer s.wg.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(s.ctx, cancel)
+	defer stop()
+	if req.Timeout > 0 {
+		var c context.CancelFunc
+		ctx, c = context.WithTimeout(ctx, req.Timeout)
+		defer c()
+	}
+	if s.attach(g) == nil {
+		return Result{}, ErrClosed
+	}
+	start := time.Now()
+	restarts, lostRestarts := 0, 0
+	for {
+		ans, err := s.requestStart(ctx, g, req)
+		if err != nil {
+			return Result{}, s.ctxErr(ctx, err)
+		}
+		var res Result
+		if ans.TaskID == "" { // empty resource
+			res.SHA256, err = exportEmpty(req.Out, req.SHA256)
+		} else {
+			res, err = s.runTask(ctx, g, req, ans, progress)
+		}
+		res.Seconds, res.Restarts = time.Since(start).Seconds(), restarts
+		switch {
+		case errors.Is(err, errRestart) && lostRestarts < 2:
+			lostRestarts++
+			continue
+		case errors.Is(err, ErrChanged) && restarts < s.cfg.ChangeRestarts:
+			restarts++
+			s.log.Warn("the resource changed during the download; starting over", "url", req.URL, "err", err)
+			continue
+		}
+		if err != nil {
+			return res, s.ctxErr(ctx, err)
+		}
+		return res, nil
+	}
+}
+
+// ctxErr explains a context error.
+func (s *Service) ctxErr(ctx context.Context, err error) error {
+	switch {
+	case s.ctx.Err() != nil:
+		return fmt.Errorf("%w: %v", ErrClosed, err)
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("download timed out: %w", err)
+	}
+	return err
+}
+
+// requestStart asks the leader to start (or resume) the task.
+func (s *Service) requestStart(ctx context.Context, g *peergroup.Group, req Request) (*startAnswer, error) {
+	sr := &startRequest{GroupID: g.ID(), URL: req.URL, SliceSize: uint64(req.SliceSize)}
+	var ans startAnswer
+	err := s.callLeader(ctx, g, msgStart, sr, func(ctx context.Context) error {
+		a, err := s.serveStart(ctx, s.h.ID(), sr)
+		if err == nil {
+			ans = *a
+		}
+		return err
+	}, msgAccept, ans.decode)
+	if err != nil {
+		return nil, err
+	}
+	if ans.TaskID != "" && (ans.Size == 0 || ans.SliceSize < minSliceSize || ans.SliceSize > maxSliceSize ||
+		peergroup.NumSlices(int64(ans.Size), int64(ans.SliceSize)) > maxSlices) {
+		return nil, fmt.Errorf("%w: leader answered size %d, slice size %d", ErrBadRequest, ans.Size, ans.SliceSize)
+	}
+	return &ans, nil
+}
+
+// finalLeaderErr reports errors another attempt with the (next) leader will not fix.
+func finalLeaderErr(err error) bool {
+	for _, e := range []error{ErrOrigin, ErrChanged, ErrNoSize, ErrBadRequest, ErrNotMember, ErrNoMembers, ErrUnknownTask, ErrClosed, ErrChecksum} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	for _, e := range []error{peergroup.ErrMalformed, peergroup.ErrInvalid, peergroup.ErrForbidden, peergroup.ErrNotMember, peergroup.ErrBanned} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// callLeader sends a request to the group's leader (or runs local when this node leads),
+// retrying across leader changes, elections and unreachable leaders until ctx ends.
+func (s *Service) callLeader(ctx context.Context, g *peergroup.Group, typ uint8, req interface{ encode(*encoder) },
+	local func(context.Context) error, want uint8, decode func(*decoder)) error {
+	body := encodeMsg(req.encode)
+	backoff := 50 * time.Millisecond
+	var last error
+	for {
+		var err error
+		switch leader := g.Leader(); {
+		case leader == "":
+			err = peergroup.ErrNoLeader
+		case leader == s.h.ID():
+			err = local(ctx)
+		default:
+			err = s.control(ctx, leader, typ, body, want, decode)
+		}
+		if err == nil || finalLeaderErr(err) {
+			return err
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), last)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// listener is the requester's view of one task (seed: TaskListener).
+type listener struct {
+	s        *Service
+	g        *peergroup.Group
+	groupID  string
+	task     peergroup.Task // immutable fields
+	noRanges bool
+	e        *entry
+	done     chan struct{} // closed when the download ends
+	wake     chan struct{} // cap 1: a slice arrived or a notice came
+
+	mu          sync.Mutex // guards the fields below
+	since       map[peer.ID]time.Time
+	first       map[peer.ID]time.Time // when each member's current stretch of work started
+	delivered   map[peer.ID]int64     // bytes each member delivered since first
+	by          map[int]peer.ID       // who delivered each slice since the start
+	bytesByPeer map[peer.ID]int64
+	fromCache   int64
+	changed     error
+}
+
+// onSlice records a stored slice.
+func (l *listener) onSlice(from peer.ID, i, n int, fromOrigin bool) {
+	l.mu.Lock()
+	now := l.s.cfg.Now()
+	l.since[from] = now
+	if _, ok := l.first[from]; !ok {
+		l.first[from] = now
+	}
+	l.delivered[from] += int64(n)
+	l.by[i] = from
+	if fromOrigin {
+		l.bytesByPeer[from] += int64(n)
+	} else {
+		l.fromCache += int64(n)
+	}
+	l.mu.Unlock()
+	signal(l.wake)
+}
+
+func (l *listener) setChanged(err error) {
+	l.mu.Lock()
+	if l.changed == nil {
+		l.changed = err
+	}
+	l.mu.Unlock()
+	signal(l.wake)
+}
+
+// runTask follows one task to its end: the heartbeat re-plans what is missing, completions are
+// reported in batches, and the finished file is verified and written out. The task is removed
+// from the table at the end, whatever the outcome (unless the service is closing: a restarted
+// node resumes it).
+func (s *Service) runTask(ctx context.Context, g *peergroup.Group, req Request, ans *startAnswer, progress func(done, total int64)) (Result, error) {
+	task := peergroup.Task{
+		ID: ans.TaskID, Kind: peergroup.TaskDownload, URL: req.URL, Size: int64(ans.Size), SliceSize: int64(ans.SliceSize),
+		Validators: peergroup.Validators{ETag: ans.ETag, LastModified: ans.LastModified},
+	}
+	key, keep := cacheKey(&task)
+	layout := layoutOf(&task)
+	res := Result{TaskID: task.ID, Size: task.Size, Slices: layout.NumSlices(), BytesByPeer: make(map[string]int64)}
+	if !ans.Ranges {
+		res.Warnings = append(res.Warnings, "the origin ignores Range requests: one member fetched the whole resource")
+		s.log.Warn("the origin ignores Range: one member fetches the whole resource", "url", req.URL)
+	}
+
+	s.mu.Lock()
+	if other := s.listeners[task.ID]; other != nil {
+		// The same node already downloads this task: wait for it, then start again (served
+		// from this node's cache).
+		s.mu.Unlock()
+		select {
+		case <-other.done:
+			return res, errRestart
+		case <-ctx.Done():
+			return res, ctx.Err()
+		}
+	}
+	e, err := s.cache.open(key, layout)
+	if err != nil {
+		s.mu.Unlock()
+		return res, err
+	}
+	l := &listener{
+		s: s, g: g, groupID: g.ID(), task: task, noRanges: !ans.Ranges, e: e,
+		done: make(chan struct{}), wake: make(chan struct{}, 1),
+		since: make(map[peer.ID]time.Time), by: make(map[int]peer.ID), bytesByPeer: make(map[peer.ID]int64),
+		first: make(map[peer.ID]time.Time), delivered: make(map[peer.ID]int64),
+	}
+	s.listeners[task.ID] = l
+	s.mu.Unlock()
+	res.BytesResumed = int64(e.st.Count()) * task.SliceSize
+	if e.st.Complete() {
+		res.BytesResumed = task.Size
+	}
+	dropCache := !keep
+
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, task.ID)
+		s.mu.Unlock()
+		close(l.done)
+		if dropCache {
+			s.cache.drop(e)
+		} else {
+			s.cache.release(e)
+		}
+	}()
+
+	err = l.run(ctx, progress)
+	l.mu.Lock()
+	for p, n := range l.bytesByPeer {
+		res.BytesByPeer[p.String()] = n
+	}
+	res.BytesFromCache = l.fromCache
+	l.mu.Unlock()
+	if err == nil {
+		res.SHA256, err = export(e, req.Out, req.SHA256)
+		if errors.Is(err, ErrChecksum) {
+			dropCache = true
+		}
+	}
+	if errors.Is(err, ErrChanged) {
+		dropCache = true
+	}
+	if s.ctx.Err() == nil { // a closing service leaves the task for a restarted node to resume
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ControlTimeout/3)
+		if rerr := g.Apply(rctx, &peergroup.TaskRemove{TaskID: task.ID}); rerr != nil && !errors.Is(rerr, peergroup.ErrInvalid) {
+			s.log.Warn("could not remove the task (the leader collects it later)", "task", task.ID, "err", rerr)
+		}
+		cancel()
+	}
+	if err == nil {
+		s.log.Info("download complete", "task", task.ID, "url", req.URL, "size", task.Size, "from_cache", res.BytesFromCache)
+	}
+	return res, err
+}
+
+// run is the heartbeat loop (TaskListener): it ends when every slice is held, or with an
+// error.
+func (l *listener) run(ctx context.Context, progress func(done, total int64)) error {
+	s := l.s
+	n := l.e.layout.NumSlices()
+	watch, stopWatch := l.g.Watch()
+	defer stopWatch()
+	landed, unsub := l.e.subscribe() // a slice landed in the store (pushed or fetched here)
+	defer unsub()
+	tick := time.NewTicker(s.cfg.Heartbeat)
+	defer tick.Stop()
+
+	var wg sync.WaitGroup // the reporter and re-plan calls
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	hb := &heartbeat{l: l, started: s.cfg.Now(), reporting: make(map[int]bool), prevOut: make(map[peer.ID]int), lastReport: s.cfg.Now()}
+	calls := make(chan callResult, 4)
+	busy := false // a report or re-plan call is running
+	lastDone := int64(-1)
+	for {
+		count := l.e.st.Count()
+		if progress != nil {
+			done := int64(count) * l.task.SliceSize
+			if count == n {
+				done = l.task.Size
+			}
+			if done != lastDone {
+				progress(done, l.task.Size)
+				lastDone = done
+			}
+		}
+		if count == n {
+			return nil
+		}
+		l.mu.Lock()
+		changed := l.changed
+		l.mu.Unlock()
+		if changed != nil {
+			return changed
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-l.wake:
+		case <-landed:
+		case _, ok := <-watch:
+			if !ok {
+				return fmt.Errorf("%w: the group closed", ErrClosed)
+			}
+		case <-tick.C:
+			if busy {
+				continue
+			}
+			act, err := hb.check()
+			if err != nil {
+				return err
+			}
+			if act != nil {
+				busy = true
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					calls <- callResult{kind: act.kind, err: act.do(ctx)}
+				}()
+			}
+		case r := <-calls:
+			busy = false
+			hb.finished(r)
+			if r.err != nil && errors.Is(r.err, ErrNoMembers) && r.kind == actRearrange {
+				return fmt.Errorf("%w: %d slices missing", ErrNoMembers, n-l.e.st.Count())
+			}
+			if r.err != nil && ctx.Err() == nil {
+				s.log.Debug("task call failed", "task", l.task.ID, "kind", r.kind, "err", r.err)
+			}
+		}
+	}
+}
+
+// Heartbeat actions.
+const (
+	actReport    = "report"
+	actRearrange = "rearrange"
+	actSteal     = "steal"
+)
+
+type callResult struct {
+	kind string
+	err  error
+}
+
+type action struct {
+	kind string
+	do   func(context.Context) error
+	// report: the slices being reported
+	slices []int
+}
+
+// heartbeat is the listener's bookkeeping between checks; touched only by run.
+type heartbeat struct {
+	l          *listener
+	started    time.Time
+	reporting  map[int]bool // slices in a SlicesDone call now
+	lastReport time.Time
+	lastReplan time.Time
+	lastSteal  time.Time
+	prevOut    map[peer.ID]int // outstanding slices per member at the previous check
+	pending    *action
+}
+
+func (h *heartbeat) finished(r callResult) {
+	if h.pending != nil && h.pending.kind == actReport {
+		for _, i := range h.pending.slices {
+			delete(h.reporting, i)
+		}
+		if r.err == nil {
+			h.lastReport = h.l.s.cfg.Now()
+		}
+	}
+	h.pending = nil
+}
+
+// check looks at the task once and returns at most one call to make.
+func (h *heartbeat) check() (*action, error) {
+	l, s := h.l, h.l.s
+	now := s.cfg.Now()
+	v := l.g.State()
+	t, ok := v.Tasks[l.task.ID]
+	if !ok {
+		if now.Sub(h.started) < s.cfg.ControlTimeout { // this node's state may lag the leader's
+			return nil, nil
+		}
+		return nil, fmt.Errorf("%w: task %s left the group's table", ErrUnknownTask, l.task.ID)
+	}
+	if t.Term == 0 && now.Sub(h.started) < s.cfg.SliceTimeout {
+		return nil, nil // the plan is not committed yet, or not applied here yet
+	}
+	live := make(map[peer.ID]bool)
+	liveList := l.g.LiveMembers()
+	for _, p := range liveList {
+		live[p] = true
+	}
+	held := l.e.st.Have()
+
+	// A member that newly has outstanding slices starts its silence clock now.
+	out := make(map[peer.ID]int)
+	for i, sl := range t.Slices {
+		if sl.Assignee != "" && sl.State != peergroup.SliceDone && !held.Has(i) {
+			out[sl.Assignee]++
+		}
+	}
+	l.mu.Lock()
+	for p, c := range out {
+		if c > 0 && h.prevOut[p] == 0 {
+			l.since[p] = now
+			l.first[p] = now // the rate counts from here
+			l.delivered[p] = 0
+		}
+	}
+	eta := make(map[peer.ID]time.Duration)
+	for p, c := range out {
+		if b := l.delivered[p]; b > 0 {
+			rate := float64(b) / now.Sub(l.first[p]).Seconds()
+			eta[p] = time.Duration(float64(c) * float64(l.task.SliceSize) / rate * float64(time.Second))
+		}
+	}
+	since := make(map[peer.ID]time.Time, len(l.since))
+	for p, at := range l.since {
+		since[p] = at
+	}
+	l.mu.Unlock()
+	h.prevOut = out
+
+	res := CheckSlices(CheckInput{
+		Now: now, Slices: t.Slices, Held: held.Has, Live: live, Excluded: t.Excluded,
+		Since: since, Timeout: s.cfg.SliceTimeout,
+	})
+	if len(res.Lost) > 0 {
+		s.log.Warn("slices marked done are not held here (cache lost?): starting the task over", "task", t.ID, "lost", len(res.Lost))
+		rctx, cancel := context.WithTimeout(s.ctx, s.cfg.ControlTimeout/3)
+		_ = l.g.Apply(rctx, &peergroup.TaskRemove{TaskID: t.ID})
+		cancel()
+		return nil, errRestart
+	}
+
+	// Re-plan the slices of silent, dead or failed members (partDownLoad).
+	if len(res.Missing) > 0 && now.Sub(h.lastReplan) >= s.cfg.SliceTimeout/4 {
+		h.lastReplan = now
+		req := &rearrangeRequest{GroupID: l.groupID, TaskID: t.ID, Slices: res.Missing, Exclude: res.Exclude, NoRanges: l.noRanges}
+		s.log.Info("re-planning missing slices", "task", t.ID, "missing", len(res.Missing), "exclude", res.Exclude)
+		l.mu.Lock()
+		for _, p := range res.Exclude {
+			delete(l.since, p)
+		}
+		l.mu.Unlock()
+		h.pending = &action{kind: actRearrange, do: func(ctx context.Context) error { return l.rearrange(ctx, req) }}
+		return h.pending, nil
+	}
+
+	// Report delivered slices in batches (SlicesDone), after making them durable.
+	var unreported []int
+	for _, i := range res.Unreported {
+		if !h.reporting[int(i)] {
+			unreported = append(unreported, int(i))
+		}
+	}
+	if len(unreported) >= s.cfg.DoneBatch || (len(unreported) > 0 && now.Sub(h.lastReport) >= s.cfg.DoneInterval) {
+		for _, i := range unreported {
+			h.reporting[i] = true
+		}
+		l.mu.Lock()
+		byMember := make(map[peer.ID][]uint32)
+		for _, i := range unreported {
+			p := l.by[i]
+			if p == "" {
+				p = s.h.ID()
+			}
+			byMember[p] = append(byMember[p], uint32(i))
+		}
+		l.mu.Unlock()
+		h.pending = &action{kind: actReport, slices: unreported, do: func(ctx context.Context) error { return l.report(ctx, byMember) }}
+		return h.pending, nil
+	}
+
+	// Endgame: move the tail of a slow member's share to idle members.
+	if s.cfg.Steal && len(res.Missing) == 0 && now.Sub(h.lastSteal) >= 4*s.cfg.Heartbeat {
+		slicesOf := func(p peer.ID) []uint32 {
+			var own []uint32
+			for i, sl := range t.Slices {
+				if sl.Assignee == p && sl.State != peergroup.SliceDone && !held.Has(i) {
+					own = append(own, uint32(i))
+				}
+			}
+			return own
+		}
+		etaOf := func(p peer.ID) (time.Duration, bool) { d, ok := eta[p]; return d, ok }
+		if victim, stolen := PlanSteal(res.Outstanding, slicesOf, liveList, t.Excluded, etaOf, s.cfg.StealAfter); victim != "" {
+			h.lastSteal = now
+			req := &rearrangeRequest{GroupID: l.groupID, TaskID: t.ID, Slices: stolen, Avoid: []peer.ID{victim}, NoRanges: l.noRanges}
+			s.log.Info("moving a slow member's last slices to idle members", "task", t.ID, "victim", victim, "slices", len(stolen), "eta", eta[victim])
+			h.pending = &action{kind: actSteal, do: func(ctx context.Context) error { return l.rearrange(ctx, req) }}
+			return h.pending, nil
+		}
+	}
+	return nil, nil
+}
+
+// rearrange asks the leader to re-plan slices (partDownLoad).
+func (l *listener) rearrange(ctx context.Context, req *rearrangeRequest) error {
+	ctx, cancel := context.WithTimeout(ctx, l.s.cfg.ControlTimeout)
+	defer cancel()
+	return l.s.callLeader(ctx, l.g, msgRearrange, req, func(ctx context.Context) error {
+		return l.s.serveRearrange(ctx, l.s.h.ID(), req)
+	}, msgOK, nil)
+}
+
+// report makes the store durable, then commits SlicesDone per delivering member, so a slice
+// marked done is never lost by a crash.
+func (l *listener) report(ctx context.Context, byMember map[peer.ID][]uint32) error {
+	if err := l.e.st.Flush(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.s.cfg.ControlTimeout)
+	defer cancel()
+	for _, p := range slices.Sorted(maps.Keys(byMember)) {
+		ss := byMember[p]
+		slices.Sort(ss)
+		if err := l.g.Apply(ctx, &peergroup.SlicesDone{TaskID: l.task.ID, Member: p, Slices: ss}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// export writes the store's content to out: a temporary file beside it, hashed (SHA-256)
+// while written, fsynced, checked against want, then renamed, so out is absent or whole.
+func export(e *entry, out, want string) (string, error) {
+	dir := filepath.Dir(out)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(out)+".raftcast-*")
+	if err != nil {
+		return "", fmt.Errorf("coop: create file beside %s: %w", out, err)
+	}
+	name := tmp.Name()
+	fail := func(err error) (string, error) {
+		tmp.Close()
+		os.Remove(name)
+		return "", err
+	}
+	h := sha256.New()
+	layout := e.layout
+	buf := make([]byte, layout.SliceSize)
+	for i := range layout.NumSlices() {
+		b, err := e.st.ReadSlice(i, buf)
+		if err != nil {
+			return fail(err)
+		}
+		h.Write(b)
+		if _, err := tmp.Write(b); err != nil {
+			return fail(fmt.Errorf("coop: write %s: %w", name, err))
+		}
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if want != "" && sum != want {
+		return fail(fmt.Errorf("%w: got %s, want %s", ErrChecksum, sum, want))
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		return fail(err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fail(fmt.Errorf("coop: fsync %s: %w", name, err))
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(name)
+		return "", err
+	}
+	if err := os.Rename(name, out); err != nil {
+		os.Remove(name)
+		return "", fmt.Errorf("coop: move to %s: %w", out, err)
+	}
+	syncDir(dir)
+	return sum, nil
+}
+
+// exportEmpty writes an empty resource.
+func exportEmpty(out, want string) (string, error) {
+	sum := hex.EncodeToString(sha256.New().Sum(nil))
+	if want != "" && sum != want {
+		return "", fmt.Errorf("%w: got %s (empty), want %s", ErrChecksum, sum, want)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".raftcast-*")
+	if err != nil {
+		return "", err
+	}
+	name := tmp.Name()
+	err = tmp.Chmod(0o644)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(name, out)
+	}
+	if err != nil {
+		os.Remove(name)
+		return "", err
+	}
+	syncDir(filepath.Dir(out))
+	return sum, nil
+}
+
+func syncDir(dir string) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return
+	}
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		_ = err // best effort: the rename is done; a crash may lose it, never half of it
+	}
+	d.Close()
+}
