@@ -31,6 +31,7 @@ type Service struct {
 	wg     sync.WaitGroup
 
 	stats counters
+	bufs  bufPool
 	res   *resolver
 	prop  *propagator
 	mc    *multicast // nil when multicast is disabled or no interface joined

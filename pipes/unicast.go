@@ -104,10 +104,8 @@ func (o *unicastOut) Send(ctx context.Context, b []byte) error {
 	if len(b) > o.s.cfg.MaxFrameSize {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, len(b), o.s.cfg.MaxFrameSize)
 	}
-	m := slices.Clone(b)
-	if m == nil {
-		m = []byte{}
-	}
+	m := o.s.bufs.get(len(b))
+	copy(m, b)
 	o.mu.Lock()
 	for !o.closed && len(o.queue) > 0 &&
 		(len(o.queue) >= o.s.cfg.WindowMessages || o.bytes+len(m) > o.s.cfg.WindowBytes) {
@@ -342,6 +340,7 @@ func (o *unicastOut) ack(c *uniConn, k uint64) error {
 	}
 	for i := range n {
 		o.bytes -= len(o.queue[i])
+		o.s.bufs.put(o.queue[i])
 		o.queue[i] = nil
 	}
 	o.queue = o.queue[n:]

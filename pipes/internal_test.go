@@ -1,0 +1,202 @@
+package pipes
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+func TestSeqWindow(t *testing.T) {
+	w := newSeqWindow(100) // rounded up to 128
+	steps := []struct {
+		seq  uint64
+		want seqVerdict
+	}{
+		{1000, seqNew}, {1000, seqDup}, {999, seqNew}, {999, seqDup}, {1001, seqNew},
+		{1001 - 127, seqNew}, {1001 - 128, seqOld}, {1200, seqNew}, {1001, seqOld},
+		{1199, seqNew}, {1073, seqNew}, {1072, seqOld}, {5000, seqNew}, {1199, seqOld}, {4999, seqNew},
+	}
+	for i, s := range steps {
+		if got := w.observe(s.seq); got != s.want {
+			t.Fatalf("step %d: observe(%d) = %d, want %d", i, s.seq, got, s.want)
+		}
+	}
+	// After a jump smaller than the window, slots in between are clear.
+	w = newSeqWindow(64)
+	w.observe(10)
+	w.observe(5)
+	w.observe(70) // clears 11..70 but keeps 10 (and 5 falls out: 70-5 >= 64)
+	if w.observe(10) != seqDup || w.observe(5) != seqOld || w.observe(69) != seqNew {
+		t.Fatal("window after a partial shift")
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	if err := (func() error { c := DefaultConfig(); return c.validate() })(); err != nil {
+		t.Fatalf("default config: %v", err)
+	}
+	c := DefaultConfig()
+	c.MaxPropagateSize = 0
+	c.Multicast.Port = c.Multicast.DataPort
+	c.WindowBytes = 10
+	err := c.validate()
+	if err == nil {
+		t.Fatal("bad config accepted")
+	}
+	for _, want := range []string{"MaxPropagateSize", "DataPort", "WindowBytes"} {
+		if !bytes.Contains([]byte(err.Error()), []byte(want)) {
+			t.Errorf("error %q does not mention %s", err, want)
+		}
+	}
+}
+
+func TestSpecNormalize(t *testing.T) {
+	s, err := PipeSpec{Name: "chat", Kind: Propagate}.Normalize()
+	if err != nil || s.Group != DefaultGroup || s.ID != DerivePipeID(DefaultGroup, Propagate, "chat") {
+		t.Fatalf("%+v %v", s, err)
+	}
+	if a, b := DerivePipeID("g", Unicast, "x"), DerivePipeID("g", Propagate, "x"); a == b {
+		t.Fatal("kinds share an ID")
+	}
+	if _, err := (PipeSpec{Kind: Unicast}).Normalize(); !errors.Is(err, ErrBadSpec) {
+		t.Fatalf("no name nor ID: %v", err)
+	}
+	if _, err := (PipeSpec{Name: "x"}).Normalize(); !errors.Is(err, ErrBadSpec) {
+		t.Fatalf("no kind: %v", err)
+	}
+	back, err := SpecFromAdvert(s.Advert(true))
+	if err != nil || back != s {
+		t.Fatalf("advert round trip: %+v %v", back, err)
+	}
+}
+
+func testSigner(t testing.TB, typ int) *signer {
+	priv, _, err := crypto.GenerateKeyPair(typ, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := peer.IDFromPrivateKey(priv)
+	sg, err := newSigner(id, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sg
+}
+
+func TestSignedRoundTrip(t *testing.T) {
+	for _, typ := range []int{crypto.Ed25519, crypto.ECDSA} {
+		sg := testSigner(t, typ)
+		b, err := sg.propagate("pipe-x", 42, []byte("payload"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := decodeSigned(b, 1<<20)
+		if err != nil || m.Type != msgPropagate || m.Pipe != "pipe-x" || m.Seq != 42 || string(m.Payload) != "payload" || m.Sender != sg.self {
+			t.Fatalf("decode: %+v %v", m, err)
+		}
+		if err := m.verify(); err != nil {
+			t.Fatalf("verify (key type %d): %v", typ, err)
+		}
+		// Any flipped bit is caught: by the decoder or by the signature.
+		for i := range b {
+			c := bytes.Clone(b)
+			c[i] ^= 0x01
+			m, err := decodeSigned(c, 1<<20)
+			if err == nil {
+				err = m.verify()
+			}
+			if err == nil {
+				t.Fatalf("flipped bit in byte %d accepted", i)
+			}
+		}
+		bc, _ := sg.beacon(1234)
+		m, err = decodeSigned(bc, 0)
+		if err != nil || m.Type != msgBeacon || m.Seq != 1234 || m.verify() != nil {
+			t.Fatalf("beacon: %+v %v", m, err)
+		}
+		// A beacon's signature does not verify as a propagate message (domain separation).
+		m.Type = msgPropagate
+		if m.verify() == nil {
+			t.Fatal("beacon signature accepted for a propagate message")
+		}
+	}
+	// Another peer's key claiming the sender is rejected.
+	a, b := testSigner(t, crypto.ECDSA), testSigner(t, crypto.ECDSA)
+	forged := &signer{self: a.self, priv: b.priv, key: b.key}
+	msg, _ := forged.propagate("p", 1, nil)
+	m, err := decodeSigned(msg, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.verify(); !errors.Is(err, ErrForged) {
+		t.Fatalf("key of another peer: %v", err)
+	}
+}
+
+func TestFrameLimits(t *testing.T) {
+	r := bufio.NewReader(bytes.NewReader(appendFrameHeader(nil, 1000)))
+	if _, err := readFrameLen(r, 999); !errors.Is(err, ErrFrameTooLarge) {
+		t.Fatalf("oversized: %v", err)
+	}
+	r = bufio.NewReader(bytes.NewReader(bytes.Repeat([]byte{0x80}, 11)))
+	if _, err := readFrameLen(r, 1<<30); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("overflow: %v", err)
+	}
+	r = bufio.NewReader(bytes.NewReader(bytes.Repeat([]byte{0x80}, 11)))
+	if _, err := peekFrameLen(r, 1<<30); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("overflow (peek): %v", err)
+	}
+}
+
+func FuzzDecodeSigned(f *testing.F) {
+	sg := testSigner(f, crypto.Ed25519)
+	p, _ := sg.propagate("pipe-a", 7, []byte("hello"))
+	bc, _ := sg.beacon(99)
+	f.Add(p)
+	f.Add(bc)
+	f.Add([]byte{1, 1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := decodeSigned(b, 1<<16)
+		if err != nil {
+			return
+		}
+		_ = m.verify()
+	})
+}
+
+func FuzzHelloStatus(f *testing.F) {
+	f.Add(hello{Version: 1, Pipe: "pipe-x"}.marshal())
+	f.Add(status{Code: 1, Msg: "no"}.marshal())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if h, err := unmarshalHello(b); err == nil {
+			if h2, err := unmarshalHello(h.marshal()); err != nil || h2 != h {
+				t.Fatalf("hello round trip: %+v %+v %v", h, h2, err)
+			}
+		}
+		if s, err := unmarshalStatus(b); err == nil {
+			if s2, err := unmarshalStatus(s.marshal()); err != nil || s2 != s {
+				t.Fatalf("status round trip: %+v %+v %v", s, s2, err)
+			}
+		}
+	})
+}
+
+func TestBufPool(t *testing.T) {
+	var p bufPool
+	for _, n := range []int{0, 1, 1024, 1025, 64 << 10, 4 << 20} {
+		b := p.get(n)
+		if len(b) != n {
+			t.Fatalf("get(%d) has length %d", n, len(b))
+		}
+		p.put(b)
+	}
+	big := p.get(200 << 20) // above the classes: plain allocation
+	if len(big) != 200<<20 {
+		t.Fatal("big buffer")
+	}
+	p.put(big)
+}
