@@ -33,16 +33,14 @@ func (s *Service) unbind(spec PipeSpec) {
 		return
 	}
 	s.res.invalidate(spec.ID)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s.goFunc(func() {
 		// Not s.ctx: the withdrawal should still go out while the service closes.
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandshakeTimeout)
 		defer cancel()
 		if err := s.publishBinding(ctx, spec, false); err != nil {
 			s.log.Debug("withdraw binding", "pipe", spec.ID, "err", err)
 		}
-	}()
+	})
 }
 
 func (s *Service) publishBinding(ctx context.Context, spec PipeSpec, bound bool) error {

@@ -34,10 +34,9 @@ type propTopic struct {
 	topic *pubsub.Topic
 	seq   atomic.Uint64 // last sequence number used by this node; starts at the clock in ns
 
-	subMu  sync.Mutex // guards sub, subCancel, subDone
+	subMu  sync.Mutex // guards sub, cancel
 	sub    *pubsub.Subscription
 	cancel context.CancelFunc
-	done   chan struct{}
 
 	wmu     sync.Mutex // guards senders
 	senders map[peer.ID]*senderWindows
@@ -113,12 +112,13 @@ func (pp *propagator) listen(p *InputPipe) error {
 		return fmt.Errorf("pipes: subscribe %s: %w", pt.name, err)
 	}
 	ctx, cancel := context.WithCancel(pp.s.ctx)
-	pt.sub, pt.cancel, pt.done = sub, cancel, make(chan struct{})
-	done := pt.done
-	pp.s.goFunc(func() {
-		defer close(done)
-		pt.readSub(ctx, sub)
-	})
+	pt.sub, pt.cancel = sub, cancel
+	if !pp.s.goFunc(func() { pt.readSub(ctx, sub) }) {
+		cancel()
+		sub.Cancel()
+		pt.sub, pt.cancel = nil, nil
+		return ErrClosed
+	}
 	return nil
 }
 

@@ -36,12 +36,13 @@ type Service struct {
 	prop  *propagator
 	mc    *multicast // nil when multicast is disabled or no interface joined
 
-	mu       sync.Mutex // guards inputs, bidi, outputs, bindings, closed
+	mu       sync.Mutex // guards inputs, bidi, outputs, bindings, closed, stopped, and wg.Add
 	inputs   map[string]*InputPipe
 	bidi     map[string]*BidiListener
 	outputs  map[io.Closer]struct{}
 	bindings map[string]PipeSpec // published bindings, re-published every BindingTTL/2
 	closed   bool
+	stopped  bool // Close is waiting for the goroutines: no new ones
 }
 
 // New starts the pipe service on the overlay node n: it registers the stream handlers and,
@@ -88,13 +89,20 @@ func New(n Overlay, cfg Config) (*Service, error) {
 	return s, nil
 }
 
-// goFunc runs f in a goroutine owned by the service (Close waits for it).
-func (s *Service) goFunc(f func()) {
+// goFunc runs f in a goroutine owned by the service (Close waits for it). It returns false,
+// running nothing, once Close has started waiting.
+func (s *Service) goFunc(f func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return false
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		f()
 	}()
+	return true
 }
 
 // Self returns this node's peer ID.
@@ -138,6 +146,9 @@ func (s *Service) Close() error {
 	for _, c := range closers {
 		_ = c.Close()
 	}
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
 	s.cancel()
 	if s.mc != nil {
 		s.mc.close()
