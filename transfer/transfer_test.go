@@ -17,6 +17,8 @@ import (
 
 	"github.com/raftcast/raftcast/transfer/content"
 	"github.com/raftcast/raftcast/transfer/mcast/mcasttest"
+	"github.com/raftcast/raftcast/transfer/store"
+	"github.com/raftcast/raftcast/transfer/swarm"
 )
 
 type tnode struct {
@@ -310,4 +312,83 @@ func TestProxyRelaysIntoDomain(t *testing.T) {
 		}
 		checkResult(t, res, filepath.Join(r.dir, "out.bin"), data)
 	}
+}
+
+// corrupting serves a complete copy with one byte of every part of every slice flipped.
+type corrupting struct{ *store.Store }
+
+func (c corrupting) ReadSlice(i int, buf []byte) ([]byte, error) {
+	b, err := c.Store.ReadSlice(i, buf)
+	for k := 0; err == nil && k < content.Parts; k++ {
+		if off, end := content.PartBounds(len(b), k); end > off {
+			b[off] ^= 0x21
+		}
+	}
+	return b, err
+}
+
+// TestPartialRepairFromCorruptPeer: partial repairs go to a peer that serves corrupt bytes.
+// The completed slices fail verification, are fetched whole, the peer is banned, and the
+// file is correct.
+func TestPartialRepairFromCorruptPeer(t *testing.T) {
+	const ss = 256 << 10
+	src, r := newTNode(t, ss), newTNode(t, ss)
+	badHost, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer badHost.Close()
+	bad := &tnode{h: badHost}
+	connect(t, src, r, bad)
+	path, data := writeRandom(t, 4<<20, 10)
+	m, err := src.e.Share(t.Context(), path, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := store.OpenSource(path, store.Layout{Size: m.Size, SliceSize: m.SliceSize}, store.LengthOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	badSrv, err := swarm.NewServer(badHost, swarm.DefaultServerConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer badSrv.Close()
+	badSrv.Add(m, corrupting{good})
+	r.e.cfg.Session.Planner.BanAfter = 1 // few slices in this test: ban at the first proven lie
+
+	dom := mcasttest.NewDomain(1500)
+	srcPort, rPort := dom.Join(0, 1, 16), dom.Join(0.01, 2, 1<<16)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	type outcome struct {
+		res *Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	out := filepath.Join(r.dir, "out.bin")
+	go func() {
+		res, err := r.e.Get(ctx, GetRequest{ID: m.ID(), Out: out, Source: src.h.ID(), Peers: []peer.ID{bad.h.ID()}, Multicast: rPort})
+		done <- outcome{res, err}
+	}()
+	for len(r.e.Transfers()) == 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("receiver never started")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if err := src.e.Multicast(m.ID(), srcPort, 50<<20); err != nil {
+		t.Fatal(err)
+	}
+	o := <-done
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+	t.Logf("%+v", *o.res)
+	if len(o.res.Banned) != 1 || o.res.Banned[0] != bad.h.ID() {
+		t.Errorf("corrupt peer not banned: %v", o.res.Banned)
+	}
+	checkResult(t, o.res, out, data)
 }

@@ -54,8 +54,9 @@
 // PartialStore (MaxPartial slices, default 64); the swarm session takes it from there and
 // asks a peer only for the missing parts (op PARTS), then verifies the whole slice. Measured
 // in TestMulticastPartialRepair (256 KiB slices, 1% loss): 93-95% of the bytes arrive by
-// multicast, the rest by partial repair. If a slice completed from parts fails verification
-// nobody is blamed (the bad bytes may have come from a forged datagram or the peer); the
-// slice is fetched whole, which is checked and blamed normally. When the PartialStore is full
-// further partial slices are repaired whole.
+// multicast, the rest by partial repair. If a slice completed from parts fails verification,
+// the bad bytes came from a forged multicast datagram or from the peer: the slice is fetched
+// whole (verified as usual), then the peer's parts are compared with it, and a peer whose
+// parts differ is charged with a bad slice (banned after BanAfter). When the PartialStore is
+// full further partial slices are repaired whole.
 package mcast

@@ -105,16 +105,18 @@ const (
 	evNotFound               // peer does not know the content
 	evDown                   // connection failed; everything in flight is lost
 	evFatal                  // local failure (disk): the session must stop
-	evPartBad                // a slice completed from parts failed verification (blame unknown)
+	evPartBad                // a slice completed from parts failed verification (blame decided later)
 )
 
 type event struct {
 	c       *conn
 	kind    evKind
 	index   int
-	n       int  // bytes of a slice received from the peer
-	added   bool // the slice was new to the store
-	partial int  // opParts: bytes of the slice that were already there (from multicast)
+	n       int    // bytes of a slice received from the peer
+	added   bool   // the slice was new to the store
+	partial int    // opParts: bytes of the slice that were already there (from multicast)
+	buf     []byte // evPartBad: the slice as completed with the peer's parts
+	mask    uint32 // evPartBad: the parts the peer sent
 	have    store.Bitmap
 	err     error
 }
@@ -387,7 +389,7 @@ func (c *conn) handlePart(r connReq, k int, h wireHdr, br *bufio.Reader) (rest b
 	added, err := c.s.st.Put(i, r.buf)
 	switch {
 	case errors.Is(err, store.ErrCorrupt):
-		c.s.report(event{c: c, kind: evPartBad, index: i, err: err})
+		c.s.report(event{c: c, kind: evPartBad, index: i, err: err, buf: r.buf, mask: uint32(r.count)})
 	case err != nil:
 		c.s.report(event{c: c, kind: evFatal, index: i, err: err})
 		return false, err

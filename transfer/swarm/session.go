@@ -1,6 +1,7 @@
 package swarm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -103,7 +104,21 @@ type Session struct {
 	stats   Stats
 
 	wg sync.WaitGroup // conn goroutines and peer lookups
+
+	suspects map[int]suspect // owned by the Run goroutine: failed partial repairs awaiting blame
 }
+
+// suspect is a partial repair that failed verification: either the peer's parts or the
+// multicast's bytes were bad. Once the slice is stored whole (verified), the peer's parts are
+// compared with it: if they differ, the peer lied and is charged with a bad slice.
+type suspect struct {
+	p    peer.ID
+	mask uint32
+	buf  []byte
+}
+
+// maxSuspects bounds the memory held for blame (slice buffers).
+const maxSuspects = 16
 
 // NewSession prepares a session that completes st (whose slices are verified against m) from
 // peers. Peers are added with AddPeer or through Config.Peers; the source is Config.Source.
@@ -209,6 +224,7 @@ func (s *Session) Run(ctx context.Context) error {
 	}()
 	now := s.cfg.Now
 	n := s.m.NumSlices()
+	s.suspects = make(map[int]suspect)
 	pl := NewPlanner(n, s.st.Have(), s.cfg.Planner)
 	conns := make(map[peer.ID]*conn)
 	infos := make(map[peer.ID]*peerInfo)
@@ -445,6 +461,12 @@ func (s *Session) apply(ev event, pl *Planner, conns map[peer.ID]*conn, infos ma
 		st := s.stats
 		s.statsMu.Unlock()
 		pl.Done(p, ev.index)
+		if sus, ok := s.suspects[ev.index]; ok {
+			delete(s.suspects, ev.index)
+			if s.partsLied(ev.index, sus) {
+				s.corrupt(sus.p, ev.index, pl, conns, t)
+			}
+		}
 		if ev.added && s.cfg.OnStored != nil {
 			s.cfg.OnStored(ev.index, ev.n, p)
 		}
@@ -465,14 +487,19 @@ func (s *Session) apply(ev event, pl *Planner, conns map[peer.ID]*conn, infos ma
 		s.statsMu.Unlock()
 		s.log.Info("slice completed from parts failed verification; fetching it whole", "peer", p, "slice", ev.index)
 		pl.Failed(p, ev.index, t)
+		if len(s.suspects) >= maxSuspects {
+			for k := range s.suspects {
+				delete(s.suspects, k)
+				break
+			}
+		}
+		s.suspects[ev.index] = suspect{p: p, mask: ev.mask, buf: ev.buf}
 	case evCorrupt:
 		s.statsMu.Lock()
 		s.stats.SlicesCorrupt++
 		s.statsMu.Unlock()
 		s.log.Warn("peer sent a corrupt slice", "peer", p, "slice", ev.index)
-		if banned := pl.Corrupt(p, ev.index, t); banned {
-			s.ban(p, conns)
-		}
+		s.corrupt(p, ev.index, pl, conns, t)
 	case evHave:
 		if pi := infos[p]; pi != nil && current {
 			pi.havePending = false
@@ -500,6 +527,37 @@ func (s *Session) apply(ev event, pl *Planner, conns map[peer.ID]*conn, infos ma
 		return fmt.Errorf("swarm: storing slice %d: %w", ev.index, ev.err)
 	}
 	return nil
+}
+
+// partsLied reports whether the parts a suspect peer sent for slice i differ from the slice
+// now verified in the store.
+func (s *Session) partsLied(i int, sus suspect) bool {
+	good, err := s.st.ReadSlice(i, nil)
+	if err != nil || len(good) != len(sus.buf) {
+		return false
+	}
+	for k := 0; k < content.Parts; k++ {
+		if sus.mask&(1<<k) == 0 {
+			continue
+		}
+		off, end := content.PartBounds(len(good), k)
+		if !bytes.Equal(good[off:end], sus.buf[off:end]) {
+			s.statsMu.Lock()
+			s.stats.SlicesCorrupt++
+			s.statsMu.Unlock()
+			s.log.Warn("peer sent corrupt parts", "peer", sus.p, "slice", i)
+			return true
+		}
+	}
+	return false
+}
+
+// corrupt charges p with a bad slice and bans it when that is its BanAfter-th.
+func (s *Session) corrupt(p peer.ID, i int, pl *Planner, conns map[peer.ID]*conn, t time.Time) {
+	was := pl.Banned(p)
+	if pl.Corrupt(p, i, t) && !was {
+		s.ban(p, conns)
+	}
 }
 
 // ban disconnects p and never asks it again.
