@@ -69,14 +69,15 @@ func retryable(err error) bool {
 	return true
 }
 
-// waitApplied waits until this node's state has applied the log index.
+// waitApplied waits until this node's state has applied the command at log index idx
+// (raft's AppliedIndex runs ahead of the FSM, so the FSM's own index is used).
 func (g *Group) waitApplied(ctx context.Context, idx uint64) error {
-	if g.raft.AppliedIndex() >= idx {
+	if g.fsm.index() >= idx {
 		return nil
 	}
 	ch, stop := g.Watch()
 	defer stop()
-	for g.raft.AppliedIndex() < idx {
+	for g.fsm.index() < idx {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for index %d to apply: %w", idx, ctx.Err())

@@ -14,6 +14,7 @@ type Config struct {
 	DataDir string
 
 	// MaxVoters caps the Raft voters of a group (default 5); further members are non-voters.
+	// The leader keeps the number of voters odd (an even cap acts as the odd number below).
 	MaxVoters int
 
 	// Raft timing. The defaults elect a leader and fail over in well under 1.5 s on
@@ -38,6 +39,9 @@ type Config struct {
 	// DeadAfter: the leader declares a member dead (commits MemberLive false) once its
 	// heartbeats have failed for this long, and replaces it as a voter by a live non-voter.
 	DeadAfter time.Duration // default 3s
+	// AbandonAfter: a member that never caught up after its admission (never announced
+	// itself) and has been unreachable this long is removed. Default 1m.
+	AbandonAfter time.Duration
 	// ReconcileInterval: how often the leader reconciles the Raft configuration with the
 	// member list (promotions, removals, liveness). Default 500ms.
 	ReconcileInterval time.Duration
@@ -70,6 +74,7 @@ func DefaultConfig() Config {
 		TrailingLogs:       1024,
 		SnapshotRetain:     2,
 		DeadAfter:          3 * time.Second,
+		AbandonAfter:       time.Minute,
 		ReconcileInterval:  500 * time.Millisecond,
 		ShutdownTimeout:    5 * time.Second,
 	}
@@ -93,8 +98,8 @@ func (c *Config) validate() error {
 	if c.CommitTimeout < time.Millisecond {
 		bad("CommitTimeout must be at least 1ms")
 	}
-	if c.TransportTimeout <= 0 || c.DeadAfter <= 0 || c.ReconcileInterval <= 0 || c.ShutdownTimeout <= 0 {
-		bad("TransportTimeout, DeadAfter, ReconcileInterval and ShutdownTimeout must be positive")
+	if c.TransportTimeout <= 0 || c.DeadAfter <= 0 || c.AbandonAfter <= 0 || c.ReconcileInterval <= 0 || c.ShutdownTimeout <= 0 {
+		bad("TransportTimeout, DeadAfter, AbandonAfter, ReconcileInterval and ShutdownTimeout must be positive")
 	}
 	if c.SnapshotThreshold == 0 || c.SnapshotInterval < 5*time.Millisecond || c.SnapshotRetain < 1 {
 		bad("need SnapshotThreshold > 0, SnapshotInterval ≥ 5ms and SnapshotRetain ≥ 1")

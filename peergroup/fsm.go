@@ -19,8 +19,8 @@ type fsm struct {
 	mu sync.RWMutex // guards st
 	st *state
 
-	// onApply is called after each applied (not rejected) command, outside the lock, from
-	// raft's FSM goroutine. It must not block.
+	// onApply is called after each command (cmd nil when it was rejected, or after a
+	// restore), outside the lock, from raft's FSM goroutine. It must not block.
 	onApply func(Command)
 }
 
@@ -37,19 +37,29 @@ func (f *fsm) Apply(l *raft.Log) any {
 		return nil
 	}
 	cmd, err := DecodeCommand(l.Data)
-	if err != nil {
-		return err
-	}
 	f.mu.Lock()
-	err = f.st.apply(cmd, l.Term)
-	f.mu.Unlock()
-	if err != nil {
-		return err
+	if err == nil {
+		err = f.st.apply(cmd, l.Term)
 	}
+	f.st.index = max(f.st.index, l.Index)
+	f.mu.Unlock()
 	if f.onApply != nil {
+		if err != nil {
+			cmd = nil
+		}
 		f.onApply(cmd)
 	}
+	if err != nil {
+		return err
+	}
 	return nil
+}
+
+// index returns the log index of the last command this replica applied.
+func (f *fsm) index() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.index
 }
 
 // Snapshot implements raft.FSM; the state is encoded while the lock is held (the encoding is

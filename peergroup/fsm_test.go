@@ -177,13 +177,16 @@ func TestFSMRejectsWithoutChange(t *testing.T) {
 		{"content by outsider", 5, enc(&ContentAdd{Content: Content{ID: "c", Source: outsider}}), ErrNotMember},
 	}
 	for _, c := range cases {
-		before := marshalFSM(f)
+		before, index := f.view(nil), f.index()
 		err := applyRaw(f, c.term, c.data)
 		if !errors.Is(err, c.want) {
 			t.Errorf("%s: err %v, want %v", c.name, err, c.want)
 		}
-		if !bytes.Equal(before, marshalFSM(f)) {
+		if !reflect.DeepEqual(before, f.view(nil)) {
 			t.Errorf("%s: rejected command changed the state", c.name)
+		}
+		if f.index() <= index {
+			t.Errorf("%s: the FSM's index did not move past the rejected command", c.name)
 		}
 	}
 }

@@ -309,7 +309,7 @@ type Status struct {
 	Term    uint64
 	State   string // "leader", "follower", "candidate" or "shutdown"
 	Members []Member
-	// AppliedIndex is the last log index applied to this node's state.
+	// AppliedIndex is the log index of the last command applied to this node's state.
 	AppliedIndex uint64
 }
 
@@ -319,7 +319,7 @@ func (g *Group) Status() Status {
 	return Status{
 		ID: g.id, Name: g.meta.Header.Name, Policy: g.meta.Header.Policy, Self: g.self,
 		Leader: g.Leader(), Term: g.raft.CurrentTerm(), State: stateName(g.raft.State()),
-		Members: v.Members, AppliedIndex: g.raft.AppliedIndex(),
+		Members: v.Members, AppliedIndex: g.fsm.index(),
 	}
 }
 

@@ -38,10 +38,13 @@ func (g *Group) leaderLoop() {
 //  2. members missing from the configuration (e.g. the leader died between committing the
 //     MemberAdd and adding the server) are added as non-voters;
 //  3. liveness: a member whose heartbeats have failed for DeadAfter is committed dead, one
-//     whose heartbeats resumed is committed alive;
-//  4. voters: ready, live non-voters are promoted while there are fewer than MaxVoters;
-//     a dead voter is replaced by a ready, live non-voter (promote first, then demote, so
-//     the quorum never shrinks on a dead node).
+//     whose heartbeats resumed is committed alive; a joiner that never caught up and has
+//     been unreachable for AbandonAfter is removed;
+//  4. voters: a dead voter is replaced by a ready, live non-voter (promote first, then
+//     demote, so the quorum never shrinks on a dead node); ready live non-voters are
+//     promoted, two at a time, while that keeps the voters odd and at most MaxVoters; an
+//     even number of voters (after a leave) is made odd by demoting one (a dead one first).
+//     An odd count is strictly better: 2k+2 voters survive no more failures than 2k+1.
 func (g *Group) reconcile() {
 	ctx, cancel := context.WithTimeout(g.ctx, configChangeTimeout)
 	defer cancel()
@@ -97,32 +100,55 @@ func (g *Group) reconcile() {
 			servers[p] = raft.Nonvoter
 		}
 	}
-	// 3. Liveness.
+	// 3. Liveness; joiners that never caught up and have been unreachable for AbandonAfter
+	// are removed.
 	dead := make(map[peer.ID]bool)
+	var abandoned []peer.ID
 	g.mu.Lock()
-	for p := range members {
-		if since, failing := g.failed[p]; failing && p != g.self && now.Sub(since) >= g.m.cfg.DeadAfter {
+	for p, m := range members {
+		since, failing := g.failed[p]
+		if !failing || p == g.self {
+			continue
+		}
+		if now.Sub(since) >= g.m.cfg.DeadAfter {
 			dead[p] = true
+		}
+		if !m.Ready && now.Sub(since) >= g.m.cfg.AbandonAfter && now.Sub(m.Joined) >= g.m.cfg.AbandonAfter {
+			abandoned = append(abandoned, p)
 		}
 	}
 	g.mu.Unlock()
+	for _, p := range abandoned {
+		c := &MemberRemove{PeerID: p, Reason: ReasonLeave, At: now}
+		if _, err := g.applyLocal(ctx, c, mustEncode(c), g.self); err != nil {
+			return
+		}
+		g.log.Info("removed a joiner that never caught up", "peer", p)
+		delete(members, p)
+	}
 	for p, m := range members {
 		if alive := !dead[p]; alive != m.Alive {
-			if _, err := g.applyLocal(ctx, &MemberLive{PeerID: p, Alive: alive, At: now}, mustEncode(&MemberLive{PeerID: p, Alive: alive, At: now}), g.self); err != nil {
+			c := &MemberLive{PeerID: p, Alive: alive, At: now}
+			if _, err := g.applyLocal(ctx, c, mustEncode(c), g.self); err != nil {
 				return
 			}
 			g.log.Info("member liveness", "peer", p, "alive", alive)
 		}
 	}
-	// 4. Voters.
+
+	// 4. Voters: an odd number (2k+1 voters survive k failures, 2k+2 no more), at most
+	// MaxVoters; dead voters are replaced by ready live non-voters.
 	voters := 0
-	var deadVoters, spares []peer.ID
+	var liveVoters, deadVoters, spares []peer.ID
 	for p, s := range servers {
 		switch {
+		case s == raft.Voter && dead[p]:
+			voters++
+			deadVoters = append(deadVoters, p)
 		case s == raft.Voter:
 			voters++
-			if dead[p] {
-				deadVoters = append(deadVoters, p)
+			if p != g.self {
+				liveVoters = append(liveVoters, p)
 			}
 		case members[p].Ready && !dead[p]:
 			spares = append(spares, p)
@@ -130,25 +156,41 @@ func (g *Group) reconcile() {
 	}
 	slices.Sort(spares)
 	slices.Sort(deadVoters)
-	for len(spares) > 0 && voters < g.m.cfg.MaxVoters {
-		p := spares[0]
-		spares = spares[1:]
-		if !change("promote", p, g.raft.AddVoter(id(p), addr(p), prev, configChangeTimeout)) {
+	slices.Sort(liveVoters)
+	promote := func(p peer.ID) bool {
+		return change("promote", p, g.raft.AddVoter(id(p), addr(p), prev, configChangeTimeout))
+	}
+	demote := func(what string, p peer.ID) bool {
+		return change(what, p, g.raft.DemoteVoter(id(p), prev, configChangeTimeout))
+	}
+	for len(deadVoters) > 0 && len(spares) > 0 { // replace: promote first, then demote
+		if !promote(spares[0]) || !demote("demote-dead", deadVoters[0]) {
 			return
 		}
-		voters++
+		spares, deadVoters = spares[1:], deadVoters[1:]
 	}
-	for _, d := range deadVoters {
-		if len(spares) == 0 {
+	maxVoters := g.m.cfg.MaxVoters
+	if maxVoters%2 == 0 {
+		maxVoters--
+	}
+	for {
+		need := 1 + voters%2 // from odd, grow by two; from even, by one
+		if voters+need > maxVoters || len(spares) < need {
 			break
 		}
-		p := spares[0]
-		spares = spares[1:]
-		if !change("promote", p, g.raft.AddVoter(id(p), addr(p), prev, configChangeTimeout)) {
-			return
+		for _, p := range spares[:need] {
+			if !promote(p) {
+				return
+			}
 		}
-		if !change("demote-dead", d, g.raft.DemoteVoter(id(d), prev, configChangeTimeout)) {
-			return
+		spares, voters = spares[need:], voters+need
+	}
+	if voters%2 == 0 || voters > maxVoters { // shrink to odd: a dead voter first
+		switch {
+		case len(deadVoters) > 0:
+			demote("demote-dead", deadVoters[0])
+		case len(liveVoters) > 0:
+			demote("demote-even", liveVoters[len(liveVoters)-1])
 		}
 	}
 }

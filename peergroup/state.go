@@ -18,6 +18,9 @@ type state struct {
 	tasks     map[string]*Task
 	catalogue map[string]*Content
 	banned    map[peer.ID]bool
+	// index is the log index of the last command applied (or rejected): how far this
+	// replica's state has got. It is in snapshots so that it survives a restore.
+	index uint64
 }
 
 func newState() *state {
@@ -243,6 +246,7 @@ func (s *state) marshal() []byte {
 	e := encoder{b: make([]byte, 0, 1024)}
 	e.fixed([]byte(snapshotMagic))
 	e.u8(snapshotVersion)
+	e.uvarint(s.index)
 	(&GroupInit{Header: s.header}).encode(&e)
 
 	ids := slices.Sorted(maps.Keys(s.members))
@@ -293,6 +297,7 @@ func unmarshalState(b []byte) (*state, error) {
 		return nil, fmt.Errorf("%w: snapshot version %d (this node knows %d)", ErrMalformed, v, snapshotVersion)
 	}
 	s := newState()
+	s.index = d.uvarint()
 	var gi GroupInit
 	gi.decode(&d)
 	s.header = gi.Header
