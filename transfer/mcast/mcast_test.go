@@ -17,6 +17,10 @@ import (
 )
 
 func fixture(t *testing.T, size, sliceSize int) (string, []byte, *content.Manifest, *store.Store) {
+	return fixtureB(t, size, sliceSize)
+}
+
+func fixtureB(t testing.TB, size, sliceSize int) (string, []byte, *content.Manifest, *store.Store) {
 	t.Helper()
 	r := rand.New(rand.NewPCG(uint64(size), 3))
 	data := make([]byte, size)

@@ -421,3 +421,21 @@ func TestFinalizeAcrossFileSystems(t *testing.T) {
 		t.Fatalf("serving after copy: %v", err)
 	}
 }
+
+func TestPermissionErrorReported(t *testing.T) {
+	data, m := fixture(t, ss)
+	cfg := ForManifest(t.TempDir(), m)
+	cfg.openFile = func(name string, flag int, perm os.FileMode) (file, error) {
+		f, err := os.OpenFile(name, flag, perm)
+		return &faultFile{file: f, writeErr: &os.PathError{Op: "write", Path: name, Err: syscall.EACCES}}, err
+	}
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, err = s.Put(0, data)
+	if !errors.Is(err, os.ErrPermission) || !strings.Contains(err.Error(), "no permission") {
+		t.Fatalf("permission error not reported: %v", err)
+	}
+}
