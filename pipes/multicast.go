@@ -576,8 +576,9 @@ func (m *multicast) sendCtl(t mcTarget, b []byte) (int, error) {
 
 // targets returns the interfaces to multicast on to reach the given peers (all members when
 // all is set), with the families to use (IPv6 when every target there was heard on IPv6, else
-// IPv4 when every one was heard on IPv4, else both), and the peers they reach.
-func (m *multicast) targets(peers []peer.ID, all bool) ([]mcTarget, map[peer.ID]bool) {
+// IPv4 when every one was heard on IPv4, else both; IPv4 first when preferV4), and the peers
+// they reach.
+func (m *multicast) targets(peers []peer.ID, all, preferV4 bool) ([]mcTarget, map[peer.ID]bool) {
 	now := m.s.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -607,6 +608,8 @@ func (m *multicast) targets(peers []peer.ID, all bool) ([]mcTarget, map[peer.ID]
 		}
 		t := mcTarget{ifindex: mi.ifi.Index}
 		switch {
+		case preferV4 && all4 && mi.v4:
+			t.v4 = true
 		case all6 && mi.v6:
 			t.v6 = true
 		case all4 && mi.v4:
@@ -714,19 +717,21 @@ type MulticastChannel struct {
 
 // Send sends b (at most MaxDatagram bytes) to the data group on every interface where a peer of
 // the domain is heard (or on every joined interface when none is), and returns the number of
-// datagrams sent.
+// datagrams sent. It blocks while the socket's send buffer is full (a shaped link slows the
+// sender instead of dropping). It prefers IPv4 when every member was heard on it: the smaller
+// header carries 97.2% payload at MTU 1500 (1472-byte datagrams) against 95.9% for IPv6.
 func (c *MulticastChannel) Send(b []byte) (int, error) {
 	m := c.m
 	if len(b) > c.MaxDatagram() {
 		return 0, fmt.Errorf("%w: datagram of %d bytes, limit %d", ErrMessageTooLarge, len(b), c.MaxDatagram())
 	}
-	ts, _ := m.targets(nil, true)
+	ts, _ := m.targets(nil, true, true)
 	if len(ts) == 0 {
 		for _, mi := range m.ifaces {
-			if mi.dv6 && mi.send6 != nil {
-				ts = append(ts, mcTarget{ifindex: mi.ifi.Index, v6: true})
-			} else if mi.dv4 && mi.send4 != nil {
+			if mi.dv4 && mi.send4 != nil {
 				ts = append(ts, mcTarget{ifindex: mi.ifi.Index, v4: true})
+			} else if mi.dv6 && mi.send6 != nil {
+				ts = append(ts, mcTarget{ifindex: mi.ifi.Index, v6: true})
 			}
 		}
 	}
@@ -765,6 +770,24 @@ func (c *MulticastChannel) Recv(ctx context.Context) (Datagram, error) {
 // MaxDatagram is the largest datagram Send accepts (Multicast.MaxDatagram). Datagrams above
 // the path MTU are fragmented by IP: losing one fragment loses the datagram.
 func (c *MulticastChannel) MaxDatagram() int { return c.m.cfg.MaxDatagram }
+
+// UnfragmentedSize is the largest datagram that Send delivers without IP fragmentation on every
+// joined interface (MTU minus the IPv4 and UDP headers, or the IPv6 ones when an interface has
+// no IPv4 join).
+func (c *MulticastChannel) UnfragmentedSize() int {
+	size := c.m.cfg.MaxDatagram
+	for _, mi := range c.m.ifaces {
+		if !mi.dv4 && !mi.dv6 {
+			continue
+		}
+		hdr := 28
+		if !mi.dv4 {
+			hdr = 48
+		}
+		size = min(size, mi.ifi.MTU-hdr)
+	}
+	return size
+}
 
 // Domains returns this node's domain on each joined interface.
 func (c *MulticastChannel) Domains() []Domain { return c.m.domains() }

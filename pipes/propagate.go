@@ -390,7 +390,7 @@ func (o *propagateOut) plan(size int) (ifaces []mcTarget, gossip bool) {
 	if !known {
 		targets = nil // unknown: multicast to whoever is in the domain, and gossip
 	}
-	ifaces, covered := mc.targets(targets, !known)
+	ifaces, covered := mc.targets(targets, !known, false)
 	if !known {
 		return ifaces, true
 	}
