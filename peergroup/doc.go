@@ -70,11 +70,15 @@
 // replayed). Default timing (heartbeat 300 ms, election 300 ms, lease 150 ms) elects a
 // leader in ~0.4 s and fails over in ~0.6 s on loopback.
 //
-// Voters are capped (Config.MaxVoters, default 5); every member is at least a non-voter. The
-// leader reconciles every ReconcileInterval: servers that are no longer members are removed;
-// members missing from the configuration are added; ready live non-voters are promoted while
-// there are fewer than MaxVoters voters; a voter whose heartbeats have failed for DeadAfter is
-// committed dead (MemberLive) and replaced by a ready live non-voter (promote, then demote).
+// Voters are capped (Config.MaxVoters, default 5) and kept odd (2k+2 voters survive no
+// more failures than 2k+1); every member is at least a non-voter. The leader reconciles every
+// ReconcileInterval: servers that are no longer members are removed; members missing from the
+// configuration are added; a voter whose heartbeats have failed for DeadAfter is committed
+// dead (MemberLive) and replaced by a ready live non-voter (promote, then demote); ready live
+// non-voters are promoted two at a time while the cap allows; an even count (after a leave)
+// is made odd by demoting one voter; a joiner that never caught up and has been unreachable
+// for AbandonAfter is removed. A group of two members thus has one voter (the first): it
+// survives the other's death, not its own.
 // Member liveness comes from the leader's Raft heartbeats (raft's heartbeat observations).
 //
 // # Replicated state and commands

@@ -344,6 +344,7 @@ func (g *Group) Info() GroupInfo {
 	leader := g.Leader()
 	var contacts []peer.AddrInfo
 	for _, m := range v.Members {
+		gi.Capacity += m.Capacity
 		if m.Domain != "" && !slices.Contains(gi.Domains, m.Domain) {
 			gi.Domains = append(gi.Domains, m.Domain)
 		}

@@ -246,3 +246,26 @@ func TestFakeLeaderAndSecretNeverStored(t *testing.T) {
 		t.Fatal("joiner kept a group after a fake acceptance")
 	}
 }
+
+func TestLeaderLeaves(t *testing.T) {
+	id, nodes := threeMemberGroup(t, nil)
+	allVoters(t, id, 3, nodes...)
+	leader, others := leaderNode(t, id, nodes)
+	if err := leader.m.Leave(ctxT(t, 20*time.Second), id); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "the two others carry on", func() error {
+		if err := agree(id, 2, others...); err != nil {
+			return err
+		}
+		if st := others[0].group(t, id).Status(); st.Leader == leader.id() {
+			return errors.New("old leader still leads")
+		}
+		return nil
+	})
+	if err := others[1].group(t, id).Apply(ctxT(t, 10*time.Second), &ContentAdd{Content: Content{ID: "after", Source: others[1].id()}}); err != nil {
+		t.Fatal(err)
+	}
+	// Two members: one voter.
+	allVoters(t, id, 1, others...)
+}

@@ -22,6 +22,8 @@ type GroupInfo struct {
 	Created time.Time
 	// Members is the group's size when the info was made (for the tracker).
 	Members int
+	// Capacity is the members' total announced capacity (for the tracker).
+	Capacity uint64
 	// Domains lists the members' multicast domains (for the tracker).
 	Domains []string
 	// Contacts are members to send the join request to, the leader first.
@@ -40,6 +42,7 @@ func EncodeGroupInfo(gi GroupInfo) []byte {
 	e.u8(groupInfoVersion)
 	(&GroupInit{Header: Header{ID: gi.ID, Name: gi.Name, Policy: gi.Policy, Creator: gi.Creator, Created: gi.Created}}).encode(&e)
 	e.uvarint(uint64(gi.Members))
+	e.uvarint(gi.Capacity)
 	domains := gi.Domains[:min(len(gi.Domains), maxDomains)]
 	e.count(len(domains))
 	for _, d := range domains {
@@ -64,6 +67,7 @@ func DecodeGroupInfo(b []byte) (GroupInfo, error) {
 	gi.decode(&d)
 	info := GroupInfo{ID: gi.Header.ID, Name: gi.Header.Name, Policy: gi.Header.Policy, Creator: gi.Header.Creator, Created: gi.Header.Created}
 	info.Members = int(min(d.uvarint(), 1<<20))
+	info.Capacity = d.uvarint()
 	n := d.count(maxDomains, "domains")
 	for i := 0; i < n && d.err == nil; i++ {
 		info.Domains = append(info.Domains, d.str(maxNameLen, "domain"))
@@ -79,6 +83,11 @@ func DecodeGroupInfo(b []byte) (GroupInfo, error) {
 		return GroupInfo{}, err
 	}
 	return info, nil
+}
+
+// Load is what the tracker weighs about the group (TrackerPolicy.Pick).
+func (gi GroupInfo) Load() GroupLoad {
+	return GroupLoad{ID: gi.ID, Members: gi.Members, Capacity: gi.Capacity, Domains: gi.Domains}
 }
 
 // newGroupID derives a group ID from the creator, the name and a random nonce: 24 hex digits
