@@ -37,7 +37,7 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (default info)")
 	root.AddCommand(
 		newNodeCmd(g, "node"), newNodeCmd(g, "rendezvous"), newIDCmd(g),
-		newStatusCmd(g), newPeersCmd(g), newAdvertsCmd(g), newGroupCmd(g), newPipeCmd(g), newChatCmd(g), newShareCmd(g), newGetCmd(g), newTransfersCmd(g), newDemoCmd(g),
+		newStatusCmd(g), newPeersCmd(g), newAdvertsCmd(g), newGroupCmd(g), newPipeCmd(g), newChatCmd(g), newShareCmd(g), newGetCmd(g), newTransfersCmd(g), newDownloadCmd(g), newDemoCmd(g),
 	)
 	for _, c := range root.Commands() {
 		wrapArgs(c)

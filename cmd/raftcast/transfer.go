@@ -209,3 +209,52 @@ func newTransfersCmd(g *globals) *cobra.Command {
 		},
 	}
 }
+
+func newDownloadCmd(g *globals) *cobra.Command {
+	var out, group, slice, sum string
+	var timeout time.Duration
+	c := &cobra.Command{
+		Use:   "download URL --out PATH",
+		Short: "cooperative HTTP download: the group's members fetch ranges of URL and push them here",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if out == "" {
+				return usagef("--out is required")
+			}
+			if timeout <= 0 {
+				return usagef("--timeout must be positive")
+			}
+			var sliceSize int64
+			if slice != "" {
+				n, err := parseSize(slice)
+				if err != nil || n <= 0 {
+					return usagef("--slice: %v", err)
+				}
+				sliceSize = n
+			}
+			if sum != "" && len(sum) != 64 {
+				return usagef("--sha256: want 64 hex digits")
+			}
+			abs, err := filepath.Abs(out)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(c.Context(), timeout+5*time.Second)
+			defer cancel()
+			var res api.DownloadResult
+			req := api.Download{URL: args[0], Out: abs, Group: group, SliceSize: sliceSize, SHA256: sum, Timeout: timeout.Seconds()}
+			if err := streamCall(ctx, g, "/v1/download", req, &res, "download"); err != nil {
+				return err
+			}
+			return g.emit(res, func() {
+				printf("downloaded %d bytes in %.2fs (%d slices, %d members fetched, %d bytes from caches)\n", res.Size, res.Seconds, res.Slices, len(res.BytesByPeer), res.BytesFromCache)
+			})
+		},
+	}
+	c.Flags().StringVar(&out, "out", "", "where the file appears once whole and verified")
+	c.Flags().StringVar(&group, "group", "", "the group that downloads (default: the node's only group)")
+	c.Flags().StringVar(&slice, "slice", "", "slice size, e.g. 4MiB (default: the leader's)")
+	c.Flags().StringVar(&sum, "sha256", "", "expected SHA-256 of the whole file (hex)")
+	c.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "give up after this long")
+	return c
+}

@@ -294,3 +294,24 @@ type Transfer struct {
 	State     string `json:"state"`
 	Error     string `json:"error,omitempty"`
 }
+
+// Download is the body of POST /v1/download.
+type Download struct {
+	URL       string  `json:"url"`
+	Out       string  `json:"out"`
+	Group     string  `json:"group,omitempty"`
+	SliceSize int64   `json:"slice_size,omitempty"`
+	SHA256    string  `json:"sha256,omitempty"`
+	Timeout   float64 `json:"timeout_seconds,omitempty"`
+}
+
+// DownloadResult is the summary of a cooperative download.
+type DownloadResult struct {
+	Size           int64            `json:"size"`
+	Seconds        float64          `json:"seconds"`
+	Slices         int              `json:"slices"`
+	BytesByPeer    map[string]int64 `json:"bytes_by_peer"`
+	BytesFromCache int64            `json:"bytes_from_cache"`
+	BytesResumed   int64            `json:"bytes_resumed"`
+	SHA256         string           `json:"sha256"`
+}

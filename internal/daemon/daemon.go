@@ -19,6 +19,7 @@ import (
 	"github.com/raftcast/raftcast/overlay"
 	"github.com/raftcast/raftcast/pipes"
 	"github.com/raftcast/raftcast/transfer"
+	"github.com/raftcast/raftcast/transfer/coop"
 )
 
 // Config configures a daemon.
@@ -46,6 +47,7 @@ type Daemon struct {
 	pipes  *pipes.Service
 	engine *transfer.Engine
 	dist   *dist
+	coop   *coop.Service
 	token  string
 }
 
@@ -127,6 +129,19 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("transfer engine: %w", err)
 	}
 	defer d.engine.Close()
+	ccfg := coop.DefaultConfig()
+	ccfg.Dir = filepath.Join(cfg.DataDir, "downloads")
+	// Origins are HTTP servers anywhere: no proxy from the environment, bounded dials.
+	hc := &http.Client{Transport: &http.Transport{
+		Proxy:               nil,
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
+	}}
+	if d.coop, err = coop.New(node.Host(), d.groups.m, hc, d.log, ccfg); err != nil {
+		return fmt.Errorf("cooperative download: %w", err)
+	}
+	defer d.coop.Close()
 	dctx, dcancel := context.WithCancel(context.Background())
 	d.dist = newDist(dctx, d, d.engine)
 	defer d.dist.wait()
@@ -181,6 +196,7 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("POST /v1/share", d.json(d.share))
 	mux.HandleFunc("POST /v1/get", d.auth(d.get))
 	mux.HandleFunc("GET /v1/transfers", d.json(d.transfers))
+	mux.HandleFunc("POST /v1/download", d.auth(d.download))
 	mux.HandleFunc("/", d.auth(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, api.Error{Error: "unknown API path " + r.URL.Path, Usage: true})
 	}))
