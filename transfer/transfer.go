@@ -325,7 +325,7 @@ type GetRequest struct {
 	Relay     mcast.Channel // optional (proxy peer): re-multicast every slice obtained from peers here
 	RelayRate int64         // pacing of the relay, bytes/s
 
-	Progress func(Progress) // optional: called often; must not block
+	Progress func(Progress) // optional: called after every new slice, never concurrently; must not block
 }
 
 // Progress of a Get.
@@ -543,13 +543,16 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 	}()
 	var mcBytes atomic.Int64
 
+	var progressMu sync.Mutex // serialises Progress calls from the session and the receiver
 	report := func(have int, s swarm.Stats) {
 		if req.Progress == nil {
 			return
 		}
+		progressMu.Lock()
+		defer progressMu.Unlock()
 		req.Progress(Progress{
 			ID: m.ID(), Have: have, Total: m.NumSlices(), Size: m.Size, DoneBytes: it.done.Load(),
-			BytesMulticast: mcBytes.Load(), BytesPeers: s.BytesPeers, BytesSource: s.BytesSource,
+			BytesMulticast: mcBytes.Load() + s.BytesPartial, BytesPeers: s.BytesPeers, BytesSource: s.BytesSource,
 		})
 	}
 
