@@ -23,7 +23,7 @@
 #
 # State file lines (whitespace separated), appended as resources are made:
 #   netns NS | pid PID NODE LABEL | segment NAME NUM | node NAME KIND NS
-#   iface NODE SEG IF ADDR4 ADDR6 PORT | smcroute ROUTER CONF
+#   iface NODE SEG IF ADDR4 ADDR6 PORT RATE LOSS | smcroute ROUTER CONF | mdomain ROUTER SEG...
 # rc_teardown reads it: processes by PID (TERM, then KILL), then any process still in
 # one of the run's namespaces, then the namespaces (which removes every veth and bridge).
 # It is idempotent and installed on EXIT/INT/TERM by rc_traps.
@@ -118,23 +118,65 @@ rc_offloads_off() {
 	fi
 }
 
+# rc_burst RATE: bytes in 2 ms at RATE (100mbit, 20mbit, 1gbit), at least 15000.
+rc_burst() {
+	awk -v r="$1" 'BEGIN {
+		n = r + 0; u = tolower(substr(r, length(n "") + 1))
+		m = (u == "gbit") ? 1e9 : (u == "mbit") ? 1e6 : (u == "kbit") ? 1e3 : (u == "bit" || u == "") ? 1 : -1
+		if (n <= 0 || m < 0) exit 1
+		b = n * m / 8 / 500; if (b < 15000) b = 15000; printf "%d", b }' ||
+		rc_die "bad rate '$1' (want e.g. 100mbit, 20mbit, 1gbit)"
+}
+
 # rc_shape NS IF RATE: htb at RATE (e.g. 100mbit) on IF's egress (delete, then add:
 # replace fails on htb). The burst is 2 ms of RATE (at least 15 kB): tc's default (one
 # MTU) lets softirq latency starve the class; at 100mbit it delivered 75% of the rate.
 rc_shape() {
 	local ns=$1 dev=$2 rate=$3 burst
-	burst=$(awk -v r="$rate" 'BEGIN {
-		n = r + 0; u = tolower(substr(r, length(n "") + 1))
-		m = (u == "gbit") ? 1e9 : (u == "mbit") ? 1e6 : (u == "kbit") ? 1e3 : (u == "bit" || u == "") ? 1 : -1
-		if (n <= 0 || m < 0) exit 1
-		b = n * m / 8 / 500; if (b < 15000) b = 15000; printf "%d", b }') ||
-		rc_die "bad rate '$rate' (want e.g. 100mbit, 20mbit, 1gbit)"
+	burst=$(rc_burst "$rate")
 	tc -n "$ns" qdisc del dev "$dev" root 2>/dev/null || true
 	if ! tc -n "$ns" qdisc add dev "$dev" root handle 1: htb default 1 ||
 		! tc -n "$ns" class add dev "$dev" parent 1: classid 1:1 htb rate "$rate" ceil "$rate" \
 			burst "$burst" cburst "$burst" quantum 15140; then
 		rc_die "tc htb $rate on $dev in $ns"
 	fi
+}
+
+# rc_cap_per_ip NODE RATE: cap what NODE sends to each other node's address at RATE (an
+# origin that limits every client IP, whatever its number of connections), under the
+# link's own rate when the link is shaped. One htb class per destination, u32 filters
+# on the IPv4 and IPv6 destination; other traffic may use the whole link.
+rc_cap_per_ip() {
+	local node=$1 rate=$2 ns dev link burst id=10 other a4 a6
+	ns=$(rc_ns "$node")
+	dev=$(rc_iface "$node")
+	link=$(rc_q iface "$node" | awk '{print $8; exit}')
+	[[ $link != - && -n $link ]] || link=10gbit
+	burst=$(rc_burst "$link")
+	tc -n "$ns" qdisc del dev "$dev" root 2>/dev/null || true
+	if ! {
+		tc -n "$ns" qdisc add dev "$dev" root handle 1: htb default 2 &&
+			tc -n "$ns" class add dev "$dev" parent 1: classid 1:1 htb rate "$link" ceil "$link" \
+				burst "$burst" cburst "$burst" quantum 15140 &&
+			tc -n "$ns" class add dev "$dev" parent 1:1 classid 1:2 htb rate 1mbit ceil "$link" \
+				burst "$burst" cburst "$burst" quantum 15140
+	}; then
+		rc_die "tc htb on $dev in $ns"
+	fi
+	while read -r _ other _ _ a4 a6 _; do
+		[[ $other == "$node" ]] && continue
+		id=$((id + 1))
+		if ! {
+			tc -n "$ns" class add dev "$dev" parent 1:1 classid "1:$id" htb rate "$rate" ceil "$rate" \
+				burst "$(rc_burst "$rate")" quantum 15140 &&
+				tc -n "$ns" filter add dev "$dev" parent 1: protocol ip prio 1 u32 \
+					match ip dst "$a4/32" flowid "1:$id" &&
+				tc -n "$ns" filter add dev "$dev" parent 1: protocol ipv6 prio 2 u32 \
+					match ip6 dst "$a6/128" flowid "1:$id"
+		}; then
+			rc_die "per-IP cap for $other"
+		fi
+	done < <(rc_q iface)
 }
 
 # rc_loss NS IF PERCENT: drop PERCENT of what IF receives (nftables netdev ingress, numgen).

@@ -227,10 +227,60 @@ func TestTeardownOnTimeoutAndSignal(t *testing.T) {
 	}
 }
 
+// TestTeardownAfterKill: a run killed with SIGKILL leaves its namespaces and processes;
+// `run --teardown ID` removes them from the state file.
+func TestTeardownAfterKill(t *testing.T) {
+	tools := needRoot(t)
+	before := netState(t)
+	id := fmt.Sprintf("rcgk%d", os.Getpid())
+	base := t.TempDir()
+	env := append(os.Environ(), "RC_BASE="+base, "RC_TOOLS="+tools)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "./run", "lan", "--hosts", "2", "--scenario", "mcast-goodput",
+		"--bytes", "1GiB", "--send-rate", "10mbit", "--timeout", "120", "--id", id)
+	cmd.Env = env
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Kill it once the sender runs (its log exists), so there are processes to find.
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if _, err := os.Stat(filepath.Join(base, id, "logs", "h1-goodput-send.log")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			t.Fatal("the run never started its sender")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	if m, _ := filepath.Glob("/run/netns/" + id + "-*"); len(m) == 0 {
+		t.Fatal("SIGKILL left nothing behind: the test proves nothing")
+	}
+	td := exec.CommandContext(ctx, "./run", "--teardown", id)
+	td.Env = env
+	if out, err := td.CombinedOutput(); err != nil {
+		t.Fatalf("run --teardown: %v\n%s", err, out)
+	}
+	if m, _ := filepath.Glob("/run/netns/" + id + "-*"); len(m) > 0 {
+		t.Errorf("namespaces left behind: %v", m)
+	}
+	if after := netState(t); after != before {
+		t.Errorf("network state changed:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
 // TestRaftcastSmoke runs real raftcast daemons in the paper topology: a rendezvous in
 // segment 1 and a node in every other host, each bootstrapping across the router. It
 // uses RAFTCAST_BIN when set, else builds ./cmd/raftcast.
 func TestRaftcastSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: skipping the raftcast daemons run (about 30 s)")
+	}
 	tools := needRoot(t)
 	if _, err := exec.LookPath("smcrouted"); err != nil {
 		t.Skip("the paper topology's multicast routing needs smcrouted (apt-get install smcroute)")
@@ -261,6 +311,9 @@ func TestRaftcastSmoke(t *testing.T) {
 // checks that every row reports a complete delivery and a ratio at or above 1 (nothing
 // beats the bound). It skips when the reference tools are not installed.
 func TestBenchSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: skipping the reference-tools bench run (about 20 s)")
+	}
 	tools := needRoot(t)
 	for _, tool := range []string{"uftp", "uftpd", "nginx", "curl", "aria2c"} {
 		if _, err := exec.LookPath(tool); err != nil {

@@ -109,11 +109,11 @@ rc_mcast_round() {
 		local g=$RC_MC4 port=5004
 		[[ $fam == 6 ]] && g=$RC_MC6 port=5006
 		rc_bg "$sender" "msend$fam" "$RCNET" msend -group "$g" -port "$port" \
-			-iface "$(rc_iface "$sender")" -count "$count" -rate 5mbit -ttl 8
+			-iface "$(rc_iface "$sender")" -count "$count" -rate 20mbit -ttl 8
 		sp+=("$RC_PID")
 	done
 	for r in "${sp[@]}"; do rc_wait_pid "$r" 60 || rc_die "sender $sender failed"; done
-	sleep 1
+	sleep 0.5
 	rc_stop "${pids[@]}"
 	for r in "${rx[@]}"; do
 		h=${r%%:*} fam=${r##*:}
