@@ -112,7 +112,10 @@ func (s *Service) serveStart(ctx context.Context, from peer.ID, req *startReques
 		Validators: validatorsOf(res), Requester: from, Created: s.cfg.Now(),
 	}
 	if err := g.Apply(ctx, &peergroup.TaskAdd{Task: task}); err != nil {
-		return nil, fmt.Errorf("commit task: %w", err)
+		// An apply retried across a leader change may find its first attempt committed.
+		if _, ok := g.State().Tasks[task.ID]; !ok {
+			return nil, fmt.Errorf("commit task: %w", err)
+		}
 	}
 	s.setNoRanges(task.ID, !res.Ranges)
 	key, durable := cacheKey(&task)
@@ -192,19 +195,9 @@ func (s *Service) holders(ctx context.Context, g *peergroup.Group, v peergroup.S
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var bm []byte
-			if p == s.h.ID() {
-				bm, _ = s.cache.have(key, n)
-			} else {
-				var a haveAnswer
-				if err := s.control(ctx, p, msgHave, encodeMsg((&haveRequest{Key: key, Slices: uint64(n)}).encode), msgHaveAnswer, a.decode); err != nil {
-					s.log.Debug("have request failed", "peer", p, "err", err)
-					return
-				}
-				bm = a.Bitmap
-			}
-			b, err := store.BitmapFromBytes(n, bm)
-			if err != nil || len(bm) == 0 {
+			b, err := s.haveOf(ctx, p, key, n)
+			if err != nil {
+				s.log.Debug("have request failed", "peer", p, "err", err)
 				return
 			}
 			mu.Lock()
@@ -218,6 +211,29 @@ func (s *Service) holders(ctx context.Context, g *peergroup.Group, v peergroup.S
 	}
 	wg.Wait()
 	return out
+}
+
+// haveOf asks member p which slices of key it holds (an empty bitmap when none).
+func (s *Service) haveOf(ctx context.Context, p peer.ID, key string, n int) (store.Bitmap, error) {
+	var bm []byte
+	if p == s.h.ID() {
+		var err error
+		if bm, err = s.cache.have(key, n); err != nil {
+			return store.Bitmap{}, err
+		}
+	} else {
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.HaveTimeout)
+		defer cancel()
+		var a haveAnswer
+		if err := s.control(ctx, p, msgHave, encodeMsg((&haveRequest{Key: key, Slices: uint64(n)}).encode), msgHaveAnswer, a.decode); err != nil {
+			return store.Bitmap{}, err
+		}
+		bm = a.Bitmap
+	}
+	if len(bm) == 0 {
+		return store.NewBitmap(n), nil
+	}
+	return store.BitmapFromBytes(n, bm)
 }
 
 // serveRearrange is the leader's partDownLoad: it re-plans missing slices of a task. The
@@ -252,6 +268,19 @@ func (s *Service) serveRearrange(ctx context.Context, from peer.ID, req *rearran
 			continue
 		}
 		todo = append(todo, i)
+	}
+	// A steal moves only what the slow member does not hold yet: what it holds it pushes
+	// from its cache, which the origin would otherwise send again. If it cannot say, no steal.
+	if len(req.Avoid) > 0 && len(todo) > 0 {
+		key, _ := cacheKey(&t)
+		for _, p := range req.Avoid {
+			b, err := s.haveOf(ctx, p, key, len(t.Slices))
+			if err != nil {
+				s.log.Debug("steal skipped: the slow member does not say what it holds", "task", t.ID, "peer", p, "err", err)
+				return nil
+			}
+			todo = slices.DeleteFunc(todo, func(i uint32) bool { return b.Has(int(i)) })
+		}
 	}
 	if len(todo) == 0 {
 		return nil

@@ -761,9 +761,7 @@ func (s *Service) servePush(st network.Stream) error {
 		}
 		if added {
 			e.notify()
-			if l := s.listener(t.ID); l != nil {
-				l.onSlice(from, int(idx), len(d.b), flags&flagFromOrigin != 0)
-			}
+			s.progressOf(t.ID).onSlice(s.cfg.Now(), from, int(idx), len(d.b), flags&flagFromOrigin != 0)
 		}
 		_ = st.SetWriteDeadline(time.Now().Add(s.cfg.IOTimeout))
 		if err := writeFrame(st, msgAck, binaryUvarint(idx)); err != nil {
@@ -780,7 +778,5 @@ func binaryUvarint(v uint64) []byte {
 
 // deliverLocal records a slice this node fetched for its own download.
 func (s *Service) deliverLocal(task string, i, n int, fromOrigin bool) {
-	if l := s.listener(task); l != nil {
-		l.onSlice(s.h.ID(), i, n, fromOrigin)
-	}
+	s.progressOf(task).onSlice(s.cfg.Now(), s.h.ID(), i, n, fromOrigin)
 }

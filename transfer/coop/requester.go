@@ -228,22 +228,47 @@ type listener struct {
 	noRanges bool
 	e        *entry
 	done     chan struct{} // closed when the download ends
-	wake     chan struct{} // cap 1: a slice arrived or a notice came
+	*progress
+}
+
+// progress is what arrives for a task this node requests; it exists from the first slice on,
+// which may come before the start answer does.
+type progress struct {
+	wake chan struct{} // cap 1: a slice arrived or a notice came
 
 	mu          sync.Mutex // guards the fields below
 	since       map[peer.ID]time.Time
 	first       map[peer.ID]time.Time // when each member's current stretch of work started
 	delivered   map[peer.ID]int64     // bytes each member delivered since first
-	by          map[int]peer.ID       // who delivered each slice since the start
+	by          map[int]peer.ID       // who delivered each slice
 	bytesByPeer map[peer.ID]int64
 	fromCache   int64
 	changed     error
 }
 
+func newProgress() *progress {
+	return &progress{
+		wake:  make(chan struct{}, 1),
+		since: make(map[peer.ID]time.Time), by: make(map[int]peer.ID), bytesByPeer: make(map[peer.ID]int64),
+		first: make(map[peer.ID]time.Time), delivered: make(map[peer.ID]int64),
+	}
+}
+
+// progressOf returns the progress record of a task this node requests, creating it.
+func (s *Service) progressOf(task string) *progress {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.progress[task]
+	if p == nil {
+		p = newProgress()
+		s.progress[task] = p
+	}
+	return p
+}
+
 // onSlice records a stored slice.
-func (l *listener) onSlice(from peer.ID, i, n int, fromOrigin bool) {
+func (l *progress) onSlice(now time.Time, from peer.ID, i, n int, fromOrigin bool) {
 	l.mu.Lock()
-	now := l.s.cfg.Now()
 	l.since[from] = now
 	if _, ok := l.first[from]; !ok {
 		l.first[from] = now
@@ -259,7 +284,7 @@ func (l *listener) onSlice(from peer.ID, i, n int, fromOrigin bool) {
 	signal(l.wake)
 }
 
-func (l *listener) setChanged(err error) {
+func (l *progress) setChanged(err error) {
 	l.mu.Lock()
 	if l.changed == nil {
 		l.changed = err
@@ -302,14 +327,10 @@ func (s *Service) runTask(ctx context.Context, g *peergroup.Group, req Request, 
 		s.mu.Unlock()
 		return res, err
 	}
-	l := &listener{
-		s: s, g: g, groupID: g.ID(), task: task, noRanges: !ans.Ranges, e: e,
-		done: make(chan struct{}), wake: make(chan struct{}, 1),
-		since: make(map[peer.ID]time.Time), by: make(map[int]peer.ID), bytesByPeer: make(map[peer.ID]int64),
-		first: make(map[peer.ID]time.Time), delivered: make(map[peer.ID]int64),
-	}
+	l := &listener{s: s, g: g, groupID: g.ID(), task: task, noRanges: !ans.Ranges, e: e, done: make(chan struct{})}
 	s.listeners[task.ID] = l
 	s.mu.Unlock()
+	l.progress = s.progressOf(task.ID)
 	res.BytesResumed = int64(e.st.Count()) * task.SliceSize
 	if e.st.Complete() {
 		res.BytesResumed = task.Size
@@ -319,6 +340,7 @@ func (s *Service) runTask(ctx context.Context, g *peergroup.Group, req Request, 
 	defer func() {
 		s.mu.Lock()
 		delete(s.listeners, task.ID)
+		delete(s.progress, task.ID)
 		s.mu.Unlock()
 		close(l.done)
 		if dropCache {

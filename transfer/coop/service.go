@@ -46,6 +46,7 @@ type Service struct {
 	mu        sync.Mutex           // guards the fields below
 	runs      map[string]*groupRun // member/leader role per group ID
 	listeners map[string]*listener // downloads this node requests, by task ID
+	progress  map[string]*progress // what arrived for tasks this node requests, by task ID
 	noRanges  map[string]bool      // leader: tasks whose origin ignores Range
 	closed    bool
 }
@@ -72,7 +73,7 @@ func New(h host.Host, groups Groups, client *http.Client, log *slog.Logger, cfg 
 	}
 	s := &Service{
 		h: h, groups: groups, origin: origin, cfg: cfg, log: log.With("component", "coop"), cache: c,
-		runs: make(map[string]*groupRun), listeners: make(map[string]*listener), noRanges: make(map[string]bool),
+		runs: make(map[string]*groupRun), listeners: make(map[string]*listener), progress: make(map[string]*progress), noRanges: make(map[string]bool),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	h.SetStreamHandler(ControlProtocol, s.handleControl)
@@ -124,6 +125,7 @@ func (s *Service) scanLoop() {
 		for _, g := range s.groups.Groups() {
 			s.attach(g)
 		}
+		s.pruneProgress()
 		select {
 		case <-s.ctx.Done():
 			return
@@ -165,13 +167,6 @@ func (s *Service) group(id string) (*peergroup.Group, bool) {
 		}
 	}
 	return nil, false
-}
-
-// listener returns the download of task id this node requests, if running.
-func (s *Service) listener(id string) *listener {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.listeners[id]
 }
 
 // control sends one request to p on the control protocol and decodes the answer.
@@ -295,16 +290,48 @@ func (e *notLeaderError) Unwrap() error { return ErrNotLeader }
 
 // serveNotice takes a member's notice about a task this node requests.
 func (s *Service) serveNotice(from peer.ID, n *notice) error {
-	l := s.listener(n.TaskID)
-	if l == nil || l.groupID != n.GroupID {
+	g, ok := s.group(n.GroupID)
+	if !ok {
 		return ErrUnknownTask
 	}
-	g, ok := s.group(n.GroupID)
-	if !ok || !g.State().IsMember(from) {
+	v := g.State()
+	if !v.IsMember(from) {
 		return ErrNotMember
 	}
+	if t, ok := v.Tasks[n.TaskID]; !ok || t.Requester != s.h.ID() {
+		return ErrUnknownTask
+	}
 	if n.Code == noticeChanged {
-		l.setChanged(fmt.Errorf("%w (seen by %s: %s)", ErrChanged, from, n.Detail))
+		s.progressOf(n.TaskID).setChanged(fmt.Errorf("%w (seen by %s: %s)", ErrChanged, from, n.Detail))
 	}
 	return nil
+}
+
+// pruneProgress drops progress records of tasks that left every group's table and that no
+// download follows.
+func (s *Service) pruneProgress() {
+	s.mu.Lock()
+	ids := make([]string, 0, len(s.progress))
+	for id := range s.progress {
+		if s.listeners[id] == nil {
+			ids = append(ids, id)
+		}
+	}
+	s.mu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	live := make(map[string]bool)
+	for _, g := range s.groups.Groups() {
+		for id := range g.State().Tasks {
+			live[id] = true
+		}
+	}
+	s.mu.Lock()
+	for _, id := range ids {
+		if !live[id] && s.listeners[id] == nil {
+			delete(s.progress, id)
+		}
+	}
+	s.mu.Unlock()
 }

@@ -1,0 +1,76 @@
+package coop
+
+import (
+	"errors"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// killMidDownload downloads 16 MiB through a 4-member group and kills one node (chosen by
+// pick from the leader's and the requester's indexes) once some slices have arrived.
+func killMidDownload(t *testing.T, pick func(leader, requester int) int) {
+	id, nodes := newGroup(t, 4, nil)
+	li := leaderOf(t, id, nodes)
+	ri := (li + 1) % len(nodes)
+	vi := pick(li, ri)
+	if vi == ri {
+		t.Fatal("test bug: would kill the requester")
+	}
+	const size = 16 << 20
+	data := randomData(t, size)
+	o := newTestOrigin(t, data, func(o *testOrigin) { o.rate = 1 << 20 })
+	req := nodes[ri]
+	out := filepath.Join(t.TempDir(), "f.bin")
+	var got atomic.Int64
+	done := make(chan struct{})
+	var res Result
+	var err error
+	go func() {
+		defer close(done)
+		res, err = req.svc.Download(ctxT(t, 90*time.Second), req.group(t, id), Request{URL: o.url("f"), Out: out},
+			func(d, _ int64) { got.Store(d) })
+	}()
+	eventually(t, 30*time.Second, "first slices", func() error {
+		if got.Load() < 2<<20 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	victim := nodes[vi]
+	victimID := victim.id()
+	t.Logf("killing %s (leader %v) with %d bytes held", victim.name, vi == li, got.Load())
+	victim.stop()
+	<-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFile(t, out, data)
+	if b := o.body.Load(); b > size*3/2 {
+		t.Fatalf("origin sent %.2f× the size", float64(b)/size)
+	}
+	t.Logf("done in %.2fs; origin sent %.3f× the size; victim fetched %d bytes; by peer %v",
+		res.Seconds, float64(o.body.Load())/size, res.BytesByPeer[victimID.String()], res.BytesByPeer)
+	eventually(t, 15*time.Second, "task removed", func() error {
+		if n := len(req.group(t, id).State().Tasks); n != 0 {
+			return errors.New("task left in the table")
+		}
+		return nil
+	})
+}
+
+func TestMemberKilledMidDownload(t *testing.T) {
+	killMidDownload(t, func(leader, requester int) int {
+		for i := range 4 {
+			if i != leader && i != requester {
+				return i
+			}
+		}
+		return -1
+	})
+}
+
+func TestLeaderKilledMidDownload(t *testing.T) {
+	killMidDownload(t, func(leader, _ int) int { return leader })
+}
