@@ -17,8 +17,8 @@ type SenderConfig struct {
 	// Burst is how many bytes may leave at once after an idle moment. Default: max(64 KiB,
 	// Rate/50) — 20 ms worth.
 	Burst int
-	// Datagram is the datagram size (header included). Default DefaultDatagram, capped at the
-	// channel's MaxDatagram.
+	// Datagram is the datagram size (header included). 0: the channel's UnfragmentedSize if
+	// it has that method, else DefaultDatagram; capped at the channel's MaxDatagram.
 	Datagram int
 	// EndRepeats is how many END datagrams close a pass (they can be lost too). Default 3.
 	EndRepeats int
@@ -30,7 +30,7 @@ const DefaultDatagram = 1400
 
 // DefaultSenderConfig returns the defaults for a rate.
 func DefaultSenderConfig(rate int64) SenderConfig {
-	return SenderConfig{Rate: rate, Datagram: DefaultDatagram, EndRepeats: 3}
+	return SenderConfig{Rate: rate, EndRepeats: 3}
 }
 
 // SliceReader reads a slice; store.Store fits.
@@ -65,6 +65,9 @@ func NewSender(ch Channel, m *content.Manifest, cfg SenderConfig) (*Sender, erro
 	}
 	if cfg.Datagram == 0 {
 		cfg.Datagram = DefaultDatagram
+		if u, ok := ch.(interface{ UnfragmentedSize() int }); ok && u.UnfragmentedSize() >= HeaderSize+64 {
+			cfg.Datagram = u.UnfragmentedSize()
+		}
 	}
 	cfg.Datagram = min(cfg.Datagram, ch.MaxDatagram(), HeaderSize+65535)
 	if cfg.Datagram < HeaderSize+64 {
