@@ -392,3 +392,30 @@ func TestPartialRepairFromCorruptPeer(t *testing.T) {
 	}
 	checkResult(t, o.res, out, data)
 }
+
+func TestShareGetEmptyFile(t *testing.T) {
+	src, r := newTNode(t, content.DefaultSliceSize), newTNode(t, content.DefaultSliceSize)
+	connect(t, src, r)
+	p := filepath.Join(t.TempDir(), "empty")
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := src.e.Share(t.Context(), p, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	out := filepath.Join(r.dir, "empty.out")
+	res, err := r.e.Get(ctx, GetRequest{ID: m.ID(), Out: out, Source: src.h.ID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResult(t, res, out, nil)
+	// A second get of content already held copies it out again.
+	out2 := filepath.Join(r.dir, "again.out")
+	if _, err := r.e.Get(ctx, GetRequest{ID: m.ID(), Out: out2, Source: src.h.ID()}); err != nil {
+		t.Fatal(err)
+	}
+	checkResult(t, res, out2, nil)
+}
