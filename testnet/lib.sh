@@ -167,8 +167,10 @@ rc_cap_per_ip() {
 		[[ $other == "$node" ]] && continue
 		id=$((id + 1))
 		if ! {
-			tc -n "$ns" class add dev "$dev" parent 1:1 classid "1:$id" htb rate "$rate" ceil "$rate" \
-				burst "$(rc_burst "$rate")" quantum 15140 &&
+			# A small guaranteed rate: htb grants "rate" even beyond the parent's, so
+			# the link's rate holds only if the children borrow up to their ceil.
+			tc -n "$ns" class add dev "$dev" parent 1:1 classid "1:$id" htb rate 1mbit ceil "$rate" \
+				burst "$(rc_burst "$rate")" cburst "$(rc_burst "$rate")" quantum 15140 &&
 				tc -n "$ns" filter add dev "$dev" parent 1: protocol ip prio 1 u32 \
 					match ip dst "$a4/32" flowid "1:$id" &&
 				tc -n "$ns" filter add dev "$dev" parent 1: protocol ipv6 prio 2 u32 \

@@ -7,6 +7,7 @@
 # Checks are JSON objects, one a line, in $RC_DIR/checks.jsonl; rc_summary folds them
 # into the run's one JSON document.
 
+# shellcheck disable=SC2034  # variables are used by the scripts that source this file
 RC_CHECKS=$RC_DIR/checks.jsonl
 RC_STARTED=$SECONDS
 
@@ -200,6 +201,40 @@ scenario_mcast_goodput() {
 		rc_check "goodput $sender->$h" "$((got > 0 ? 0 : 1))" \
 			"\"family\":$fam,\"link_rate\":\"${RC_DEFAULT_RATE:-none}\",\"sent\":$sent,\"packets\":$got,\"lost\":$(rc_json_num lost "$log"),\"mbps\":$(rc_json_num mbps "$log"),\"seconds\":$(rc_json_num seconds "$log")"
 	done
+}
+
+# rc_http_origin NODE DOCROOT [CONN_RATE]: nginx serving DOCROOT on NODE's IPv4 address,
+# port 80, each connection limited to CONN_RATE bytes/s (nginx limit_rate, e.g. 3125k;
+# 0 or none: unlimited). Sets RC_ORIGIN_URL (http://ADDR) and RC_ORIGIN_PID. To cap every
+# client IP whatever its number of connections, use rc_cap_per_ip NODE RATE as well.
+rc_http_origin() {
+	local node=$1 docroot=$2 limit=${3:-0} root addr
+	command -v nginx >/dev/null || rc_die "missing nginx (apt-get install nginx-light)"
+	root=$RC_DIR/nginx-$node
+	addr=$(rc_addr "$node" 4)
+	mkdir -p "$root/logs" "$root/tmp"
+	cat >"$root/nginx.conf" <<-EOF
+		worker_processes 1;
+		pid $root/nginx.pid;
+		error_log $root/logs/error.log warn;
+		user root;
+		events { worker_connections 256; }
+		http {
+			access_log $root/logs/access.log;
+			client_body_temp_path $root/tmp/body; proxy_temp_path $root/tmp/proxy;
+			fastcgi_temp_path $root/tmp/fcgi; uwsgi_temp_path $root/tmp/uwsgi; scgi_temp_path $root/tmp/scgi;
+			sendfile on;
+			server {
+				listen $addr:80;
+				root $docroot;
+				limit_rate $limit;
+			}
+		}
+	EOF
+	rc_bg "$node" nginx nginx -c "$root/nginx.conf" -p "$root" -g 'daemon off;'
+	RC_ORIGIN_PID=$RC_PID
+	RC_ORIGIN_URL=http://$addr
+	rc_wait_for 10 rc_exec "$node" bash -c "echo >/dev/tcp/$addr/80" || rc_die "nginx in $node did not start"
 }
 
 # ---- raftcast scaffold (CLI per shared/CLI.md) ----------------------------------------
