@@ -58,7 +58,9 @@ type peerState struct {
 //
 // Policy: among the slices we miss that are not in flight, not held back for multicast and
 // not resting after a failure, the rarest first (fewest non-banned peers holding it, random
-// among equals); each goes to a non-source peer that holds it and has a free request slot
+// among equals; the candidate order is recomputed at most every 250 ms while announcements
+// change, slices becoming candidates in between are appended, and one Next call looks at no
+// more than 1024 candidates, so a call costs O(1024) and not O(slices)); each goes to a non-source peer that holds it and has a free request slot
 // (fewest in flight first). The source serves a slice only if no non-source peer that is
 // not banned or resting holds it, or after MaxPeerTries failed attempts of that slice. Every
 // failure rests the peer (randomised exponential back-off); a bad slice counts against the
@@ -75,6 +77,11 @@ type Planner struct {
 	tries     []uint8         // per slice: failed attempts
 	notBefore map[int]time.Time
 	rng       *rand.Rand
+
+	cand    []int        // candidate slices, roughly rarest first (see Next); nil until built
+	incand  store.Bitmap // slices in cand
+	builtAt time.Time
+	dirty   bool // availability changed since the last rebuild
 }
 
 // NewPlanner returns a planner for n slices of which have are already held.
@@ -132,6 +139,8 @@ func (pl *Planner) SetHave(p peer.ID, has store.Bitmap) {
 			ps.has.Set(i)
 			if !ps.banned {
 				pl.avail[i]++
+				pl.dirty = true
+				pl.offer(i)
 			}
 		} else {
 			ps.has.Clear(i)
@@ -146,6 +155,7 @@ func (pl *Planner) SetHave(p peer.ID, has store.Bitmap) {
 func (pl *Planner) PeerHas(p peer.ID, i int) {
 	if ps := pl.peers[p]; ps != nil && ps.has.Set(i) && !ps.banned {
 		pl.avail[i]++
+		pl.offer(i)
 	}
 }
 
@@ -163,10 +173,16 @@ func (pl *Planner) Hold(i int) {
 }
 
 // Release makes a held-back slice eligible again.
-func (pl *Planner) Release(i int) { pl.hold.Clear(i) }
+func (pl *Planner) Release(i int) {
+	pl.hold.Clear(i)
+	pl.offer(i)
+}
 
 // ReleaseAll makes every held-back slice eligible.
-func (pl *Planner) ReleaseAll() { pl.hold = store.NewBitmap(pl.n) }
+func (pl *Planner) ReleaseAll() {
+	pl.hold = store.NewBitmap(pl.n)
+	pl.cand = nil // rebuild at the next Next
+}
 
 // Complete reports whether every slice is held.
 func (pl *Planner) Complete() bool { return pl.have.Full() }
@@ -227,6 +243,7 @@ func (pl *Planner) Failed(p peer.ID, i int, now time.Time) {
 	}
 	pl.sliceFailed(i, now)
 	pl.rest(ps, now)
+	pl.offer(i)
 }
 
 // PeerDown records that the connection to p failed: everything in flight to it is freed and
@@ -239,6 +256,7 @@ func (pl *Planner) PeerDown(p peer.ID, now time.Time) {
 	for i, q := range pl.inflight {
 		if q == p {
 			delete(pl.inflight, i)
+			pl.offer(i)
 		}
 	}
 	ps.inflight = 0
@@ -254,6 +272,7 @@ func (pl *Planner) Corrupt(p peer.ID, i int, now time.Time) (banned bool) {
 	}
 	if _, ok := pl.release(p, i); ok {
 		pl.sliceFailed(i, now)
+		pl.offer(i)
 	}
 	ps.bad++
 	pl.rest(ps, now)
@@ -278,9 +297,11 @@ func (pl *Planner) Ban(p peer.ID) {
 	for i, q := range pl.inflight {
 		if q == p {
 			delete(pl.inflight, i)
+			pl.offer(i)
 		}
 	}
 	ps.inflight = 0
+	pl.dirty = true
 }
 
 func (pl *Planner) sliceFailed(i int, now time.Time) {
@@ -332,75 +353,82 @@ func (pl *Planner) Next(now time.Time) []Request {
 	if free == 0 {
 		return nil
 	}
-	if pl.cfg.Ascending {
-		return pl.nextAscending(now, free)
+	if pl.cand == nil || (pl.dirty && now.Sub(pl.builtAt) >= rebuildEvery) || now.Sub(pl.builtAt) >= rebuildMax || now.Before(pl.builtAt) {
+		pl.rebuild(now)
 	}
-	// Bucket the candidates by availability; rarest first, random within a bucket.
-	buckets := make(map[int][]int)
-	var keys []int
-	for i := 0; i < pl.n; i++ {
-		if pl.have.Has(i) || pl.hold.Has(i) || pl.avail[i] == 0 {
-			continue
+	// Walk the candidates in order, compacting the list in place: drop what is held, held
+	// back, in flight, unavailable or assigned now; keep what must wait (resting slice, no
+	// free peer). At most walkMax entries per call.
+	var out []Request
+	k, walked := 0, 0
+	for idx, i := range pl.cand {
+		if free == 0 || walked == walkMax {
+			k += copy(pl.cand[k:], pl.cand[idx:])
+			break
 		}
-		if _, busy := pl.inflight[i]; busy {
+		walked++
+		_, busy := pl.inflight[i]
+		if pl.have.Has(i) || pl.hold.Has(i) || pl.avail[i] == 0 || busy {
+			pl.incand.Clear(i)
 			continue
 		}
 		if t, ok := pl.notBefore[i]; ok && now.Before(t) {
+			pl.cand[k] = i
+			k++
 			continue
 		}
-		a := int(pl.avail[i])
-		if _, ok := buckets[a]; !ok {
-			keys = append(keys, a)
+		p, ok := pl.pick(i, now)
+		if !ok {
+			pl.cand[k] = i
+			k++
+			continue
 		}
-		buckets[a] = append(buckets[a], i)
+		pl.incand.Clear(i)
+		pl.peers[p].inflight++
+		pl.inflight[i] = p
+		out = append(out, Request{Peer: p, Index: i})
+		free--
 	}
-	slices.Sort(keys)
-	var out []Request
-	for _, a := range keys {
-		b := buckets[a]
-		pl.rng.Shuffle(len(b), func(x, y int) { b[x], b[y] = b[y], b[x] })
-		for _, i := range b {
-			p, ok := pl.pick(i, now)
-			if !ok {
-				continue
-			}
-			ps := pl.peers[p]
-			ps.inflight++
-			pl.inflight[i] = p
-			out = append(out, Request{Peer: p, Index: i})
-			if free--; free == 0 {
-				return out
-			}
-		}
-	}
+	pl.cand = pl.cand[:k]
 	return out
 }
 
-func (pl *Planner) eligible(i int, now time.Time) bool {
-	if pl.have.Has(i) || pl.hold.Has(i) || pl.avail[i] == 0 {
-		return false
-	}
-	if _, busy := pl.inflight[i]; busy {
-		return false
-	}
-	t, ok := pl.notBefore[i]
-	return !ok || !now.Before(t)
-}
+// Candidate list upkeep: rebuilt (sorted rarest first, or ascending) at most every
+// rebuildEvery while availability changed, and at least every rebuildMax; in between,
+// slices that become candidates are appended.
+const (
+	rebuildEvery = 250 * time.Millisecond
+	rebuildMax   = 2 * time.Second
+	walkMax      = 1024
+)
 
-func (pl *Planner) nextAscending(now time.Time, free int) []Request {
-	var out []Request
-	for i := 0; i < pl.n && free > 0; i++ {
-		if !pl.eligible(i, now) {
+func (pl *Planner) rebuild(now time.Time) {
+	pl.cand = pl.cand[:0]
+	pl.incand = store.NewBitmap(pl.n)
+	for i := 0; i < pl.n; i++ {
+		if _, busy := pl.inflight[i]; busy || pl.have.Has(i) || pl.hold.Has(i) || pl.avail[i] == 0 {
 			continue
 		}
-		if p, ok := pl.pick(i, now); ok {
-			pl.peers[p].inflight++
-			pl.inflight[i] = p
-			out = append(out, Request{Peer: p, Index: i})
-			free--
-		}
+		pl.cand = append(pl.cand, i)
+		pl.incand.Set(i)
 	}
-	return out
+	if pl.cand == nil {
+		pl.cand = []int{}
+	}
+	if !pl.cfg.Ascending {
+		pl.rng.Shuffle(len(pl.cand), func(x, y int) { pl.cand[x], pl.cand[y] = pl.cand[y], pl.cand[x] })
+		slices.SortStableFunc(pl.cand, func(a, b int) int { return int(pl.avail[a]) - int(pl.avail[b]) })
+	}
+	pl.builtAt, pl.dirty = now, false
+}
+
+// offer makes slice i a candidate again (appended; ordered properly at the next rebuild).
+func (pl *Planner) offer(i int) {
+	if pl.cand == nil || i < 0 || i >= pl.n || pl.have.Has(i) || pl.incand.Has(i) {
+		return
+	}
+	pl.cand = append(pl.cand, i)
+	pl.incand.Set(i)
 }
 
 // pick chooses the peer for slice i, or reports false if none may serve it now.
