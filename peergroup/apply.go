@@ -81,7 +81,10 @@ func (g *Group) waitApplied(ctx context.Context, idx uint64) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for index %d to apply: %w", idx, ctx.Err())
-		case <-ch:
+		case _, ok := <-ch:
+			if !ok {
+				return ErrClosed
+			}
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -257,6 +257,11 @@ func (g *Group) Term() uint64 { return g.raft.CurrentTerm() }
 func (g *Group) Watch() (<-chan struct{}, func()) {
 	ch := make(chan struct{}, 1)
 	g.mu.Lock()
+	if g.closing {
+		g.mu.Unlock()
+		close(ch)
+		return ch, func() {}
+	}
 	g.watchers[ch] = struct{}{}
 	g.mu.Unlock()
 	return ch, func() {
@@ -581,6 +586,12 @@ func (g *Group) changeLoop() {
 
 		g.mu.Lock()
 		g.members = members
+		for p := range members { // the state covers them now; a later removal must count
+			delete(g.seed, p)
+		}
+		for _, p := range v.Banned {
+			delete(g.seed, p)
+		}
 		if confErr == nil {
 			g.servers = make(map[peer.ID]bool, len(conf))
 			for p := range conf {
@@ -641,7 +652,10 @@ func (g *Group) announce(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("waiting to catch up with the group: %w", ctx.Err())
-		case <-ch:
+		case _, ok := <-ch:
+			if !ok {
+				return ErrClosed
+			}
 		case <-time.After(250 * time.Millisecond):
 		}
 	}

@@ -143,7 +143,11 @@ func (m *Manager) Create(ctx context.Context, name string, policy Policy, secret
 		case <-ctx.Done():
 			stop()
 			return fail(fmt.Errorf("waiting to become the new group's leader: %w", ctx.Err()))
-		case <-ch:
+		case _, ok := <-ch:
+			if !ok {
+				stop()
+				return fail(ErrClosed)
+			}
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
