@@ -155,6 +155,7 @@ type Store struct {
 	mu        sync.Mutex  // guards the fields below (never held across I/O)
 	f         file        // the data file (part file, source file or finalized file)
 	have      Bitmap      // verified slices whose bytes are written (maybe not yet synced)
+	held      int         // have.Count(), kept up to date
 	sinceSave int         // slices stored since the bitmap was last saved
 	dirty     bool        // have differs from the saved bitmap
 	readOnly  bool        // source store, or finalized
@@ -197,6 +198,7 @@ func Open(cfg Config) (*Store, error) {
 	}
 	if b, ok := s.loadBitmap(); ok {
 		s.have = b
+		s.held = b.Count()
 		if cfg.ReverifyOnOpen {
 			s.reverify()
 		}
@@ -230,6 +232,7 @@ func OpenSource(path string, layout Layout, verify Verifier) (*Store, error) {
 		layout:    layout,
 		f:         readOnlyFile{f},
 		have:      FullBitmap(layout.NumSlices()),
+		held:      layout.NumSlices(),
 		readOnly:  true,
 		verifyRd:  true,
 		srcInfo:   st,
@@ -311,6 +314,7 @@ func (s *Store) Put(index int, data []byte) (added bool, err error) {
 	}
 	added = s.have.Set(index)
 	if added {
+		s.held++
 		s.sinceSave++
 		s.dirty = true
 	}
@@ -426,14 +430,14 @@ func (s *Store) Missing() []int {
 func (s *Store) Count() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.have.Count()
+	return s.held
 }
 
 // Complete reports whether every slice is held.
 func (s *Store) Complete() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.have.Full()
+	return s.held == s.have.Len()
 }
 
 // Path returns the file the slices are read from: the part file, or after Finalize the output
@@ -521,6 +525,7 @@ func (s *Store) reverify() {
 		p := buf[:s.layout.SliceLen(i)]
 		if _, err := s.f.ReadAt(p, s.layout.Offset(i)); err != nil || s.cfg.Verify(i, p) != nil {
 			s.have.Clear(i)
+			s.held--
 			s.dirty = true
 		}
 	}
@@ -570,7 +575,7 @@ func (s *Store) Finalize(out string) error {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
 	s.mu.Lock()
-	closed, ro, full, missing := s.closed, s.readOnly, s.have.Full(), s.have.Len()-s.have.Count()
+	closed, ro, full, missing := s.closed, s.readOnly, s.held == s.have.Len(), s.have.Len()-s.held
 	s.mu.Unlock()
 	switch {
 	case closed:
