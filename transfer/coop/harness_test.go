@@ -241,6 +241,7 @@ type testOrigin struct {
 	srv *httptest.Server
 
 	rate        int64 // bytes/s per request (per connection, with keep-alive); 0: no cap
+	clientRate  int64 // bytes/s per client (X-Test-Member) across its connections; 0: no cap
 	noRange     bool  // ignore Range: always 200 with the whole body, no Accept-Ranges
 	failMember  string
 	changeAfter int64 // after this many body bytes, serve version 2 (0: never)
@@ -251,12 +252,13 @@ type testOrigin struct {
 	mu        sync.Mutex // guards versions, byMember
 	versions  [][]byte
 	byMember  map[string]int64
+	pace      map[string]time.Time // per client: when its next byte may go (clientRate)
 	switchedV atomic.Bool
 }
 
 func newTestOrigin(t testing.TB, data []byte, configure func(*testOrigin)) *testOrigin {
 	t.Helper()
-	o := &testOrigin{versions: [][]byte{data}, byMember: make(map[string]int64)}
+	o := &testOrigin{versions: [][]byte{data}, byMember: make(map[string]int64), pace: make(map[string]time.Time)}
 	if configure != nil {
 		configure(o)
 	}
@@ -319,6 +321,17 @@ func (w *throttledWriter) Write(p []byte) (int, error) {
 			panic(http.ErrAbortHandler) // the old version is gone: its transfers break off
 		}
 		c := p[:min(len(p), 16<<10)]
+		if r := w.o.clientRate; r > 0 { // reserve the client's share of time, then wait for it
+			w.o.mu.Lock()
+			now := time.Now()
+			at := w.o.pace[w.member]
+			if at.Before(now.Add(-20 * time.Millisecond)) { // idle: no credit beyond 20ms
+				at = now.Add(-20 * time.Millisecond)
+			}
+			w.o.pace[w.member] = at.Add(time.Duration(float64(len(c)) / float64(r) * float64(time.Second)))
+			w.o.mu.Unlock()
+			time.Sleep(time.Until(at))
+		}
 		n, err := w.ResponseWriter.Write(c)
 		written += n
 		w.n += int64(n)

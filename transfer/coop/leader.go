@@ -323,4 +323,11 @@ func (s *Service) collect(ctx context.Context, g *peergroup.Group, v peergroup.S
 		s.mu.Unlock()
 		s.log.Info("removed orphaned download task", "task", id, "requester", t.Requester)
 	}
+	s.mu.Lock()
+	for id := range s.noRanges {
+		if _, ok := v.Tasks[id]; !ok {
+			delete(s.noRanges, id)
+		}
+	}
+	s.mu.Unlock()
 }

@@ -568,7 +568,6 @@ func (w *worker) pushStream() error {
 	}()
 
 	buf := make([]byte, w.task.SliceSize)
-	frame := make([]byte, 0, w.task.SliceSize+16)
 	for {
 		w.mu.Lock()
 		if len(w.queue) == 0 && len(w.sent) == 0 {
@@ -618,18 +617,12 @@ func (w *worker) pushStream() error {
 		if err != nil {
 			return fmt.Errorf("read slice %d from the cache: %w", next, err)
 		}
-		frame = frame[:0]
-		e := encoder{b: frame}
-		e.uvarint(uint64(next))
 		var flags uint8
 		if fromOrigin {
 			flags |= flagFromOrigin
 		}
-		e.u8(flags)
-		e.b = append(e.b, data...)
-		frame = e.b
 		_ = st.SetWriteDeadline(time.Now().Add(w.s.cfg.IOTimeout))
-		if err := writeFrame(st, msgSlice, frame); err != nil {
+		if err := writeSliceFrame(st, next, flags, data); err != nil {
 			return err
 		}
 	}

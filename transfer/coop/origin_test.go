@@ -311,6 +311,20 @@ func TestFrames(t *testing.T) {
 	if _, _, err := readFrame(r, 100); !errors.Is(err, ErrBadRequest) {
 		t.Fatalf("oversized frame: %v", err)
 	}
+	// A slice frame written without copying reads back as one frame.
+	var sb bytes.Buffer
+	payload := randomData(t, 3000)
+	if err := writeSliceFrame(&sb, 300, flagFromOrigin, payload); err != nil {
+		t.Fatal(err)
+	}
+	typ, body, err := readFrame(bufio.NewReader(&sb), 4000)
+	if err != nil || typ != msgSlice {
+		t.Fatalf("slice frame: %d %v", typ, err)
+	}
+	d := decoder{b: body}
+	if idx, fl := d.uvarint(), d.u8(); idx != 300 || fl != flagFromOrigin || !bytes.Equal(d.b, payload) {
+		t.Fatalf("slice frame decoded as %d %d (%d bytes)", idx, fl, len(d.b))
+	}
 	// Errors map to codes and back.
 	for code, sentinel := range codeErrs {
 		if got := newErrorMsg(fmt.Errorf("x: %w", sentinel)).Code; got != code {

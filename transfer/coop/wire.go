@@ -400,6 +400,23 @@ func writeFrame(w io.Writer, typ uint8, body []byte) error {
 	return err
 }
 
+// writeSliceFrame writes a slice frame (index | flags | data) without copying data.
+func writeSliceFrame(w io.Writer, index int, flags uint8, data []byte) error {
+	var pre [1 + 2*binary.MaxVarintLen64 + 1]byte
+	var ix [binary.MaxVarintLen64]byte
+	nix := binary.PutUvarint(ix[:], uint64(index))
+	pre[0] = msgSlice
+	n := 1 + binary.PutUvarint(pre[1:], uint64(nix+1+len(data)))
+	n += copy(pre[n:], ix[:nix])
+	pre[n] = flags
+	n++
+	if _, err := w.Write(pre[:n]); err != nil {
+		return err
+	}
+	_, err := w.Write(data)
+	return err
+}
+
 // readFrameHeader reads a frame's type and length, refusing lengths over limit.
 func readFrameHeader(r *bufio.Reader, limit int) (uint8, int, error) {
 	typ, err := r.ReadByte()
