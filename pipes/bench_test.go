@@ -52,9 +52,10 @@ func rawStreamSender(b *testing.B, nodes []*node, chunk int) func(total int) {
 }
 
 // benchRatio runs raw and pipe transfers of total bytes alternately b.N times and reports the
-// pipe's throughput and its ratio to the raw stream's.
+// pipe's throughput and its ratio to the raw stream's, in wall time and in process CPU time.
+// RAFTCAST_BENCH_PIPE_ONLY=1 skips the raw transfers (for profiling the pipe alone).
 func benchRatio(b *testing.B, total int, raw, pipe func(total int)) {
-	if os.Getenv("PIPEONLY") != "" {
+	if os.Getenv("RAFTCAST_BENCH_PIPE_ONLY") != "" {
 		raw = func(int) {}
 	}
 	raw(total) // warm up both paths
@@ -172,14 +173,17 @@ func BenchmarkBidiThroughput(b *testing.B) {
 }
 
 // Propagate pipe to 8 listeners on loopback (gossipsub carrier): a burst per iteration;
-// reports the fraction of (message, listener) deliveries made and the delivery rate.
+// reports the fraction of (message, listener) deliveries made, the delivery rate and the CPU
+// per delivery. RAFTCAST_BENCH_TRUST_AUTHOR=1 sets Config.TrustGossipAuthor.
 func BenchmarkPropagate8(b *testing.B) {
 	for _, tc := range []struct {
 		size, burst int
 	}{{1 << 10, 2000}, {64 << 10, 200}} {
 		b.Run(fmt.Sprintf("msg=%dKiB", tc.size>>10), func(b *testing.B) {
 			const listeners = 8
-			nodes := newNodes(b, listeners+1, testConfig())
+			cfg := testConfig()
+			cfg.TrustGossipAuthor = os.Getenv("RAFTCAST_BENCH_TRUST_AUTHOR") != ""
+			nodes := newNodes(b, listeners+1, cfg)
 			ctx := context.Background()
 			spec := pipes.PipeSpec{Name: "bench-propagate", Kind: pipes.Propagate}
 			var delivered atomic.Int64
@@ -206,14 +210,14 @@ func BenchmarkPropagate8(b *testing.B) {
 			}
 			waitTopicPeers(b, sender, spec, ins...)
 			msg := make([]byte, tc.size)
-			var elapsed time.Duration
+			var elapsed, cpu time.Duration
 			var sent int64
 			b.SetBytes(int64(tc.size * tc.burst))
 			b.ResetTimer()
 			for range b.N {
 				start := delivered.Load()
 				want := int64(tc.burst * listeners)
-				t0 := time.Now()
+				t0, c0 := time.Now(), cpuTime()
 				for range tc.burst {
 					if err := out.Send(ctx, msg); err != nil {
 						b.Fatal(err)
@@ -233,6 +237,7 @@ func BenchmarkPropagate8(b *testing.B) {
 				} else {
 					elapsed += lastChange.Sub(t0)
 				}
+				cpu += cpuTime() - c0
 			}
 			b.StopTimer()
 			d := delivered.Load()
@@ -245,6 +250,7 @@ func BenchmarkPropagate8(b *testing.B) {
 				drops += st.QueueDrops
 			}
 			b.ReportMetric(float64(drops), "queue-drops")
+			b.ReportMetric(cpu.Seconds()*1e6/float64(d), "cpu-us/delivery")
 		})
 	}
 }

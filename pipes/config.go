@@ -60,6 +60,11 @@ type Config struct {
 	MaxSenders int
 	// GossipBuffer is the gossipsub subscription buffer of a propagate pipe (default 8192).
 	GossipBuffer int
+	// TrustGossipAuthor says that the overlay's PubSub verifies every message's author
+	// signature (pubsub.StrictSign). Then a propagate message that arrives by gossipsub from
+	// its own author is not verified a second time (halves the signature checks on that
+	// carrier); one forwarded under another author is still verified. Default false.
+	TrustGossipAuthor bool
 
 	// Multicast configures native UDP multicast.
 	Multicast MulticastConfig

@@ -31,8 +31,9 @@
 //
 // The output end keeps one stream to one bound peer and writes each message as one frame,
 // batching whatever is queued before a flush. The receiver answers with cumulative
-// acknowledgements (uvarint count of messages it has queued for Recv on this stream), at least
-// every 64 messages or 1 MiB and whenever its read buffer runs dry. The sender holds up to
+// acknowledgements (uvarint count of messages it has queued for Recv on this stream) every 64
+// messages or 1 MiB, and 2 ms after its read buffer ran dry with messages unacknowledged. The
+// sender holds up to
 // WindowMessages / WindowBytes unacknowledged messages (Send blocks beyond: back-pressure,
 // down to the receiver's Recv). When the stream fails (the input end closed, the peer went
 // away, a write failed) every unacknowledged message is re-sent, in order, to the next bound
@@ -67,7 +68,9 @@
 //     the bindings are not resolved yet, or when the message is too large for a datagram.
 //
 // A receiver verifies the signature (forged: counted, and the gossipsub validator returns
-// Reject so the router penalises the peer that forwarded it), then checks (sender, sequence)
+// Reject so the router penalises the peer that forwarded it; with Config.TrustGossipAuthor a
+// gossip message whose pubsub author is its sender relies on the PubSub's StrictSign check
+// instead of a second verification), then checks (sender, sequence)
 // against a window of the last ReplayWindow sequence numbers kept per carrier: a number seen
 // before on the same carrier is a replay (counted; Reject on gossipsub), one older than the
 // window cannot be judged (counted as a replay; Ignore on gossipsub, not penalised). A third
@@ -93,8 +96,18 @@
 // # Raw data channel
 //
 // Service.Multicast returns the MulticastChannel for bulk data: unsigned datagrams to DataPort
-// on the same groups, large socket buffers, received with their source address (and the peer
-// that beacons from it, unauthenticated), plus the domain view (Domains, Members, InDomain).
+// on the same groups, large socket buffers (SocketBuffer, forced past rmem_max/wmem_max when
+// running as root), received with their source address (and the peer that beacons from it,
+// unauthenticated), plus the domain view (Domains, Members, InDomain). Send blocks while the
+// socket buffer is full, so a shaped link slows the sender rather than dropping; it prefers
+// IPv4 (smaller headers) and UnfragmentedSize gives the largest datagram that IP does not
+// fragment. Pacing, repair and verification are the transfer engine's.
+//
+// # Tests and defaults
+//
+// Native multicast is on by default (every multicast-capable interface): tests on loopback and
+// in-process fakes must set Config.Multicast.Disabled. pipestest.Node is a fake Overlay over
+// plain libp2p hosts with an in-memory or file-backed advertisement directory.
 //
 // # Relays
 //
