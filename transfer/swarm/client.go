@@ -132,6 +132,7 @@ type connReq struct {
 // and reports events. Either failing takes the conn down (one evDown).
 type conn struct {
 	p       peer.ID
+	ctl     bool // a control stream (have polls only)
 	s       *Session
 	reqs    chan connReq // to the writer; capacity bounds what may be queued
 	pending chan connReq // written, awaiting a response, in order

@@ -44,8 +44,9 @@
 // among what peers announce, non-source peers preferred, a bounded number of requests in
 // flight per peer (MaxInflightPerPeer, MaxInflightSource), randomised exponential back-off,
 // the source used for a slice after MaxPeerTries failures elsewhere. The session only feeds
-// it events: have-bitmaps polled every HaveInterval from peers that do not yet hold
-// everything, answers, failures, the clock; and carries out its requests, coalescing adjacent
+// it events: have-bitmaps polled every HaveInterval (on a control stream of their own, so
+// that they never queue behind slices) from peers that do not yet hold everything, answers,
+// failures, the clock; and carries out its requests, coalescing adjacent
 // slices for one peer into runs. Slices stored by another carrier (multicast) are reported
 // with Stored; Hold/Release keep slices that multicast is expected to deliver from being
 // fetched twice. Bytes are counted by origin (source, other peers) for new slices only. A

@@ -36,10 +36,10 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Planner:       DefaultPlannerConfig(),
-		HaveInterval:  500 * time.Millisecond,
+		HaveInterval:  250 * time.Millisecond,
 		PeersInterval: 2 * time.Second,
 		DialTimeout:   10 * time.Second,
-		FrameTimeout:  30 * time.Second,
+		FrameTimeout:  15 * time.Second,
 	}
 }
 
@@ -105,7 +105,8 @@ type Session struct {
 
 	wg sync.WaitGroup // conn goroutines and peer lookups
 
-	suspects map[int]suspect // owned by the Run goroutine: failed partial repairs awaiting blame
+	suspects map[int]suspect   // owned by the Run goroutine: failed partial repairs awaiting blame
+	ctls     map[peer.ID]*conn // owned by the Run goroutine: control streams for have polls
 }
 
 // suspect is a partial repair that failed verification: either the peer's parts or the
@@ -225,6 +226,7 @@ func (s *Session) Run(ctx context.Context) error {
 	now := s.cfg.Now
 	n := s.m.NumSlices()
 	s.suspects = make(map[int]suspect)
+	s.ctls = make(map[peer.ID]*conn)
 	pl := NewPlanner(n, s.st.Have(), s.cfg.Planner)
 	conns := make(map[peer.ID]*conn)
 	infos := make(map[peer.ID]*peerInfo)
@@ -235,17 +237,33 @@ func (s *Session) Run(ctx context.Context) error {
 		for _, c := range conns {
 			c.close()
 		}
+		for _, c := range s.ctls {
+			c.close()
+		}
 	}()
+	start := func(c *conn) *conn {
+		s.wg.Add(2)
+		go func() { defer s.wg.Done(); c.writer() }()
+		go func() { defer s.wg.Done(); c.reader() }()
+		return c
+	}
 	connFor := func(p peer.ID) *conn {
 		if c := conns[p]; c != nil {
 			return c
 		}
 		c := newConn(s, ctx, p, s.cfg.Planner.MaxInflightPerPeer+s.cfg.Planner.MaxInflightSource+4)
 		conns[p] = c
-		s.wg.Add(2)
-		go func() { defer s.wg.Done(); c.writer() }()
-		go func() { defer s.wg.Done(); c.reader() }()
-		return c
+		return start(c)
+	}
+	// Have polls go on a stream of their own, so that they do not wait behind slices.
+	ctlFor := func(p peer.ID) *conn {
+		if c := s.ctls[p]; c != nil {
+			return c
+		}
+		c := newConn(s, ctx, p, 2)
+		c.ctl = true
+		s.ctls[p] = c
+		return start(c)
 	}
 	peersDone := make(chan []peer.ID, 1)
 	var nextPeers time.Time
@@ -299,7 +317,7 @@ func (s *Session) Run(ctx context.Context) error {
 				wake = minTime(wake, pi.nextHave)
 				continue
 			}
-			if connFor(p).send(connReq{op: opHave}) {
+			if ctlFor(p).send(connReq{op: opHave}) {
 				pi.havePending = true
 			}
 			pi.nextHave = t.Add(s.cfg.HaveInterval)
@@ -442,8 +460,20 @@ func (s *Session) dispatch(reqs []Request, connFor func(peer.ID) *conn, pl *Plan
 
 func (s *Session) apply(ev event, pl *Planner, conns map[peer.ID]*conn, infos map[peer.ID]*peerInfo) error {
 	p := ev.c.p
-	current := conns[p] == ev.c
+	current := conns[p] == ev.c || s.ctls[p] == ev.c
 	t := s.cfg.Now()
+	if ev.c.ctl && ev.kind == evDown {
+		// A control stream failed: poll again later on a new one; the data stream decides
+		// whether the peer is down.
+		if current {
+			delete(s.ctls, p)
+			if pi := infos[p]; pi != nil {
+				pi.havePending = false
+				pi.nextHave = t.Add(max(s.cfg.HaveInterval, time.Second))
+			}
+		}
+		return nil
+	}
 	switch ev.kind {
 	case evDone:
 		s.statsMu.Lock()
@@ -515,9 +545,6 @@ func (s *Session) apply(ev event, pl *Planner, conns map[peer.ID]*conn, infos ma
 	case evDown:
 		if current {
 			delete(conns, p)
-			if pi := infos[p]; pi != nil {
-				pi.havePending = false
-			}
 			if !pl.Banned(p) {
 				s.log.Debug("transfer connection down", "peer", p, "err", ev.err)
 				pl.PeerDown(p, t)
@@ -569,6 +596,10 @@ func (s *Session) ban(p peer.ID, conns map[peer.ID]*conn) {
 	if c := conns[p]; c != nil {
 		c.close()
 		delete(conns, p)
+	}
+	if c := s.ctls[p]; c != nil {
+		c.close()
+		delete(s.ctls, p)
 	}
 	if err := s.h.Network().ClosePeer(p); err != nil && !errors.Is(err, context.Canceled) {
 		s.log.Debug("closing banned peer", "peer", p, "err", err)
