@@ -136,6 +136,18 @@ func TestGetCancelledLeavesNothingAndResumes(t *testing.T) {
 	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
 		t.Fatal("a cancelled get left something at out")
 	}
+	// Restart the receiver: a new engine (same host, for simplicity) on the same directory.
+	cfg := r.e.cfg
+	if err := r.e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e2, err := New(r.h, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e2.Close() })
+	r.e = e2
+	servedBefore := src.e.Server().Stats().SliceFrames
 	ctx2, cancel2 := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel2()
 	res, err := r.e.Get(ctx2, GetRequest{ID: m.ID(), Out: out, Source: src.h.ID()})
@@ -144,6 +156,9 @@ func TestGetCancelledLeavesNothingAndResumes(t *testing.T) {
 	}
 	if res.BytesResumed < m.Size/3 {
 		t.Fatalf("resumed only %d of %d bytes", res.BytesResumed, m.Size)
+	}
+	if served, want := src.e.Server().Stats().SliceFrames-servedBefore, int64(m.NumSlices())-res.BytesResumed/int64(m.SliceSize); served != want {
+		t.Fatalf("after the restart the source served %d slices, want the %d missing", served, want)
 	}
 	checkResult(t, res, out, data)
 	tr := r.e.Transfers()
