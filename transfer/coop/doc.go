@@ -48,8 +48,13 @@
 //     Config.Heartbeat. A member with outstanding slices and no delivery for
 //     Config.SliceTimeout, or that the group considers dead, is excluded and its missing
 //     slices (and unassigned ones) are re-planned by the leader (rearrange request). Near
-//     the end, the last half of a slow member's outstanding slices move to idle members
-//     (steal; the slow member keeps the slice it is fetching and stops after it). Delivered
+//     the end, when a member would need more than Config.StealAfter to finish its
+//     outstanding slices at the rate it has delivered so far while another member is idle,
+//     the last half of them move to idle members (steal): the leader first asks the slow
+//     member what it holds and moves only the rest, so cached slices never turn into origin
+//     traffic; the slow member keeps the slice it is fetching, stops after it, and still
+//     pushes every slice it fetched. Slices arriving before the start answer (a member is
+//     quick, or the requester restarted) are stored and counted all the same. Delivered
 //     slices are made durable (store flush) and then reported in batches (peergroup.SlicesDone,
 //     Config.DoneBatch / DoneInterval), which releases the load map: the leader never handles
 //     single slices. Leader changes are survived: assignments live in the log, calls to the
@@ -75,6 +80,10 @@
 // codec (wire.go). ControlProtocol streams carry one request and one answer (start →
 // accept, rearrange → ok, have → have-answer, notice → ok, or an error frame whose code
 // maps to one of the package's sentinel errors, with the leader's ID on "not leader").
+// Start and rearrange are served by the leader to members only; have to peers sharing a group
+// with this node; notice to members about tasks this node requested. PushProtocol streams
+// are accepted from members, for tasks this node requested; a slice of the wrong length or
+// index resets the stream.
 // Members are trusted not to lie about slice contents (they are authenticated members of the
 // group); SHA-256 is the defence against a bad one.
 //

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -154,7 +155,7 @@ func (s *Service) setNoRanges(task string, v bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if v {
-		s.noRanges[task] = true
+		s.noRanges[task] = s.cfg.Now()
 	} else {
 		delete(s.noRanges, task)
 	}
@@ -286,7 +287,8 @@ func (s *Service) serveRearrange(ctx context.Context, from peer.ID, req *rearran
 		return nil
 	}
 	s.mu.Lock()
-	noRanges := req.NoRanges || s.noRanges[t.ID]
+	_, known := s.noRanges[t.ID]
+	noRanges := req.NoRanges || known
 	s.mu.Unlock()
 	exclude := slices.Concat(t.Excluded, req.Exclude, req.Avoid)
 	plan, err := Plan(PlanInput{
@@ -324,8 +326,8 @@ func (s *Service) collect(ctx context.Context, g *peergroup.Group, v peergroup.S
 		s.log.Info("removed orphaned download task", "task", id, "requester", t.Requester)
 	}
 	s.mu.Lock()
-	for id := range s.noRanges {
-		if _, ok := v.Tasks[id]; !ok {
+	for id, since := range s.noRanges {
+		if _, ok := v.Tasks[id]; !ok && now.Sub(since) > time.Minute { // not a task being added now
 			delete(s.noRanges, id)
 		}
 	}

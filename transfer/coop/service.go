@@ -47,7 +47,7 @@ type Service struct {
 	runs      map[string]*groupRun // member/leader role per group ID
 	listeners map[string]*listener // downloads this node requests, by task ID
 	progress  map[string]*progress // what arrived for tasks this node requests, by task ID
-	noRanges  map[string]bool      // leader: tasks whose origin ignores Range
+	noRanges  map[string]time.Time // leader: tasks whose origin ignores Range (since when)
 	closed    bool
 }
 
@@ -73,7 +73,7 @@ func New(h host.Host, groups Groups, client *http.Client, log *slog.Logger, cfg 
 	}
 	s := &Service{
 		h: h, groups: groups, origin: origin, cfg: cfg, log: log.With("component", "coop"), cache: c,
-		runs: make(map[string]*groupRun), listeners: make(map[string]*listener), progress: make(map[string]*progress), noRanges: make(map[string]bool),
+		runs: make(map[string]*groupRun), listeners: make(map[string]*listener), progress: make(map[string]*progress), noRanges: make(map[string]time.Time),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	h.SetStreamHandler(ControlProtocol, s.handleControl)
@@ -250,7 +250,10 @@ func (s *Service) handleControl(st network.Stream) {
 	case msgHave:
 		var req haveRequest
 		req.decode(&d)
-		if err = d.finish(); err == nil {
+		if err = d.finish(); err == nil && !s.sharesGroup(from) {
+			err = fmt.Errorf("%w: %s shares no group with this node", ErrNotMember, from)
+		}
+		if err == nil {
 			var b []byte
 			if b, err = s.cache.have(req.Key, int(min(req.Slices, maxSlices))); err == nil {
 				answerType, answer = msgHaveAnswer, encodeMsg((&haveAnswer{Bitmap: b}).encode)
@@ -278,6 +281,16 @@ func (s *Service) handleControl(st network.Stream) {
 		_ = writeFrame(st, answerType, answer)
 	}
 	_ = st.Close()
+}
+
+// sharesGroup reports whether p is a member of a group this node is in.
+func (s *Service) sharesGroup(p peer.ID) bool {
+	for _, g := range s.groups.Groups() {
+		if g.State().IsMember(p) {
+			return true
+		}
+	}
+	return false
 }
 
 // notLeaderError carries the leader this node knows.
