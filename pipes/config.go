@@ -80,8 +80,12 @@ type MulticastConfig struct {
 	// interface that is up, multicast-capable and not loopback.
 	Interfaces []string
 	// Group4 and Group6 are the multicast groups (defaults 239.255.82.67 and ff12::5243:7069,
-	// administratively scoped IPv4 and link-local transient IPv6; hop limit 1).
+	// administratively scoped IPv4 and link-local transient IPv6).
 	Group4, Group6 netip.Addr
+	// HopLimit is the IPv4 TTL and IPv6 hop limit of multicast datagrams (default 8), so a
+	// multicast domain can span segments joined by a multicast router (the paper's domain of
+	// segments 2 and 3). The IPv6 group's scope still bounds where IPv6 datagrams go.
+	HopLimit int
 	// Port carries beacons and propagate-pipe datagrams; DataPort the raw data channel.
 	Port, DataPort int
 	// BeaconInterval is the period of beacons (default 1 s); a peer not heard for
@@ -125,6 +129,7 @@ func DefaultConfig() Config {
 			DataPort:       DefaultDataPort,
 			BeaconInterval: time.Second,
 			BeaconExpiry:   4 * time.Second,
+			HopLimit:       8,
 			MaxDatagram:    65000,
 			SocketBuffer:   8 << 20,
 			DataQueue:      16384,

@@ -299,7 +299,7 @@ func (m *multicast) sender4(mi *mcIface) (*ipv4.PacketConn, error) {
 		return nil, err
 	}
 	p := ipv4.NewPacketConn(c)
-	if err := errors.Join(p.SetMulticastInterface(&mi.ifi), p.SetMulticastTTL(1), p.SetMulticastLoopback(true)); err != nil {
+	if err := errors.Join(p.SetMulticastInterface(&mi.ifi), p.SetMulticastTTL(max(1, m.cfg.HopLimit)), p.SetMulticastLoopback(true)); err != nil {
 		_ = p.Close()
 		return nil, err
 	}
@@ -313,7 +313,7 @@ func (m *multicast) sender6(mi *mcIface) (*ipv6.PacketConn, error) {
 		return nil, err
 	}
 	p := ipv6.NewPacketConn(c)
-	if err := errors.Join(p.SetMulticastInterface(&mi.ifi), p.SetMulticastHopLimit(1), p.SetMulticastLoopback(true)); err != nil {
+	if err := errors.Join(p.SetMulticastInterface(&mi.ifi), p.SetMulticastHopLimit(max(1, m.cfg.HopLimit)), p.SetMulticastLoopback(true)); err != nil {
 		_ = p.Close()
 		return nil, err
 	}

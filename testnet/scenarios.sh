@@ -62,10 +62,10 @@ rc_tools() {
 	(cd "$RC_ROOT" && go build -o "$RCNET" ./testnet/tools/rcnet) || rc_die "building rcnet"
 }
 
-# rc_json_int FIELD FILE: an integer member of the first JSON line in FILE (0 if none).
+# rc_json_num FIELD FILE: the first numeric member FIELD of the JSON in FILE (0 if none).
 rc_json_num() {
 	local v
-	v=$(grep -o "\"$1\":[-0-9.e+]*" "$2" 2>/dev/null | awk 'NR==1' | cut -d: -f2)
+	v=$(grep -o "\"$1\": *[-0-9.e+]*" "$2" 2>/dev/null | awk -F: 'NR==1 { gsub(/ /, "", $2); print $2 }') || true
 	printf '%s\n' "${v:-0}"
 }
 
@@ -336,4 +336,126 @@ scenario_raftcast_smoke() {
 rc_peers_connected() {
 	local out
 	out=$(rc_raftcast "$1" peers --json) && [[ $out =~ \"connected\":\ *true ]]
+}
+
+# The distribution and download scenarios live in their own file.
+# shellcheck source=dist.sh
+source "$RC_TESTNET/dist.sh"
+
+# rc_json_str FIELD FILE: a string member of the JSON in FILE (empty if none).
+rc_json_str() {
+	grep -o "\"$1\": *\"[^\"]*\"" "$2" 2>/dev/null | awk -F'"' 'NR==1 {print $4}' || true
+}
+
+# rc_raftcast_net NODES...: rendezvous in rv (or the first of NODES), a node in every
+# other one, all ready. Leaves the rendezvous host in RC_RV.
+rc_raftcast_net() {
+	local h rc
+	RC_RV=$1
+	if [[ -n $(rc_q node rv host) ]]; then RC_RV=rv; fi
+	start_rendezvous "$RC_RV"
+	for h in "$@"; do [[ $h == "$RC_RV" ]] || start_node "$h"; done
+	for h in "$@"; do
+		[[ $h == "$RC_RV" ]] && continue
+		rc=0
+		wait_api "$h" 30 || rc=$?
+		rc_check "ready $h" "$rc"
+		((rc == 0)) || rc_die "node $h not ready"
+	done
+}
+
+# distribute: the paper's job. A group "dist" created by the source (h21 in paper, else
+# the second host; RC_SOURCE overrides) and joined by every other node; the source shares
+# RC_BYTES (16MiB) of random data; every other node gets it. Checks: each join, the share,
+# and per receiver a byte-identical copy, with its seconds and bytes by carrier.
+# Written to CLI.md; ran end to end (paper, 7 hosts) against a raftcast built from the
+# shared work tree on 2026-11-22, before those commands were all committed.
+scenario_distribute() {
+	local hosts src h rc cid file out pids=() rx=() p i
+	rc_raftcast_bin
+	mapfile -t hosts < <(rc_hosts)
+	rc_raftcast_net "${hosts[@]}"
+	src=${RC_SOURCE:-}
+	if [[ -z $src && $RC_TOPOLOGY == paper ]]; then src=h21; fi
+	[[ -n $src ]] || src=${hosts[1]:-${hosts[0]}}
+	rc=0
+	rc_raftcast "$src" group create dist --json >"$RC_DIR/logs/$src-group-create.json" || rc=$?
+	rc_check "group create on $src" "$rc"
+	((rc == 0)) || return 0
+	for h in "${hosts[@]}"; do
+		[[ $h == "$src" || $h == "$RC_RV" ]] && continue
+		rc=0
+		rc_raftcast "$h" group join dist --timeout 60s --json >"$RC_DIR/logs/$h-group-join.json" || rc=$?
+		rc_check "group join $h" "$rc"
+		((rc == 0)) && rx+=("$h")
+	done
+	file=$RC_DIR/share/file.bin
+	mkdir -p "$(dirname "$file")"
+	head -c "$(awk -v s="${RC_BYTES:-16MiB}" 'BEGIN { n = s + 0; u = substr(s, length(n "") + 1)
+		printf "%d", n * ((u == "GiB") ? 2^30 : (u == "MiB") ? 2^20 : (u == "KiB") ? 2^10 : 1) }')" \
+		/dev/urandom >"$file"
+	rc_bg "$src" share "$RAFTCAST_BIN" --data "$(rc_data "$src")" share "$file" --group dist \
+		--name file.bin --json
+	rc=0
+	rc_wait_for 60 grep -q '"content_id"' "$RC_DIR/logs/$src-share.log" || rc=$?
+	cid=$(rc_json_str content_id "$RC_DIR/logs/$src-share.log")
+	rc_check "share on $src" "$rc" "\"content_id\":\"$cid\""
+	[[ -n $cid ]] || return 0
+	for h in "${rx[@]}"; do
+		out=$RC_DIR/out/$h/file.bin
+		mkdir -p "$(dirname "$out")"
+		rc_bg "$h" get "$RAFTCAST_BIN" --data "$(rc_data "$h")" get "$cid" --out "$out" \
+			--group dist --timeout "${RC_GET_TIMEOUT:-240}s" --json
+		pids+=("$RC_PID")
+	done
+	local want
+	want=$(sha256sum "$file" | awk '{print $1}')
+	for i in "${!rx[@]}"; do
+		h=${rx[$i]} p=${pids[$i]} rc=0
+		rc_wait_pid "$p" "$((${RC_GET_TIMEOUT:-240} + 30))" || rc=$?
+		out=$RC_DIR/out/$h/file.bin
+		if [[ $rc == 0 && $(sha256sum "$out" 2>/dev/null | awk '{print $1}') != "$want" ]]; then rc=1; fi
+		local log=$RC_DIR/logs/$h-get.log
+		rc_check "get $h" "$rc" "\"segment\":\"$(rc_segment_of "$h")\",\"seconds\":$(rc_json_num seconds "$log"),\"bytes_multicast\":$(rc_json_num bytes_multicast "$log"),\"bytes_peers\":$(rc_json_num bytes_peers "$log"),\"bytes_source\":$(rc_json_num bytes_source "$log"),\"proxy\":$(grep -q '"proxy": *true' "$log" 2>/dev/null && echo true || echo false)"
+	done
+}
+
+# download: cooperative HTTP download. An nginx origin in the last host of the last
+# segment (RC_ORIGIN overrides) caps every client IP at RC_IP_RATE (25mbit); a group
+# "coop" of every node; the first member (RC_REQUESTER) downloads through the group.
+# Checks: the copy is byte-identical; seconds and bytes_by_peer are recorded.
+# UNTESTED: written to CLI.md before `group` and `download` existed.
+scenario_download() {
+	local hosts origin req h rc file others=()
+	rc_raftcast_bin
+	mapfile -t hosts < <(rc_hosts)
+	origin=${RC_ORIGIN:-${hosts[-1]}}
+	for h in "${hosts[@]}"; do [[ $h == "$origin" ]] || others+=("$h"); done
+	rc_raftcast_net "${others[@]}"
+	file=$RC_DIR/origin/file.bin
+	mkdir -p "$(dirname "$file")"
+	head -c "$(awk -v s="${RC_BYTES:-16MiB}" 'BEGIN { n = s + 0; u = substr(s, length(n "") + 1)
+		printf "%d", n * ((u == "GiB") ? 2^30 : (u == "MiB") ? 2^20 : (u == "KiB") ? 2^10 : 1) }')" \
+		/dev/urandom >"$file"
+	rc_http_origin "$origin" "$(dirname "$file")" 0
+	rc_cap_per_ip "$origin" "${RC_IP_RATE:-25mbit}"
+	local members=()
+	for h in "${others[@]}"; do [[ $h == "$RC_RV" ]] || members+=("$h"); done
+	req=${RC_REQUESTER:-${members[0]}}
+	rc=0
+	rc_raftcast "$req" group create coop --json >"$RC_DIR/logs/$req-group-create.json" || rc=$?
+	rc_check "group create on $req" "$rc"
+	for h in "${members[@]}"; do
+		[[ $h == "$req" ]] && continue
+		rc=0
+		rc_raftcast "$h" group join coop --timeout 60s --json >"$RC_DIR/logs/$h-group-join.json" || rc=$?
+		rc_check "group join $h" "$rc"
+	done
+	rc=0
+	mkdir -p "$RC_DIR/out/$req"
+	rc_raftcast "$req" download "$RC_ORIGIN_URL/file.bin" --out "$RC_DIR/out/$req/file.bin" \
+		--group coop --sha256 "$(sha256sum "$file" | awk '{print $1}')" --timeout 600s --json \
+		>"$RC_DIR/logs/$req-download.json" || rc=$?
+	if [[ $rc == 0 ]] && ! cmp -s "$file" "$RC_DIR/out/$req/file.bin"; then rc=1; fi
+	rc_check "download on $req" "$rc" "\"seconds\":$(rc_json_num seconds "$RC_DIR/logs/$req-download.json"),\"members\":${#members[@]},\"ip_rate\":\"${RC_IP_RATE:-25mbit}\""
 }

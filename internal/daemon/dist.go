@@ -27,6 +27,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -55,18 +56,24 @@ type dist struct {
 	demux *mcastDemux // nil without native multicast
 
 	mu      sync.Mutex                      // guards sources, wants, lastPass, listening
-	sources map[content.ID]int64            // contents this node is the source of → pass rate
+	sources map[content.ID]sourceInfo       // contents this node is the source of
 	wants   map[content.ID]map[peer.ID]bool // wanting peers heard, by content
-	passAt  map[content.ID]time.Time        // when the last multicast pass was scheduled
+	passAt  map[content.ID]time.Time        // until when a scheduled or running pass covers new wants
 	listen  map[string]bool                 // groups whose coordination pipe is bound
 	wg      sync.WaitGroup
 	ctx     context.Context
 }
 
+// sourceInfo is what the source keeps of a content it shares.
+type sourceInfo struct {
+	rate int64 // multicast pace, bytes/s
+	size int64
+}
+
 func newDist(ctx context.Context, d *Daemon, eng *transfer.Engine) *dist {
 	ds := &dist{
 		d: d, eng: eng, ctx: ctx,
-		sources: map[content.ID]int64{},
+		sources: map[content.ID]sourceInfo{},
 		wants:   map[content.ID]map[peer.ID]bool{},
 		passAt:  map[content.ID]time.Time{},
 		listen:  map[string]bool{},
@@ -74,7 +81,40 @@ func newDist(ctx context.Context, d *Daemon, eng *transfer.Engine) *dist {
 	if mc := d.pipes.Multicast(); mc != nil {
 		ds.demux = newMcastDemux(mc)
 	}
+	d.node.Resolver().Handle(handlerWant, func(_ context.Context, from peer.ID, req []byte) ([]byte, error) {
+		_, id, err := decodeCoord(req)
+		if err != nil {
+			return nil, err
+		}
+		ds.onWant(id, from)
+		return nil, nil
+	})
 	return ds
+}
+
+// handlerWant is the resolver handler through which a receiver tells the source directly that
+// it wants a content (the coordination pipe tells the rest of the group).
+const handlerWant = "dist.want"
+
+// wantSource tells the source that this node wants id, again every second until multicast
+// bytes arrive or ctx ends (at most wantRepeats times): the source starts a pass for the
+// wanting peers of its domain.
+func (ds *dist) wantSource(ctx context.Context, id content.ID, source peer.ID, gotMulticast func() bool) {
+	const wantRepeats = 8
+	msg := encodeCoord(opWant, id)
+	for i := 0; i < wantRepeats && !gotMulticast(); i++ {
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := ds.d.node.Resolver().Query(qctx, source, handlerWant, msg)
+		cancel()
+		if err != nil {
+			ds.d.log.Debug("telling the source", "source", source, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 func (ds *dist) wait() { ds.wg.Wait() }
@@ -161,11 +201,14 @@ func (ds *dist) onWant(id content.ID, from peer.ID) {
 		ds.wants[id] = map[peer.ID]bool{}
 	}
 	ds.wants[id][from] = true
-	rate, isSource := ds.sources[id]
-	due := isSource && time.Since(ds.passAt[id]) > wantWindow
+	src, isSource := ds.sources[id]
+	// One pass at a time: wants that arrive while a pass is scheduled or running join it (what
+	// they miss they repair from peers).
+	due := isSource && time.Now().After(ds.passAt[id])
 	if due {
-		ds.passAt[id] = time.Now()
+		ds.passAt[id] = time.Now().Add(wantWindow + time.Duration(float64(src.size)/float64(src.rate)*float64(time.Second)))
 	}
+	rate := src.rate
 	ds.mu.Unlock()
 	if !due || ds.demux == nil || !ds.d.pipes.Multicast().InDomain(from) {
 		return
@@ -203,7 +246,7 @@ func (ds *dist) share(ctx context.Context, path string, groupName, name string, 
 		return nil, nil, err
 	}
 	ds.mu.Lock()
-	ds.sources[m.ID()] = rate
+	ds.sources[m.ID()] = sourceInfo{rate: rate, size: m.Size}
 	ds.mu.Unlock()
 	if err := ds.advertise(ctx, g, m.ID(), m.Name, m.Size, "source"); err != nil {
 		return nil, nil, err
@@ -310,6 +353,13 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 		Progress:  progress,
 	}
 	proxy := false
+	var mcBytes atomic.Int64
+	req.Progress = func(pr transfer.Progress) {
+		mcBytes.Store(pr.BytesMulticast)
+		if progress != nil {
+			progress(pr)
+		}
+	}
 	if ds.demux != nil {
 		ch, cancel := ds.demux.subscribe(ctx)
 		defer cancel()
@@ -321,6 +371,11 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 			coord.Close()
 		}
 		mc := ds.d.pipes.Multicast()
+		if source != "" && mc.InDomain(source) {
+			wctx, wcancel := context.WithCancel(ctx)
+			defer wcancel()
+			go ds.wantSource(wctx, id, source, func() bool { return mcBytes.Load() > 0 })
+		}
 		if source != "" && !mc.InDomain(source) {
 			// No source in this domain: the smallest wanting peer ID here relays.
 			select {
