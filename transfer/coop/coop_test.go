@@ -136,6 +136,31 @@ func TestGroupDownload(t *testing.T) {
 		}
 	})
 
+	t.Run("SlowMember", func(t *testing.T) {
+		const size = 12 << 20
+		data := randomData(t, size)
+		slow := requester(2)
+		o := newTestOrigin(t, data, func(o *testOrigin) {
+			o.rate = 4 << 20
+			o.slowMember, o.slowRate = slow.name, 64<<10 // a 1 MiB slice takes 16s: past SliceTimeout
+		})
+		a := requester(0)
+		out := filepath.Join(t.TempDir(), "f.bin")
+		t0 := time.Now()
+		res, err := a.svc.Download(ctxT(t, 60*time.Second), a.group(t, id), Request{URL: o.url("f"), Out: out}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkFile(t, out, data)
+		if d := time.Since(t0); d > 30*time.Second {
+			t.Fatalf("took %s: the slow member held the download up", d)
+		}
+		if body := o.body.Load(); body > size*3/2 {
+			t.Fatalf("origin sent %.2f× the size", float64(body)/size)
+		}
+		t.Logf("slow member: done in %.2fs, origin %.3f× size, slow member credited %d bytes", res.Seconds, float64(o.body.Load())/size, res.BytesByPeer[slow.id().String()])
+	})
+
 	t.Run("ChangesMidDownload", func(t *testing.T) {
 		const size = 8 << 20
 		v1, v2 := randomData(t, size), randomData(t, size)

@@ -244,6 +244,8 @@ type testOrigin struct {
 	clientRate  int64 // bytes/s per client (X-Test-Member) across its connections; 0: no cap
 	noRange     bool  // ignore Range: always 200 with the whole body, no Accept-Ranges
 	failMember  string
+	slowMember  string // this member's requests run at slowRate per connection
+	slowRate    int64
 	changeAfter int64 // after this many body bytes, serve version 2 (0: never)
 
 	body      atomic.Int64 // body bytes written
@@ -291,6 +293,9 @@ func (o *testOrigin) serve(w http.ResponseWriter, r *http.Request) {
 	v, data := o.current()
 	etag := fmt.Sprintf("\"v%d-%x\"", v, sha256.Sum256(data[:min(len(data), 4096)]))
 	tw := &throttledWriter{ResponseWriter: w, rate: o.rate, start: time.Now(), o: o, member: member, v: v}
+	if o.slowMember != "" && member == o.slowMember {
+		tw.rate = o.slowRate
+	}
 	w.Header().Set("ETag", etag)
 	if o.noRange {
 		w.Header().Set("Content-Length", fmt.Sprint(len(data)))

@@ -113,7 +113,7 @@ func (d *decoder) uvarint() uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
+	if n <= 0 || (n > 1 && d.b[n-1] == 0) { // overflow, truncated, or not the shortest form
 		d.fail("bad varint")
 		return 0
 	}
