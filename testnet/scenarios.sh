@@ -7,7 +7,7 @@
 # Checks are JSON objects, one a line, in $RC_DIR/checks.jsonl; rc_summary folds them
 # into the run's one JSON document.
 
-# shellcheck disable=SC2034  # variables are used by the scripts that source this file
+# shellcheck source-path=SCRIPTDIR disable=SC2034  # variables are used by the scripts that source this file
 RC_CHECKS=$RC_DIR/checks.jsonl
 RC_STARTED=$SECONDS
 
@@ -364,67 +364,12 @@ rc_raftcast_net() {
 	done
 }
 
-# distribute: the paper's job. A group "dist" created by the source (h21 in paper, else
-# the second host; RC_SOURCE overrides) and joined by every other node; the source shares
-# RC_BYTES (16MiB) of random data; every other node gets it. Checks: each join, the share,
-# and per receiver a byte-identical copy, with its seconds and bytes by carrier.
-# Written to CLI.md; ran end to end (paper, 7 hosts) against a raftcast built from the
-# shared work tree on 2026-11-22, before those commands were all committed.
-scenario_distribute() {
-	local hosts src h rc cid file out pids=() rx=() p i
-	rc_raftcast_bin
-	mapfile -t hosts < <(rc_hosts)
-	rc_raftcast_net "${hosts[@]}"
-	src=${RC_SOURCE:-}
-	if [[ -z $src && $RC_TOPOLOGY == paper ]]; then src=h21; fi
-	[[ -n $src ]] || src=${hosts[1]:-${hosts[0]}}
-	rc=0
-	rc_raftcast "$src" group create dist --json >"$RC_DIR/logs/$src-group-create.json" || rc=$?
-	rc_check "group create on $src" "$rc"
-	((rc == 0)) || return 0
-	for h in "${hosts[@]}"; do
-		[[ $h == "$src" || $h == "$RC_RV" ]] && continue
-		rc=0
-		rc_raftcast "$h" group join dist --timeout 60s --json >"$RC_DIR/logs/$h-group-join.json" || rc=$?
-		rc_check "group join $h" "$rc"
-		((rc == 0)) && rx+=("$h")
-	done
-	file=$RC_DIR/share/file.bin
-	mkdir -p "$(dirname "$file")"
-	head -c "$(awk -v s="${RC_BYTES:-16MiB}" 'BEGIN { n = s + 0; u = substr(s, length(n "") + 1)
-		printf "%d", n * ((u == "GiB") ? 2^30 : (u == "MiB") ? 2^20 : (u == "KiB") ? 2^10 : 1) }')" \
-		/dev/urandom >"$file"
-	rc_bg "$src" share "$RAFTCAST_BIN" --data "$(rc_data "$src")" share "$file" --group dist \
-		--name file.bin --json
-	rc=0
-	rc_wait_for 60 grep -q '"content_id"' "$RC_DIR/logs/$src-share.log" || rc=$?
-	cid=$(rc_json_str content_id "$RC_DIR/logs/$src-share.log")
-	rc_check "share on $src" "$rc" "\"content_id\":\"$cid\""
-	[[ -n $cid ]] || return 0
-	for h in "${rx[@]}"; do
-		out=$RC_DIR/out/$h/file.bin
-		mkdir -p "$(dirname "$out")"
-		rc_bg "$h" get "$RAFTCAST_BIN" --data "$(rc_data "$h")" get "$cid" --out "$out" \
-			--group dist --timeout "${RC_GET_TIMEOUT:-240}s" --json
-		pids+=("$RC_PID")
-	done
-	local want
-	want=$(sha256sum "$file" | awk '{print $1}')
-	for i in "${!rx[@]}"; do
-		h=${rx[$i]} p=${pids[$i]} rc=0
-		rc_wait_pid "$p" "$((${RC_GET_TIMEOUT:-240} + 30))" || rc=$?
-		out=$RC_DIR/out/$h/file.bin
-		if [[ $rc == 0 && $(sha256sum "$out" 2>/dev/null | awk '{print $1}') != "$want" ]]; then rc=1; fi
-		local log=$RC_DIR/logs/$h-get.log
-		rc_check "get $h" "$rc" "\"segment\":\"$(rc_segment_of "$h")\",\"seconds\":$(rc_json_num seconds "$log"),\"bytes_multicast\":$(rc_json_num bytes_multicast "$log"),\"bytes_peers\":$(rc_json_num bytes_peers "$log"),\"bytes_source\":$(rc_json_num bytes_source "$log"),\"proxy\":$(grep -q '"proxy": *true' "$log" 2>/dev/null && echo true || echo false)"
-	done
-}
-
 # download: cooperative HTTP download. An nginx origin in the last host of the last
 # segment (RC_ORIGIN overrides) caps every client IP at RC_IP_RATE (25mbit); a group
 # "coop" of every node; the first member (RC_REQUESTER) downloads through the group.
-# Checks: the copy is byte-identical; seconds and bytes_by_peer are recorded.
-# UNTESTED: written to CLI.md before `group` and `download` existed.
+# Checks: the copy is byte-identical, with its seconds; then curl from the requester alone
+# through the same cap, and the speed-up (curl seconds / download seconds; the goal is
+# >= 0.85 x members). Ran end to end against a raftcast built from the shared work tree.
 scenario_download() {
 	local hosts origin req h rc file others=()
 	rc_raftcast_bin
@@ -457,5 +402,18 @@ scenario_download() {
 		--group coop --sha256 "$(sha256sum "$file" | awk '{print $1}')" --timeout 600s --json \
 		>"$RC_DIR/logs/$req-download.json" || rc=$?
 	if [[ $rc == 0 ]] && ! cmp -s "$file" "$RC_DIR/out/$req/file.bin"; then rc=1; fi
-	rc_check "download on $req" "$rc" "\"seconds\":$(rc_json_num seconds "$RC_DIR/logs/$req-download.json"),\"members\":${#members[@]},\"ip_rate\":\"${RC_IP_RATE:-25mbit}\""
+	local secs
+	secs=$(rc_json_num seconds "$RC_DIR/logs/$req-download.json")
+	rc_check "download on $req" "$rc" "\"seconds\":$secs,\"members\":${#members[@]},\"ip_rate\":\"${RC_IP_RATE:-25mbit}\""
+	# Baseline: the requester alone with curl through the same per-IP cap.
+	if command -v curl >/dev/null; then
+		local t0 t1 curl_secs
+		t0=$(date +%s.%N)
+		rc=0
+		rc_exec "$req" curl -sS -o "$RC_DIR/out/$req/curl.bin" "$RC_ORIGIN_URL/file.bin" || rc=$?
+		t1=$(date +%s.%N)
+		if [[ $rc == 0 ]] && ! cmp -s "$file" "$RC_DIR/out/$req/curl.bin"; then rc=1; fi
+		curl_secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+		rc_check "curl on $req" "$rc" "\"seconds\":$curl_secs,\"speedup\":$(awk -v c="$curl_secs" -v d="$secs" 'BEGIN { printf "%.3f", (d > 0) ? c / d : 0 }')"
+	fi
 }
