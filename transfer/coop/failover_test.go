@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/raftcast/raftcast/peergroup"
 )
 
 // killMidDownload downloads 16 MiB through a 4-member group and kills one node (chosen by
@@ -73,4 +75,55 @@ func TestMemberKilledMidDownload(t *testing.T) {
 
 func TestLeaderKilledMidDownload(t *testing.T) {
 	killMidDownload(t, func(leader, _ int) int { return leader })
+}
+
+// TestRequesterNodeRestartResumes kills the requester's whole node (host, group, service)
+// mid-download, restarts it on its data directory, and asks again: the task resumes from the
+// slices its store kept, and the file is whole.
+func TestRequesterNodeRestartResumes(t *testing.T) {
+	id, nodes := newGroup(t, 3, nil)
+	li := leaderOf(t, id, nodes)
+	req := nodes[(li+1)%3]
+	const size = 12 << 20
+	data := randomData(t, size)
+	o := newTestOrigin(t, data, func(o *testOrigin) { o.rate = 1 << 20 })
+	out := filepath.Join(t.TempDir(), "f.bin")
+	var got atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		_, err := req.svc.Download(ctxT(t, 60*time.Second), req.group(t, id), Request{URL: o.url("f"), Out: out},
+			func(d, _ int64) { got.Store(d) })
+		done <- err
+	}()
+	eventually(t, 30*time.Second, "some slices", func() error {
+		if got.Load() < 3<<20 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	req.stop()
+	if err := <-done; err == nil {
+		t.Fatal("download survived its node")
+	}
+	noOutput(t, out)
+	req.start(t, nil)
+	var g *peergroup.Group
+	eventually(t, 30*time.Second, "group reopened", func() error {
+		for _, gg := range req.m.Groups() {
+			if gg.ID() == id && gg.Leader() != "" {
+				g = gg
+				return nil
+			}
+		}
+		return errors.New("not yet")
+	})
+	res, err := req.svc.Download(ctxT(t, 60*time.Second), g, Request{URL: o.url("f"), Out: out}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFile(t, out, data)
+	if res.BytesResumed == 0 {
+		t.Fatal("nothing resumed")
+	}
+	t.Logf("resumed %d bytes after a node restart; origin sent %.3f× the size", res.BytesResumed, float64(o.body.Load())/size)
 }

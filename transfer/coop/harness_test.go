@@ -90,10 +90,20 @@ func startNode(t testing.TB, name string, mod func(*Config)) *testNode {
 		t.Fatal(err)
 	}
 	n := &testNode{name: name, key: key, dir: filepath.Join(t.TempDir(), name)}
-	n.h, err = libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	n.start(t, mod)
+	t.Cleanup(n.stop)
+	return n
+}
+
+// start starts the node's host, manager (reopening its groups) and service on its data dir.
+func (n *testNode) start(t testing.TB, mod func(*Config)) {
+	t.Helper()
+	var err error
+	n.h, err = libp2p.New(libp2p.Identity(n.key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	name, key := n.name, n.key
 	pc := peergroup.DefaultConfig()
 	pc.DataDir = filepath.Join(n.dir, "pg")
 	pc.NoSync = true
@@ -105,8 +115,6 @@ func startNode(t testing.TB, name string, mod func(*Config)) *testNode {
 		t.Fatal(err)
 	}
 	n.startService(t, mod)
-	t.Cleanup(n.stop)
-	return n
 }
 
 func (n *testNode) startService(t testing.TB, mod func(*Config)) {
