@@ -43,7 +43,9 @@
 // A Session completes a store from peers. A pure Planner decides (see its doc): rarest first
 // among what peers announce, non-source peers preferred, a bounded number of requests in
 // flight per peer (MaxInflightPerPeer, MaxInflightSource), randomised exponential back-off,
-// the source used for a slice after MaxPeerTries failures elsewhere. The session only feeds
+// the source used for a slice after MaxPeerTries failures elsewhere or when every other
+// holder is stalled, and an endgame: once nothing is left to request, slices in flight for
+// EndgameAfter (3 s) are asked from a second peer, the first answer winning. The session only feeds
 // it events: have-bitmaps polled every HaveInterval (on a control stream of their own, so
 // that they never queue behind slices) from peers that do not yet hold everything, answers,
 // failures, the clock; and carries out its requests, coalescing adjacent

@@ -22,6 +22,10 @@ type PlannerConfig struct {
 	// Ascending requests the lowest missing slices first instead of the rarest: for a proxy
 	// that re-multicasts slices in order as they arrive.
 	Ascending bool
+	// EndgameAfter: once nothing is left to request, a slice in flight for this long is also
+	// requested from a second peer (the first answer wins; the other counts as duplicate).
+	// 0 disables the endgame.
+	EndgameAfter time.Duration
 }
 
 // DefaultPlannerConfig returns the defaults.
@@ -33,6 +37,7 @@ func DefaultPlannerConfig() PlannerConfig {
 		BanAfter:           3,
 		BackoffBase:        200 * time.Millisecond,
 		BackoffMax:         5 * time.Second,
+		EndgameAfter:       3 * time.Second,
 	}
 }
 
@@ -50,6 +55,7 @@ type peerState struct {
 	bad      int       // slices that failed verification
 	banned   bool      // never asked again
 	until    time.Time // resting (back-off) until then
+	busy     time.Time // when it last went from no request in flight to one, or last answered
 }
 
 // Planner decides which slice to request from which peer. It is a pure state machine: feed it
@@ -62,7 +68,8 @@ type peerState struct {
 // change, slices becoming candidates in between are appended, and one Next call looks at no
 // more than 1024 candidates, so a call costs O(1024) and not O(slices)); each goes to a non-source peer that holds it and has a free request slot
 // (fewest in flight first). The source serves a slice only if no non-source peer that is
-// not banned or resting holds it, or after MaxPeerTries failed attempts of that slice. Every
+// not banned, resting or stalled (requests in flight, no answer for EndgameAfter) holds it,
+// or after MaxPeerTries failed attempts of that slice. Every
 // failure rests the peer (randomised exponential back-off); a bad slice counts against the
 // peer, and BanAfter of them ban it.
 type Planner struct {
@@ -71,13 +78,16 @@ type Planner struct {
 	have      store.Bitmap
 	hold      store.Bitmap // slices held back (expected by multicast); never requested
 	peers     map[peer.ID]*peerState
-	order     []peer.ID       // peers in the order they were added (deterministic iteration)
-	avail     []uint16        // per slice: non-banned peers holding it
-	inflight  map[int]peer.ID // slice → the peer it is requested from
-	tries     []uint8         // per slice: failed attempts
+	order     []peer.ID         // peers in the order they were added (deterministic iteration)
+	avail     []uint16          // per slice: non-banned peers holding it
+	inflight  map[int]peer.ID   // slice → the peer it is requested from
+	dups      map[int]peer.ID   // slice → a second peer it is requested from (endgame)
+	since     map[int]time.Time // slice → when it was requested (from inflight's peer)
+	tries     []uint8           // per slice: failed attempts
 	notBefore map[int]time.Time
 	rng       *rand.Rand
 
+	lastNow time.Time    // the time of the last Next call
 	cand    []int        // candidate slices, roughly rarest first (see Next); nil until built
 	incand  store.Bitmap // slices in cand
 	builtAt time.Time
@@ -101,6 +111,8 @@ func NewPlanner(n int, have store.Bitmap, cfg PlannerConfig) *Planner {
 		peers:     make(map[peer.ID]*peerState),
 		avail:     make([]uint16, n),
 		inflight:  make(map[int]peer.ID),
+		dups:      make(map[int]peer.ID),
+		since:     make(map[int]time.Time),
 		tries:     make([]uint8, n),
 		notBefore: make(map[int]time.Time),
 		rng:       rng,
@@ -204,12 +216,40 @@ func (pl *Planner) release(p peer.ID, i int) (*peerState, bool) {
 	if ps == nil {
 		return nil, false
 	}
+	if q, ok := pl.dups[i]; ok && q == p {
+		delete(pl.dups, i)
+		ps.inflight--
+		ps.busy = pl.lastNow
+		return ps, true
+	}
 	if q, ok := pl.inflight[i]; !ok || q != p {
 		return ps, false
 	}
 	delete(pl.inflight, i)
+	delete(pl.since, i)
 	ps.inflight--
+	ps.busy = pl.lastNow
+	if d, ok := pl.dups[i]; ok { // the duplicate request is now the request
+		delete(pl.dups, i)
+		pl.inflight[i] = d
+		pl.since[i] = pl.lastNow
+	}
 	return ps, true
+}
+
+// dropPeerRequests frees every slot p holds (primary or duplicate requests).
+func (pl *Planner) dropPeerRequests(p peer.ID) {
+	for i, q := range pl.dups {
+		if q == p {
+			pl.release(p, i)
+		}
+	}
+	for i, q := range pl.inflight {
+		if q == p {
+			pl.release(p, i)
+			pl.offer(i)
+		}
+	}
 }
 
 // Done records that p delivered slice i and it verified.
@@ -253,13 +293,7 @@ func (pl *Planner) PeerDown(p peer.ID, now time.Time) {
 	if ps == nil {
 		return
 	}
-	for i, q := range pl.inflight {
-		if q == p {
-			delete(pl.inflight, i)
-			pl.offer(i)
-		}
-	}
-	ps.inflight = 0
+	pl.dropPeerRequests(p)
 	pl.rest(ps, now)
 }
 
@@ -294,13 +328,7 @@ func (pl *Planner) Ban(p peer.ID) {
 			pl.avail[i]--
 		}
 	}
-	for i, q := range pl.inflight {
-		if q == p {
-			delete(pl.inflight, i)
-			pl.offer(i)
-		}
-	}
-	ps.inflight = 0
+	pl.dropPeerRequests(p)
 	pl.dirty = true
 }
 
@@ -343,6 +371,7 @@ func (pl *Planner) usable(ps *peerState, now time.Time) bool {
 // Next returns the requests to send now. Each returned request is counted in flight until
 // Done, NotHave, Failed, Corrupt, PeerDown or Ban.
 func (pl *Planner) Next(now time.Time) []Request {
+	pl.lastNow = now
 	free := 0
 	for _, p := range pl.order {
 		ps := pl.peers[p]
@@ -384,12 +413,72 @@ func (pl *Planner) Next(now time.Time) []Request {
 			continue
 		}
 		pl.incand.Clear(i)
-		pl.peers[p].inflight++
+		pl.assign(p, now)
 		pl.inflight[i] = p
+		pl.since[i] = now
 		out = append(out, Request{Peer: p, Index: i})
 		free--
 	}
 	pl.cand = pl.cand[:k]
+	if free > 0 && len(pl.cand) == 0 && pl.cfg.EndgameAfter > 0 {
+		out = append(out, pl.endgame(now, free)...)
+	}
+	return out
+}
+
+// assign counts one more request in flight to p.
+func (pl *Planner) assign(p peer.ID, now time.Time) {
+	ps := pl.peers[p]
+	if ps.inflight == 0 {
+		ps.busy = now
+	}
+	ps.inflight++
+}
+
+// stalled reports whether p has requests in flight and has answered none for EndgameAfter.
+func (pl *Planner) stalled(ps *peerState, now time.Time) bool {
+	return pl.cfg.EndgameAfter > 0 && ps.inflight > 0 && now.Sub(ps.busy) >= pl.cfg.EndgameAfter
+}
+
+// endgame asks a second peer for slices in flight for longer than EndgameAfter, oldest first.
+func (pl *Planner) endgame(now time.Time, free int) []Request {
+	var old []int
+	for i, t := range pl.since {
+		if _, dup := pl.dups[i]; !dup && now.Sub(t) >= pl.cfg.EndgameAfter {
+			old = append(old, i)
+		}
+	}
+	slices.SortFunc(old, func(a, b int) int { return pl.since[a].Compare(pl.since[b]) })
+	var out []Request
+	for _, i := range old {
+		if free == 0 {
+			break
+		}
+		first := pl.inflight[i]
+		var best peer.ID
+		bestLoad := -1
+		for _, p := range pl.order {
+			ps := pl.peers[p]
+			if p == first || !ps.has.Has(i) || !pl.usable(ps, now) || ps.inflight >= pl.limit(ps) {
+				continue
+			}
+			// Non-source peers first, then the least loaded.
+			load := ps.inflight
+			if ps.source {
+				load += 1 << 20
+			}
+			if bestLoad < 0 || load < bestLoad {
+				best, bestLoad = p, load
+			}
+		}
+		if bestLoad < 0 {
+			continue
+		}
+		pl.assign(best, now)
+		pl.dups[i] = best
+		out = append(out, Request{Peer: best, Index: i})
+		free--
+	}
 	return out
 }
 
@@ -447,10 +536,12 @@ func (pl *Planner) pick(i int, now time.Time) (peer.ID, bool) {
 			src = p
 			continue
 		}
-		otherHolder = true
 		if ps.inflight >= pl.limit(ps) {
+			// A busy peer that answers keeps the slice for itself; a stalled one does not.
+			otherHolder = otherHolder || !pl.stalled(ps, now)
 			continue
 		}
+		otherHolder = true
 		switch {
 		case bestLoad < 0 || ps.inflight < bestLoad:
 			best, bestLoad, ties = p, ps.inflight, 1
@@ -471,7 +562,7 @@ func (pl *Planner) pick(i int, now time.Time) (peer.ID, bool) {
 }
 
 // NextWake returns the earliest time after now at which a resting peer or slice becomes
-// eligible again, or the zero time if none is resting.
+// eligible again or a request becomes old enough for the endgame, or the zero time if none.
 func (pl *Planner) NextWake(now time.Time) time.Time {
 	var t time.Time
 	consider := func(u time.Time) {
@@ -486,6 +577,18 @@ func (pl *Planner) NextWake(now time.Time) time.Time {
 	}
 	for _, u := range pl.notBefore {
 		consider(u)
+	}
+	if pl.cfg.EndgameAfter > 0 {
+		for _, ps := range pl.peers {
+			if !ps.banned && ps.inflight > 0 {
+				consider(ps.busy.Add(pl.cfg.EndgameAfter)) // may become stalled then
+			}
+		}
+		for i, u := range pl.since {
+			if _, dup := pl.dups[i]; !dup {
+				consider(u.Add(pl.cfg.EndgameAfter))
+			}
+		}
 	}
 	return t
 }

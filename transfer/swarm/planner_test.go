@@ -308,3 +308,62 @@ func TestPlannerScenario(t *testing.T) {
 	}
 	t.Logf("complete; %d of %d slices from the source; bad peer banned at step %d", fromSource, n, bannedAt)
 }
+
+func TestPlannerEndgame(t *testing.T) {
+	pl := testPlanner(2)
+	slow, fast := peer.ID("slow"), peer.ID("fast")
+	pl.AddPeer(slow, false)
+	pl.SetHave(slow, store.FullBitmap(2))
+	reqs := pl.Next(t0)
+	if len(reqs) != 2 || count(reqs, slow) != 2 {
+		t.Fatalf("%+v", reqs)
+	}
+	pl.AddPeer(fast, false)
+	pl.SetHave(fast, store.FullBitmap(2))
+	if r := pl.Next(t0.Add(time.Second)); len(r) != 0 {
+		t.Fatalf("duplicated before EndgameAfter: %+v", r)
+	}
+	if w := pl.NextWake(t0.Add(time.Second)); !w.Equal(t0.Add(pl.cfg.EndgameAfter)) {
+		t.Fatalf("wake %v", w)
+	}
+	later := t0.Add(pl.cfg.EndgameAfter)
+	reqs = pl.Next(later)
+	if len(reqs) != 2 || count(reqs, fast) != 2 {
+		t.Fatalf("endgame: %+v", reqs)
+	}
+	if r := pl.Next(later.Add(time.Hour)); len(r) != 0 {
+		t.Fatalf("a third request: %+v", r)
+	}
+	// The duplicate answers first; the slow peer's slot stays taken until it answers or fails.
+	pl.Done(fast, 0)
+	pl.Done(fast, 1)
+	if !pl.Complete() || pl.Inflight(fast) != 0 || pl.Inflight(slow) != 2 {
+		t.Fatalf("complete %v, in flight fast %d slow %d", pl.Complete(), pl.Inflight(fast), pl.Inflight(slow))
+	}
+	pl.PeerDown(slow, later)
+	if pl.Inflight(slow) != 0 {
+		t.Fatal("slots leaked")
+	}
+}
+
+func TestPlannerEndgamePromotion(t *testing.T) {
+	pl := testPlanner(1)
+	a, b := peer.ID("a"), peer.ID("b")
+	pl.AddPeer(a, false)
+	pl.AddPeer(b, false)
+	pl.SetHave(a, store.FullBitmap(1))
+	pl.Next(t0)
+	pl.SetHave(b, store.FullBitmap(1))
+	if r := pl.Next(t0.Add(pl.cfg.EndgameAfter)); len(r) != 1 || r[0].Peer != b {
+		t.Fatalf("%+v", r)
+	}
+	// The first request fails: the duplicate becomes the request; nothing new is sent.
+	pl.Failed(a, 0, t0.Add(pl.cfg.EndgameAfter))
+	if r := pl.Next(t0.Add(pl.cfg.EndgameAfter + 50*time.Millisecond)); len(r) != 0 {
+		t.Fatalf("re-requested a slice still in flight: %+v", r)
+	}
+	pl.Done(b, 0)
+	if !pl.Complete() || pl.Inflight(a) != 0 || pl.Inflight(b) != 0 {
+		t.Fatalf("in flight a %d b %d", pl.Inflight(a), pl.Inflight(b))
+	}
+}

@@ -441,3 +441,46 @@ func TestSwarmSourceKilled(t *testing.T) {
 		t.Errorf("source died too late (%d of %d) to test anything", killedAt, m.NumSlices())
 	}
 }
+
+// TestSwarmBlackHolePeer: a peer announces every slice and then never sends any. With a frame
+// timeout far beyond the test's, only the endgame (asking another peer for slices in flight
+// too long) can complete the transfer.
+func TestSwarmBlackHolePeer(t *testing.T) {
+	src, r := newNode(t), newNode(t)
+	hole := newHost(t)
+	connectAll(t, src.h, r.h, hole)
+	path, data := randomFile(t, t.TempDir(), 4<<20, 11)
+	m := src.share(t, path, 64<<10)
+	full := store.FullBitmap(m.NumSlices()).Bytes()
+	hole.SetStreamHandler(ProtocolID, func(s network.Stream) {
+		defer s.Reset()
+		var rb [reqSize]byte
+		for {
+			q, err := readReq(s, &rb)
+			if err != nil {
+				return
+			}
+			if q.op == opHave {
+				var hb [hdrSize]byte
+				wireHdr{status: stOK, index: uint32(m.NumSlices()), length: uint32(len(full))}.put(hb[:])
+				s.Write(hb[:])
+				s.Write(full)
+			}
+			// Slices: swallowed.
+		}
+	})
+	st := r.receive(t, m)
+	cfg := testConfig(src.h.ID(), []peer.ID{hole.ID()})
+	cfg.FrameTimeout = 10 * time.Minute
+	cfg.Planner.EndgameAfter = 500 * time.Millisecond
+	sess, _ := NewSession(r.h, m, st, cfg, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	if err := sess.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := sess.Stats(); s.BytesSource != m.Size {
+		t.Errorf("stats %+v", s)
+	}
+	finalizeAndCompare(t, st, filepath.Join(r.dir, "out.bin"), data)
+}
