@@ -112,11 +112,9 @@ func applyAt(t *testing.T, f *fsm, term uint64, c Command) error {
 	return applyRaw(f, term, b)
 }
 
-var nextIndex uint64
-
+// applyRaw applies bytes in the FSM's next log entry.
 func applyRaw(f *fsm, term uint64, b []byte) error {
-	nextIndex++
-	r := f.Apply(&raft.Log{Index: nextIndex, Term: term, Type: raft.LogCommand, Data: b})
+	r := f.Apply(&raft.Log{Index: f.index() + 1, Term: term, Type: raft.LogCommand, Data: b})
 	if r == nil {
 		return nil
 	}

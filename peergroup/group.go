@@ -388,8 +388,9 @@ func (g *Group) Expel(ctx context.Context, p peer.ID) error {
 	return g.Apply(ctx, &MemberRemove{PeerID: p, Reason: ReasonExpel, At: g.m.cfg.Now()})
 }
 
-// LiveMembers returns the members the leader considers alive right now (committed liveness,
-// refined by the leader's current heartbeat failures), sorted by peer ID.
+// LiveMembers returns the members that can take work: caught up (ready) and alive as the
+// leader sees it right now (committed liveness, refined by the leader's current heartbeat
+// failures), sorted by peer ID. This node always counts.
 func (g *Group) LiveMembers() []peer.ID {
 	v := g.fsm.view(nil)
 	now := g.m.cfg.Now()
@@ -397,7 +398,7 @@ func (g *Group) LiveMembers() []peer.ID {
 	defer g.mu.Unlock()
 	var out []peer.ID
 	for _, m := range v.Members {
-		if since, failing := g.failed[m.PeerID]; m.PeerID != g.self && (!m.Alive || failing && now.Sub(since) >= g.m.cfg.DeadAfter) {
+		if since, failing := g.failed[m.PeerID]; m.PeerID != g.self && (!m.Ready || !m.Alive || failing && now.Sub(since) >= g.m.cfg.DeadAfter) {
 			continue
 		}
 		out = append(out, m.PeerID)
