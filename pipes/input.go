@@ -51,7 +51,7 @@ type InputPipe struct {
 	once sync.Once
 
 	mu      sync.Mutex // guards streams
-	streams map[network.Stream]struct{}
+	streams map[network.Stream]func() // feeding streams → what acknowledges what they delivered
 }
 
 func newInputPipe(s *Service, spec PipeSpec) *InputPipe {
@@ -59,7 +59,7 @@ func newInputPipe(s *Service, spec PipeSpec) *InputPipe {
 		s: s, spec: spec,
 		q:       make(chan Message, s.cfg.RecvQueue),
 		done:    make(chan struct{}),
-		streams: make(map[network.Stream]struct{}),
+		streams: make(map[network.Stream]func()),
 	}
 }
 
@@ -103,21 +103,30 @@ func (p *InputPipe) Close() error {
 		streams := p.streams
 		p.streams = nil
 		p.mu.Unlock()
-		for st := range streams {
+		for st, ack := range streams {
+			// What was handed to this pipe counts as delivered: acknowledge it before
+			// cutting the stream, or the sender would re-send it elsewhere.
+			// A graceful close delivers the acknowledgement; a reset could drop it.
+			if ack != nil {
+				ack()
+				_ = st.Close()
+				continue
+			}
 			_ = st.Reset()
 		}
 	})
 	return nil
 }
 
-// addStream registers a feeding stream; false if the pipe is closed.
-func (p *InputPipe) addStream(st network.Stream) bool {
+// addStream registers a feeding stream and what flushes its acknowledgements; false if the
+// pipe is closed.
+func (p *InputPipe) addStream(st network.Stream, ack func()) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.streams == nil {
 		return false
 	}
-	p.streams[st] = struct{}{}
+	p.streams[st] = ack
 	return true
 }
 

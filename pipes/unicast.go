@@ -532,6 +532,15 @@ func (a *acker) flushLocked() error {
 	return nil
 }
 
+// flush acknowledges everything received so far, now (the input pipe is closing).
+func (a *acker) flush() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.done {
+		_ = a.flushLocked()
+	}
+}
+
 func (a *acker) stop() {
 	a.mu.Lock()
 	a.done = true
@@ -548,18 +557,18 @@ func (s *Service) handleUnicast(st network.Stream) {
 		return
 	}
 	p := s.input(h.Pipe)
-	if p == nil || p.spec.Kind != Unicast || !p.addStream(st) {
+	a := &acker{st: st, idle: s.cfg.IdleTimeout + s.cfg.HandshakeTimeout, now: s.now}
+	if p == nil || p.spec.Kind != Unicast || !p.addStream(st, a.flush) {
 		s.refuseUnknown(st, h.Pipe)
 		return
 	}
 	defer p.removeStream(st)
+	defer a.stop()
 	if err := writeStatus(st, statusOK, ""); err != nil {
 		_ = st.Reset()
 		return
 	}
 	from := st.Conn().RemotePeer()
-	a := &acker{st: st, idle: s.cfg.IdleTimeout + s.cfg.HandshakeTimeout, now: s.now}
-	defer a.stop()
 	_ = st.SetDeadline(s.now().Add(a.idle))
 	for {
 		if r.Buffered() == 0 {
@@ -572,6 +581,11 @@ func (s *Service) handleUnicast(st network.Stream) {
 			return
 		}
 		if err != nil {
+			select {
+			case <-p.done: // the input pipe closed this stream
+				return
+			default:
+			}
 			s.rejectStream(st, fmt.Errorf("pipes: unicast frame from %s: %w", from, err))
 			return
 		}

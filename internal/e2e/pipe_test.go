@@ -61,6 +61,21 @@ func TestPipeProcesses(t *testing.T) {
 		}
 	}
 
+	// A unicast pipe delivers lines of stdin to its one listener.
+	wu := listener(t, "pipe", "listen", "jobs", "--count", "2", "--data", a.data)
+	time.Sleep(time.Second)
+	cmd := exec.Command(binary(t), "pipe", "send", "jobs", "--data", b.data, "--json")
+	cmd.Stdin = strings.NewReader("job-1\njob-2\n")
+	var serr bytes.Buffer
+	cmd.Stderr = &serr
+	out, err := cmd.Output()
+	if err != nil || !strings.Contains(string(out), `"delivered": 2`) {
+		t.Fatalf("unicast send: %v %s %s", err, out, serr.String())
+	}
+	if got, err := wu(); err != nil || strings.TrimSpace(got) != "job-1\njob-2" {
+		t.Fatalf("unicast listener: %v %q", err, got)
+	}
+
 	// Bad input: an unknown kind is a usage error; the daemon keeps running.
 	if r := rc(t, 20*time.Second, "pipe", "send", "x", "hi", "--kind", "smoke", "--data", b.data); r.code != 2 {
 		t.Fatalf("bad kind: exit %d %s", r.code, r.stderr)
