@@ -50,7 +50,7 @@ type InputPipe struct {
 	done chan struct{}
 	once sync.Once
 
-	mu      sync.Mutex // guards streams
+	mu      sync.Mutex                // guards streams
 	streams map[network.Stream]func() // feeding streams → what acknowledges what they delivered
 }
 
