@@ -321,7 +321,7 @@ type GetRequest struct {
 	Peers     []peer.ID                           // peers that may hold the content
 	MorePeers func(ctx context.Context) []peer.ID // optional: polled for more such peers
 
-	Multicast mcast.Channel // optional: the domain's multicast data channel
+	Multicast mcast.Channel // optional: the domain's multicast data channel (read by this Get alone: share one channel among gets through mcast.Demux)
 	Relay     mcast.Channel // optional (proxy peer): re-multicast every slice obtained from peers here
 	RelayRate int64         // pacing of the relay, bytes/s
 

@@ -45,6 +45,12 @@
 // does that repair (the transfer package wires OnStored/OnLost/OnIdle to Session.Stored,
 // Release and ReleaseAll).
 //
+// # Several contents on one channel
+//
+// A Receiver reads its Channel itself, so two receivers must not share one: wrap the domain's
+// channel in a Demux (one reading goroutine, per-content sub-channels by tag, bounded queues)
+// and give each receiver Demux.Open(contentID).
+//
 // # Partial repair
 //
 // A slice of S bytes spans S/1378 datagrams, so with datagram loss p it arrives whole with

@@ -270,3 +270,51 @@ func TestMalformedDatagramsIgnored(t *testing.T) {
 		t.Fatalf("stats %+v", s)
 	}
 }
+
+// TestDemuxTwoContents: two receivers share one port through a Demux; each completes its own
+// content from interleaved multicasts.
+func TestDemuxTwoContents(t *testing.T) {
+	_, data1, m1, src1 := fixture(t, 1<<20+3, content.MinSliceSize*4)
+	_, data2, m2, src2 := fixture(t, 1<<20+77, content.MinSliceSize*4)
+	d := mcasttest.NewDomain(1500)
+	tx1, tx2, rx := d.Join(0, 1, 16), d.Join(0, 2, 16), d.Join(0, 3, 1<<16)
+	dm := mcast.NewDemux(rx, 1<<14)
+	defer dm.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	var stores []*store.Store
+	var wants [][]byte
+	for _, c := range []struct {
+		m    *content.Manifest
+		src  *store.Store
+		tx   *mcasttest.Port
+		want []byte
+	}{{m1, src1, tx1, data1}, {m2, src2, tx2, data2}} {
+		st := openStore(t, c.m)
+		stores, wants = append(stores, st), append(wants, c.want)
+		recv, err := mcast.NewReceiver(dm.Open(c.m.ID()), c.m, st, mcast.DefaultReceiverConfig(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- recv.Run(ctx) }()
+		snd, _ := mcast.NewSender(c.tx, c.m, mcast.DefaultSenderConfig(20<<20))
+		wg.Go(func() {
+			if err := snd.SendAll(ctx, c.src); err != nil {
+				t.Error(err)
+				return
+			}
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	for i, st := range stores {
+		checkOutput(t, st, wants[i])
+	}
+	if dm.Dropped.Load() != 0 {
+		t.Errorf("dropped %d", dm.Dropped.Load())
+	}
+}
