@@ -168,6 +168,9 @@ func (n *Node) build() error {
 		pubsub.WithPeerOutboundQueueSize(1024),
 		pubsub.WithValidateQueueSize(1024),
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
+		// A node that publishes right after joining a topic reaches its peers before its
+		// mesh forms (pipes' propagate messages, chat).
+		pubsub.WithFloodPublish(true),
 	); err != nil {
 		return fmt.Errorf("gossipsub: %w", err)
 	}

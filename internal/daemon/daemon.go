@@ -112,6 +112,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	pcfg := pipes.DefaultConfig()
 	pcfg.Logger = d.log
+	pcfg.TrustGossipAuthor = true // the overlay's gossipsub enforces StrictSign
 	switch {
 	case len(cfg.MulticastIfaces) == 1 && cfg.MulticastIfaces[0] == "none":
 		pcfg.Multicast.Disabled = true
