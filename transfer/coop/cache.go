@@ -1,6 +1,7 @@
 package coop
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -36,6 +37,9 @@ func layoutOf(t *peergroup.Task) store.Layout {
 	return store.Layout{Size: t.Size, SliceSize: int(t.SliceSize)}
 }
 
+// errDropping: the entry is being deleted; open it again once its last user let go.
+var errDropping = errors.New("coop: cache entry being dropped")
+
 type cache struct {
 	dir string
 	log *slog.Logger
@@ -49,7 +53,8 @@ type entry struct {
 	key    string
 	layout store.Layout
 	st     *store.Store
-	refs   int // guarded by cache.mu
+	refs   int  // guarded by cache.mu
+	doomed bool // guarded by cache.mu: delete the files when the last user lets go
 
 	mu       sync.Mutex                 // guards inflight and waiters
 	inflight map[int]bool               // slices some worker of this node is fetching
@@ -69,6 +74,9 @@ func (c *cache) open(key string, layout store.Layout) (*entry, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e := c.entries[key]; e != nil {
+		if e.doomed {
+			return nil, errDropping
+		}
 		if e.layout != layout {
 			return nil, fmt.Errorf("%w: cache entry %s has layout %+v, asked %+v", ErrBadRequest, key, e.layout, layout)
 		}
@@ -87,36 +95,34 @@ func (c *cache) open(key string, layout store.Layout) (*entry, error) {
 	return e, nil
 }
 
-// release drops one reference; the last one closes the store (keeping its files).
-func (c *cache) release(e *entry) {
-	c.mu.Lock()
-	e.refs--
-	last := e.refs == 0
-	if last {
-		delete(c.entries, e.key)
-	}
-	c.mu.Unlock()
-	if last {
-		if err := e.st.Close(); err != nil {
-			c.log.Warn("closing cache store", "key", e.key, "err", err)
-		}
-	}
-}
+// release drops one reference; the last one closes the store, keeping its files unless
+// the entry was dropped.
+func (c *cache) release(e *entry) { c.let(e, false) }
 
-// drop releases e and deletes its files once nobody uses it: for versions that changed,
+// drop releases e and has its files deleted once nobody uses it: for versions that changed,
 // failed their checksum, or cannot be recognised again.
-func (c *cache) drop(e *entry) {
+func (c *cache) drop(e *entry) { c.let(e, true) }
+
+func (c *cache) let(e *entry, doom bool) {
 	c.mu.Lock()
 	e.refs--
-	last := e.refs == 0
+	e.doomed = e.doomed || doom
+	last, doomed := e.refs == 0, e.doomed
 	if last {
 		delete(c.entries, e.key)
 	}
 	c.mu.Unlock()
-	if last {
-		if err := e.st.Remove(); err != nil {
-			c.log.Warn("removing cache store", "key", e.key, "err", err)
-		}
+	if !last {
+		return
+	}
+	var err error
+	if doomed {
+		err = e.st.Remove()
+	} else {
+		err = e.st.Close()
+	}
+	if err != nil {
+		c.log.Warn("closing cache store", "key", e.key, "remove", doomed, "err", err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -88,7 +89,11 @@ func (r *groupRun) sync() {
 		if w == nil {
 			var err error
 			if w, err = r.startWorker(t); err != nil {
-				r.s.log.Warn("cannot work on task", "task", id, "err", err)
+				lvl := slog.LevelWarn
+				if errors.Is(err, errDropping) { // retried at the next change or scan
+					lvl = slog.LevelDebug
+				}
+				r.s.log.Log(r.s.ctx, lvl, "cannot work on task", "task", id, "err", err)
 				continue
 			}
 			r.workers[id] = w

@@ -127,7 +127,7 @@ func (s *Service) Download(ctx context.Context, g *peergroup.Group, req Request,
 		}
 		res.Seconds, res.Restarts = time.Since(start).Seconds(), restarts
 		switch {
-		case errors.Is(err, errRestart) && lostRestarts < 2:
+		case errors.Is(err, errRestart) && lostRestarts < 8:
 			lostRestarts++
 			continue
 		case errors.Is(err, ErrChanged) && restarts < s.cfg.ChangeRestarts:
@@ -310,22 +310,35 @@ func (s *Service) runTask(ctx context.Context, g *peergroup.Group, req Request, 
 		s.log.Warn("the origin ignores Range: one member fetches the whole resource", "url", req.URL)
 	}
 
+	// The cache entry: a failed download's slices of this version may be on their way out.
+	var e *entry
+	for {
+		var err error
+		e, err = s.cache.open(key, layout)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errDropping) {
+			return res, err
+		}
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return res, ctx.Err()
+		}
+	}
 	s.mu.Lock()
 	if other := s.listeners[task.ID]; other != nil {
 		// The same node already downloads this task: wait for it, then start again (served
 		// from this node's cache).
 		s.mu.Unlock()
+		s.cache.release(e)
 		select {
 		case <-other.done:
 			return res, errRestart
 		case <-ctx.Done():
 			return res, ctx.Err()
 		}
-	}
-	e, err := s.cache.open(key, layout)
-	if err != nil {
-		s.mu.Unlock()
-		return res, err
 	}
 	l := &listener{s: s, g: g, groupID: g.ID(), task: task, noRanges: !ans.Ranges, e: e, done: make(chan struct{})}
 	s.listeners[task.ID] = l
@@ -350,7 +363,7 @@ func (s *Service) runTask(ctx context.Context, g *peergroup.Group, req Request, 
 		}
 	}()
 
-	err = l.run(ctx, progress)
+	err := l.run(ctx, progress)
 	l.mu.Lock()
 	for p, n := range l.bytesByPeer {
 		res.BytesByPeer[p.String()] = n
