@@ -87,10 +87,23 @@
 // Members are trusted not to lie about slice contents (they are authenticated members of the
 // group); SHA-256 is the defence against a bad one.
 //
+// # Use
+//
+// One Service per node (New with the host, the node's *peergroup.Manager, an *http.Client of
+// its own — NewHTTPClient — a logger and a Config whose Dir is e.g. <data>/coop); it attaches
+// to every group the manager has, now and later, so a member acts on assignments whether or
+// not it downloads anything itself. Service.Download(ctx, group, Request{URL, Out, SliceSize,
+// SHA256, Timeout}, progress) returns a Result (size, seconds, slices, bytes fetched from the
+// origin per peer, bytes served from caches, resumed bytes, SHA-256, warnings). The group
+// passed must be one of the manager's.
+//
 // # Limits and weak points
 //
 // The cache is never evicted. The per-origin connection cap is per node; across the group it
 // is enforced by the plan (fetching members), not by counting live connections. "Joining" a
 // running task creates a second task whose slices are assigned to the members already
 // fetching them; the origin is not asked twice, but each requester has its own task entry.
+// A member that fails at the origin excludes itself from the task for good, even if the
+// failure was brief. A wrong SHA-256 drops the requester's cached slices, not the members'
+// (a member that served bad bytes is not identified: slices carry no per-slice hash).
 package coop
