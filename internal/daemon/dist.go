@@ -384,7 +384,10 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 			case <-time.After(wantWindow):
 			}
 			if ds.isProxy(id) {
+				// The proxy pulls from peers at once (no multicast to wait for here) and
+				// re-multicasts what it obtains.
 				proxy = true
+				req.Multicast = nil
 				req.Relay = ch
 				req.RelayRate = DefaultRate
 				ds.d.log.Info("proxy peer for this multicast domain", "content", id)
