@@ -48,6 +48,7 @@ type Request struct {
 }
 
 type peerState struct {
+	id       peer.ID
 	has      store.Bitmap
 	source   bool
 	inflight int
@@ -66,8 +67,9 @@ type peerState struct {
 // not resting after a failure, the rarest first (fewest non-banned peers holding it, random
 // among equals; the candidate order is recomputed at most every 250 ms while announcements
 // change, slices becoming candidates in between are appended, and one Next call looks at no
-// more than 1024 candidates, so a call costs O(1024) and not O(slices)); each goes to a non-source peer that holds it and has a free request slot
-// (fewest in flight first). The source serves a slice only if no non-source peer that is
+// more than 256 candidates, putting those that must wait at the back, so a call costs
+// O(256) and not O(slices)); each goes to a non-source peer that holds it and has a free
+// request slot (fewest in flight first). The source serves a slice only if no non-source peer that is
 // not banned, resting or stalled (requests in flight, no answer for EndgameAfter) holds it,
 // or after MaxPeerTries failed attempts of that slice. Every
 // failure rests the peer (randomised exponential back-off); a bad slice counts against the
@@ -79,6 +81,7 @@ type Planner struct {
 	hold      store.Bitmap // slices held back (expected by multicast); never requested
 	peers     map[peer.ID]*peerState
 	order     []peer.ID         // peers in the order they were added (deterministic iteration)
+	states    []*peerState      // the same peers' states, in the same order
 	avail     []uint16          // per slice: non-banned peers holding it
 	inflight  map[int]peer.ID   // slice → the peer it is requested from
 	dups      map[int]peer.ID   // slice → a second peer it is requested from (endgame)
@@ -88,7 +91,9 @@ type Planner struct {
 	rng       *rand.Rand
 
 	lastNow time.Time    // the time of the last Next call
-	cand    []int        // candidate slices, roughly rarest first (see Next); nil until built
+	cand    []int        // candidate slices from head on, roughly rarest first (see Next); nil until built
+	head    int          // cand[:head] are taken
+	scratch []int        // reused by Next
 	incand  store.Bitmap // slices in cand
 	builtAt time.Time
 	dirty   bool // availability changed since the last rebuild
@@ -126,8 +131,10 @@ func (pl *Planner) AddPeer(p peer.ID, source bool) {
 		ps.source = ps.source || source
 		return
 	}
-	pl.peers[p] = &peerState{has: store.NewBitmap(pl.n), source: source}
+	ps := &peerState{id: p, has: store.NewBitmap(pl.n), source: source}
+	pl.peers[p] = ps
 	pl.order = append(pl.order, p)
+	pl.states = append(pl.states, ps)
 }
 
 // Known reports whether p was added.
@@ -373,8 +380,7 @@ func (pl *Planner) usable(ps *peerState, now time.Time) bool {
 func (pl *Planner) Next(now time.Time) []Request {
 	pl.lastNow = now
 	free := 0
-	for _, p := range pl.order {
-		ps := pl.peers[p]
+	for _, ps := range pl.states {
 		if pl.usable(ps, now) {
 			free += max(0, pl.limit(ps)-ps.inflight)
 		}
@@ -385,31 +391,26 @@ func (pl *Planner) Next(now time.Time) []Request {
 	if pl.cand == nil || (pl.dirty && now.Sub(pl.builtAt) >= rebuildEvery) || now.Sub(pl.builtAt) >= rebuildMax || now.Before(pl.builtAt) {
 		pl.rebuild(now)
 	}
-	// Walk the candidates in order, compacting the list in place: drop what is held, held
-	// back, in flight, unavailable or assigned now; keep what must wait (resting slice, no
-	// free peer). At most walkMax entries per call.
+	// Take candidates from the head of the queue: drop what is held, held back, in flight or
+	// unavailable; assign what a peer can serve now; put what must wait (resting slice, no
+	// free peer) back at the tail. At most walkMax entries per call.
 	var out []Request
-	k, walked := 0, 0
-	for idx, i := range pl.cand {
-		if free == 0 || walked == walkMax {
-			k += copy(pl.cand[k:], pl.cand[idx:])
-			break
-		}
-		walked++
+	deferred := pl.scratch[:0]
+	for walked := 0; free > 0 && walked < walkMax && pl.head < len(pl.cand); walked++ {
+		i := pl.cand[pl.head]
+		pl.head++
 		_, busy := pl.inflight[i]
 		if pl.have.Has(i) || pl.hold.Has(i) || pl.avail[i] == 0 || busy {
 			pl.incand.Clear(i)
 			continue
 		}
 		if t, ok := pl.notBefore[i]; ok && now.Before(t) {
-			pl.cand[k] = i
-			k++
+			deferred = append(deferred, i)
 			continue
 		}
 		p, ok := pl.pick(i, now)
 		if !ok {
-			pl.cand[k] = i
-			k++
+			deferred = append(deferred, i)
 			continue
 		}
 		pl.incand.Clear(i)
@@ -419,8 +420,13 @@ func (pl *Planner) Next(now time.Time) []Request {
 		out = append(out, Request{Peer: p, Index: i})
 		free--
 	}
-	pl.cand = pl.cand[:k]
-	if free > 0 && len(pl.cand) == 0 && pl.cfg.EndgameAfter > 0 {
+	if pl.head > len(pl.cand)/2 { // compact: amortised O(1) per entry
+		pl.cand = append(pl.cand[:0], pl.cand[pl.head:]...)
+		pl.head = 0
+	}
+	pl.cand = append(pl.cand, deferred...)
+	pl.scratch = deferred[:0]
+	if free > 0 && pl.head == len(pl.cand) && pl.cfg.EndgameAfter > 0 {
 		out = append(out, pl.endgame(now, free)...)
 	}
 	return out
@@ -457,8 +463,8 @@ func (pl *Planner) endgame(now time.Time, free int) []Request {
 		first := pl.inflight[i]
 		var best peer.ID
 		bestLoad := -1
-		for _, p := range pl.order {
-			ps := pl.peers[p]
+		for _, ps := range pl.states {
+			p := ps.id
 			if p == first || !ps.has.Has(i) || !pl.usable(ps, now) || ps.inflight >= pl.limit(ps) {
 				continue
 			}
@@ -488,11 +494,11 @@ func (pl *Planner) endgame(now time.Time, free int) []Request {
 const (
 	rebuildEvery = 250 * time.Millisecond
 	rebuildMax   = 2 * time.Second
-	walkMax      = 1024
+	walkMax      = 256
 )
 
 func (pl *Planner) rebuild(now time.Time) {
-	pl.cand = pl.cand[:0]
+	pl.cand, pl.head = pl.cand[:0], 0
 	pl.incand = store.NewBitmap(pl.n)
 	for i := 0; i < pl.n; i++ {
 		if _, busy := pl.inflight[i]; busy || pl.have.Has(i) || pl.hold.Has(i) || pl.avail[i] == 0 {
@@ -526,8 +532,8 @@ func (pl *Planner) pick(i int, now time.Time) (peer.ID, bool) {
 	bestLoad, ties := -1, 0
 	var src peer.ID
 	srcOK, otherHolder := false, false
-	for _, p := range pl.order {
-		ps := pl.peers[p]
+	for _, ps := range pl.states {
+		p := ps.id
 		if !ps.has.Has(i) || !pl.usable(ps, now) {
 			continue
 		}
