@@ -53,4 +53,26 @@
 // with Stored; Hold/Release keep slices that multicast is expected to deliver from being
 // fetched twice. Bytes are counted by origin (source, other peers) for new slices only. A
 // node keeps serving what it holds through its Server for as long as the content is added.
+//
+// # Measured
+//
+// On the 2-core build machine, shared with other jobs (load average 8-23), everything in one
+// process, so sender and receivers share the two cores (ranges over several runs; the ratio
+// is taken within each run):
+//
+//	go test -bench SwarmVsRaw/slice=256KiB -benchtime 3x ./transfer/swarm/
+//	  64 MiB, source -> 1 receiver:   swarm 0.39-0.85 x a raw libp2p stream's throughput
+//	                                   CPU 3.9-8.7 s/GB against 2.0-4.8 s/GB for the raw stream
+//	  64 MiB, source -> 4 receivers:  swarm 0.36-0.68 x raw (4 raw streams from the source)
+//	                                   CPU 4.2-8.3 s/GB against 2.2-4.5 s/GB
+//	go test -bench PlannerNext ./transfer/swarm/
+//	  one answer + Next: 21 us with 1024 slices, 31 us with 40960 slices
+//
+// A profile (4 receivers) puts 60% of the CPU in TLS and TCP (as for the raw stream), 10% in
+// BLAKE3 verification, 9% in writing slices to the store and the rest in copies and
+// scheduling: the swarm costs about twice the CPU per byte of a bare stream because every
+// byte is also hashed, written and read back, and in one process that halves throughput.
+// Between machines the receiver's extra work runs on its own cores. In the 3-receiver
+// loopback test the source uploaded 1.6-1.7 x the file: with everything equally fast a
+// receiver takes from the source whatever no peer has announced yet.
 package swarm
