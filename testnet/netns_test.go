@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -68,14 +67,11 @@ func needRoot(t *testing.T) string {
 	return dir
 }
 
-// netState is what must be the same before and after a run: namespaces and the root
-// namespace's links (names only; counters and flags may change).
+// netState is what must be the same before and after a run: the root namespace's links
+// (names only; counters and flags may change). Namespaces are checked by run ID instead
+// (leftNamespaces): other engineers' testnet runs may come and go at the same time.
 func netState(t *testing.T) string {
 	t.Helper()
-	ns, err := exec.Command("ip", "netns", "list").Output()
-	if err != nil {
-		t.Fatalf("ip netns list: %v", err)
-	}
 	links, err := exec.Command("ip", "-o", "link", "show").Output()
 	if err != nil {
 		t.Fatalf("ip link: %v", err)
@@ -86,9 +82,23 @@ func netState(t *testing.T) string {
 			names = append(names, f[1])
 		}
 	}
-	nsl := strings.Fields(string(ns))
-	slices.Sort(nsl)
-	return "netns: " + strings.Join(nsl, " ") + "\nlinks: " + strings.Join(names, " ")
+	return "links: " + strings.Join(names, " ")
+}
+
+// leftNamespaces lists the namespaces of run id that `ip netns list` still shows.
+func leftNamespaces(t *testing.T, id string) []string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		t.Fatalf("ip netns list: %v", err)
+	}
+	var left []string
+	for l := range strings.Lines(string(out)) {
+		if f := strings.Fields(l); len(f) > 0 && strings.HasPrefix(f[0], id+"-") {
+			left = append(left, f[0])
+		}
+	}
+	return left
 }
 
 // runTestnet runs testnet/run with args; signal, if non-nil, is called once the run's
@@ -128,7 +138,7 @@ func runTestnet(t *testing.T, tools string, id string, signal func(*os.Process),
 	if s.OK != (err == nil) {
 		t.Errorf("summary ok=%v but exit error %v", s.OK, err)
 	}
-	if m, _ := filepath.Glob("/run/netns/" + id + "-*"); len(m) > 0 || !s.Clean {
+	if m := leftNamespaces(t, id); len(m) > 0 || !s.Clean {
 		t.Errorf("namespaces left behind: %v (clean=%v)", m, s.Clean)
 	}
 	return s, logs
@@ -258,7 +268,7 @@ func TestTeardownAfterKill(t *testing.T) {
 	}
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()
-	if m, _ := filepath.Glob("/run/netns/" + id + "-*"); len(m) == 0 {
+	if m := leftNamespaces(t, id); len(m) == 0 {
 		t.Fatal("SIGKILL left nothing behind: the test proves nothing")
 	}
 	td := exec.CommandContext(ctx, "./run", "--teardown", id)
@@ -266,7 +276,7 @@ func TestTeardownAfterKill(t *testing.T) {
 	if out, err := td.CombinedOutput(); err != nil {
 		t.Fatalf("run --teardown: %v\n%s", err, out)
 	}
-	if m, _ := filepath.Glob("/run/netns/" + id + "-*"); len(m) > 0 {
+	if m := leftNamespaces(t, id); len(m) > 0 {
 		t.Errorf("namespaces left behind: %v", m)
 	}
 	if after := netState(t); after != before {
@@ -327,7 +337,8 @@ func TestBenchSmoke(t *testing.T) {
 	csv := filepath.Join(t.TempDir(), "bench.csv")
 	cmd := exec.CommandContext(ctx, "./bench", "--cases", "uftp-1domain,http", "--size", "8MiB",
 		"--recv-a", "2", "--recv-b", "1", "--timeout", "200", "--csv", csv)
-	cmd.Env = append(os.Environ(), "RC_BASE="+t.TempDir(), "RC_TOOLS="+tools, "RC_ID="+id)
+	base := t.TempDir()
+	cmd.Env = append(os.Environ(), "RC_BASE="+base, "RC_TOOLS="+tools, "RC_ID="+id)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.WaitDelay = 30 * time.Second
@@ -355,7 +366,14 @@ func TestBenchSmoke(t *testing.T) {
 			t.Errorf("row %q: incomplete delivery %s", r, f[5])
 		}
 	}
-	if m, _ := filepath.Glob("/run/netns/" + id + "-*"); len(m) > 0 {
+	table, err := os.ReadFile(filepath.Join(base, id, "bench.md"))
+	if err != nil || !strings.Contains(string(table), "| one-domain | uftp | 1 |") {
+		t.Errorf("comparison table missing or wrong (%v):\n%s", err, table)
+	}
+	if _, err := os.Stat(filepath.Join(base, id, "plots", "one-domain.svg")); err != nil {
+		t.Errorf("chart: %v", err)
+	}
+	if m := leftNamespaces(t, id); len(m) > 0 {
 		t.Errorf("namespaces left behind: %v", m)
 	}
 	if after := netState(t); after != before {
