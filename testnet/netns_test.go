@@ -214,6 +214,34 @@ func TestPaperNetCheck(t *testing.T) {
 	}
 }
 
+// TestWanNetCheck: two domains behind a core router with shaped, lossy links (htb and
+// nftables on every link): unicast crosses, multicast stays inside each domain.
+func TestWanNetCheck(t *testing.T) {
+	tools := needRoot(t)
+	before := netState(t)
+	s, logs := runTestnet(t, tools, fmt.Sprintf("rcgw%d", os.Getpid()), nil, "wan", "--domains", "2",
+		"--hosts", "2", "--rate", "50mbit", "--loss", "1", "--wan-rate", "10mbit", "--wan-loss", "1",
+		"--timeout", "180")
+	assertAllOK(t, s, logs)
+	for _, name := range []string{"ping4 h11->h21", "ping6 h21->h11"} {
+		s.check(t, name)
+	}
+	for name, reach := range map[string]bool{
+		"mcast4 h11(d1)->h12(d1)": true,
+		"mcast6 h21(d2)->h22(d2)": true,
+		"mcast4 h11(d1)->h21(d2)": false,
+		"mcast6 h21(d2)->h12(d1)": false,
+	} {
+		c := s.check(t, name)
+		if c.Expected == nil || *c.Expected != reach || reach != (c.Packets > 0) {
+			t.Errorf("%s: expected=%v packets=%d, want reach=%v", name, c.Expected, c.Packets, reach)
+		}
+	}
+	if after := netState(t); after != before {
+		t.Errorf("network state changed:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
 // TestTeardownOnTimeoutAndSignal: a run cut short by its --timeout or by SIGINT still
 // removes everything and still prints a summary saying it failed.
 func TestTeardownOnTimeoutAndSignal(t *testing.T) {
