@@ -37,6 +37,8 @@ import (
 	"github.com/raftcast/raftcast/pipes"
 	"github.com/raftcast/raftcast/transfer"
 	"github.com/raftcast/raftcast/transfer/content"
+	"github.com/raftcast/raftcast/transfer/mcast"
+	"github.com/raftcast/raftcast/transfer/mcast/pipesch"
 )
 
 // distPipe is the name of each group's coordination pipe.
@@ -53,7 +55,8 @@ const wantWindow = time.Second
 type dist struct {
 	d     *Daemon
 	eng   *transfer.Engine
-	demux *mcastDemux // nil without native multicast
+	mc    mcast.Channel // the node's native multicast data channel; nil without one
+	demux *mcast.Demux  // mc shared among receivers, by content
 
 	mu      sync.Mutex                      // guards sources, wants, lastPass, listening
 	sources map[content.ID]sourceInfo       // contents this node is the source of
@@ -79,7 +82,8 @@ func newDist(ctx context.Context, d *Daemon, eng *transfer.Engine) *dist {
 		listen:  map[string]bool{},
 	}
 	if mc := d.pipes.Multicast(); mc != nil {
-		ds.demux = newMcastDemux(mc)
+		ds.mc = pipesch.Channel{C: mc}
+		ds.demux = mcast.NewDemux(ds.mc, demuxQueue)
 	}
 	d.node.Resolver().Handle(handlerWant, func(_ context.Context, from peer.ID, req []byte) ([]byte, error) {
 		_, id, err := decodeCoord(req)
@@ -117,7 +121,17 @@ func (ds *dist) wantSource(ctx context.Context, id content.ID, source peer.ID, g
 	}
 }
 
-func (ds *dist) wait() { ds.wg.Wait() }
+// demuxQueue bounds the datagrams waiting for one receiver; past it they are dropped (and
+// counted), and the receiver repairs what it misses from peers.
+const demuxQueue = 16384
+
+// wait waits for the background work to end (cancel its context first).
+func (ds *dist) wait() {
+	ds.wg.Wait()
+	if ds.demux != nil {
+		ds.demux.Close()
+	}
+}
 
 // group picks the group a share/get runs in: the named one, or the node's only group.
 func (ds *dist) group(name string) (*peergroup.Group, error) {
@@ -221,10 +235,8 @@ func (ds *dist) onWant(id content.ID, from peer.ID) {
 			return
 		case <-time.After(wantWindow):
 		}
-		ch, cancel := ds.demux.subscribe(ds.ctx)
-		defer cancel()
 		ds.d.log.Info("multicast pass", "content", id, "rate", rate)
-		if err := ds.eng.Multicast(id, ch, rate); err != nil {
+		if err := ds.eng.Multicast(id, ds.mc, rate); err != nil {
 			ds.d.log.Warn("multicast pass", "content", id, "err", err)
 		}
 	}()
@@ -361,8 +373,8 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 		}
 	}
 	if ds.demux != nil {
-		ch, cancel := ds.demux.subscribe(ctx)
-		defer cancel()
+		ch := ds.demux.Open(id)
+		defer ch.Close()
 		req.Multicast = ch
 		ds.onWant(id, ds.d.node.ID())
 		coord, err := ds.d.pipes.Output(ctx, ds.coordSpec(g))
@@ -388,7 +400,7 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 				// re-multicasts what it obtains.
 				proxy = true
 				req.Multicast = nil
-				req.Relay = ch
+				req.Relay = ds.mc
 				req.RelayRate = DefaultRate
 				ds.d.log.Info("proxy peer for this multicast domain", "content", id)
 			}
