@@ -65,7 +65,7 @@ rc_init() {
 # (on EXIT) with the exit status in $RC_EXIT.
 rc_traps() {
 	RC_ON_EXIT=${1:-}
-	trap 'RC_EXIT=$?; trap - ERR; rc_teardown; if [[ -n $RC_ON_EXIT ]]; then "$RC_ON_EXIT"; fi' EXIT
+	trap 'RC_EXIT=$?; trap - ERR; rc_teardown; rc_drop_data; if [[ -n $RC_ON_EXIT ]]; then "$RC_ON_EXIT"; fi' EXIT
 	set -E
 	trap 'rc_log "failed (status $?): ${BASH_SOURCE[0]##*/}:$LINENO: $BASH_COMMAND"' ERR
 	trap 'rc_log "interrupted"; exit 130' INT
@@ -73,6 +73,15 @@ rc_traps() {
 }
 
 rc_record() { printf '%s\n' "$*" >>"$RC_STATE"; }
+
+# rc_drop_data: after teardown, remove the bulk data a run made in its directory (files
+# shared and received, daemons' data dirs) and keep logs, state and results. RC_KEEP_DATA=1
+# keeps everything.
+rc_drop_data() {
+	[[ ${RC_KEEP_DATA:-0} == 1 || ! -d $RC_DIR ]] && return 0
+	rm -rf "$RC_DIR/data" "$RC_DIR/out" "$RC_DIR/recv" "$RC_DIR/origin" "$RC_DIR/share" \
+		"$RC_DIR/mc" "$RC_DIR/ot" "$RC_DIR"/*.bin "$RC_DIR"/nginx*/tmp
+}
 
 # rc_q KIND [FIELD2 [FIELD3]]: state lines of KIND whose next fields match (empty = any).
 rc_q() {
@@ -87,7 +96,7 @@ rc_valid_name() {
 	[[ $1 =~ ^[a-z][a-z0-9]{0,9}$ ]] || rc_die "bad name '$1': want [a-z][a-z0-9]{0,9}"
 }
 
-# rc_netns_add NS: a namespace with loopback up, IPv6 DAD off and quick neighbour setup.
+# rc_netns_add NS: a namespace with loopback up, IPv6 DAD and router advertisements off.
 rc_netns_add() {
 	local ns=$1
 	ip netns add "$ns" || rc_die "ip netns add $ns"
