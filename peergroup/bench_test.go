@@ -6,8 +6,11 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // openGroup3 builds a 3-member open group whose members are all voters.
@@ -266,4 +269,66 @@ func heapInUse() (uint64, int) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms.HeapInuse, runtime.NumGoroutine()
+}
+
+// BenchmarkIdleCPU: CPU time an idle 3-member group costs (heartbeats every
+// HeartbeatTimeout/10, each a new stream with go-libp2p-raft's transport; commit-index
+// propagation every CommitTimeout), for the three members together, per second.
+func BenchmarkIdleCPU(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		mod  func(*Config)
+	}{
+		{"default", nil},
+		{"pool=2", func(c *Config) { c.RaftStreamPool = 2 }},
+		{"commit=100ms", func(c *Config) { c.CommitTimeout = 100 * time.Millisecond }},
+		{"heartbeat=600ms", func(c *Config) {
+			c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 600*time.Millisecond, 600*time.Millisecond, 300*time.Millisecond
+			c.CommitTimeout = 100 * time.Millisecond
+		}},
+	} {
+		b.Run(tc.name, func(b *testing.B) { benchIdle(b, tc.mod, 5) })
+	}
+}
+
+// benchIdle reports the CPU per second of 3 idle hosts in k groups, minus the same hosts in
+// no group, divided by k.
+func benchIdle(b *testing.B, mod func(*Config), k int) {
+	nodes := []*testNode{startNode(b, "x", mod), startNode(b, "y", mod), startNode(b, "z", mod)}
+	for _, n := range nodes[1:] {
+		if err := n.h.Connect(ctxT(b, 5*time.Second), peer.AddrInfo{ID: nodes[0].id(), Addrs: nodes[0].h.Addrs()}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	time.Sleep(time.Second)
+	base0, t0 := cpuTime(), time.Now()
+	time.Sleep(3 * time.Second)
+	base := float64((cpuTime() - base0).Milliseconds()) / time.Since(t0).Seconds()
+	b.ReportMetric(base, "cpu-ms/s-hosts-alone")
+	for j := 0; j < k; j++ {
+		g, err := nodes[0].m.Create(ctxT(b, 30*time.Second), fmt.Sprintf("g%d", j), PolicyOpen, "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, n := range nodes[1:] {
+			if _, err := n.m.Join(ctxT(b, 30*time.Second), g.Info(), Credential{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		waitVoters(b, g.ID(), 3, nodes...)
+	}
+	time.Sleep(time.Second)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c0 := cpuTime()
+		t0 := time.Now()
+		time.Sleep(5 * time.Second)
+		b.ReportMetric((float64((cpuTime()-c0).Milliseconds())/time.Since(t0).Seconds()-base)/float64(k), "cpu-ms/s/group")
+	}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -38,6 +38,9 @@ func testConfig(dir, name string) Config {
 	cfg := DefaultConfig()
 	cfg.DataDir = dir
 	cfg.NoSync = true
+	if os.Getenv("PEERGROUP_TEST_POOL") != "" { // run the suite on pooled Raft streams
+		cfg.RaftStreamPool = 2
+	}
 	cfg.DeadAfter = 1500 * time.Millisecond
 	cfg.ReconcileInterval = 200 * time.Millisecond
 	cfg.Logger = testLogger(name)

@@ -28,6 +28,10 @@ type Config struct {
 	CommitTimeout      time.Duration // default 20ms
 	// TransportTimeout bounds dialing and each Raft RPC (default 2s).
 	TransportTimeout time.Duration
+	// RaftStreamPool: 0 runs Raft on go-libp2p-raft's transport as is (a new stream for
+	// every RPC, heartbeats included); n > 0 keeps up to n streams per peer open between
+	// RPCs (same stream layer and protocol).
+	RaftStreamPool int
 
 	// Snapshots: taken when SnapshotThreshold entries were appended since the last one,
 	// checked every SnapshotInterval; TrailingLogs entries are kept after a snapshot.

@@ -59,7 +59,10 @@
 //
 // Each group runs hashicorp/raft with go-libp2p-raft's transport over a host wrapper that
 // renames go-libp2p-raft's fixed /raft/1.0.0/rpc to /raftcast/group/<groupID>/raft/1.0.0, so
-// one host serves the Raft of several groups. The wrapper is also a gate: Raft streams from
+// one host serves the Raft of several groups. go-libp2p-raft opens a new stream for every
+// RPC, heartbeats included (every HeartbeatTimeout/10); Config.RaftStreamPool > 0 keeps that
+// stream layer and protocol but pools streams, which halves an idle group's CPU (both kinds
+// interoperate). The wrapper is also a gate: Raft streams from
 // peers that this node does not know as members (state, Raft configuration, join answer,
 // members file) are reset; on such a refusal the node asks the members it knows for the
 // member list (at most once a second), so a node that missed admissions while away still

@@ -14,7 +14,6 @@ import (
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	libp2praft "github.com/libp2p/go-libp2p-raft"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -115,7 +114,7 @@ func openGroup(m *Manager, meta *groupMeta, bootstrap bool, seed []peer.AddrInfo
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
 	gh := &groupHost{Host: m.h, proto: RaftProtocol(g.id), allow: g.allowRaftPeer}
-	g.trans, err = libp2praft.NewLibp2pTransport(gh, cfg.TransportTimeout)
+	g.trans, err = newRaftTransport(gh, cfg.RaftStreamPool, cfg.TransportTimeout, hl)
 	if err != nil {
 		g.cancel()
 		g.store.Close()

@@ -269,3 +269,31 @@ func TestLeaderLeaves(t *testing.T) {
 	// Two members: one voter.
 	allVoters(t, id, 1, others...)
 }
+
+// Pooled Raft streams (Config.RaftStreamPool) interoperate with go-libp2p-raft's transport
+// and survive a leader's death.
+func TestPooledRaftStreams(t *testing.T) {
+	i := 0
+	mixed := func(c *Config) { // a and c pool, b does not
+		if i%2 == 0 {
+			c.RaftStreamPool = 2
+		}
+		i++
+	}
+	id, nodes := threeMemberGroup(t, mixed)
+	allVoters(t, id, 3, nodes...)
+	old, others := leaderNode(t, id, nodes)
+	old.stop()
+	eventually(t, 20*time.Second, "new leader", func() error {
+		if err := agree(id, 3, others...); err != nil {
+			return err
+		}
+		if others[0].group(t, id).Leader() == old.id() {
+			return errors.New("old leader")
+		}
+		return nil
+	})
+	if err := others[0].group(t, id).Apply(ctxT(t, 10*time.Second), &ContentAdd{Content: Content{ID: "x", Source: others[0].id()}}); err != nil {
+		t.Fatal(err)
+	}
+}

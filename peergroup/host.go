@@ -2,6 +2,12 @@ package peergroup
 
 import (
 	"context"
+	"net"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	gostream "github.com/libp2p/go-libp2p-gostream"
 
 	libp2praft "github.com/libp2p/go-libp2p-raft"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -59,3 +65,50 @@ func (h *groupHost) NewStream(ctx context.Context, p peer.ID, pids ...protocol.I
 
 // Close must not close the shared host: the Raft transport closing goes no further.
 func (h *groupHost) Close() error { return nil }
+
+// pooledStreamLayer is go-libp2p-raft's stream layer (gostream over the group's host
+// wrapper) for a raft.NetworkTransport that keeps up to Config.RaftStreamPool streams per
+// peer open between RPCs, instead of opening one per RPC (go-libp2p-raft's MaxPool=0).
+type pooledStreamLayer struct {
+	h host.Host
+	l net.Listener
+}
+
+var _ raft.StreamLayer = (*pooledStreamLayer)(nil)
+
+func newPooledStreamLayer(h host.Host) (*pooledStreamLayer, error) {
+	l, err := gostream.Listen(h, libp2praft.RaftProtocol)
+	if err != nil {
+		return nil, err
+	}
+	return &pooledStreamLayer{h: h, l: l}, nil
+}
+
+func (sl *pooledStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	pid, err := peer.Decode(string(address))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return gostream.Dial(ctx, sl.h, pid, libp2praft.RaftProtocol)
+}
+
+func (sl *pooledStreamLayer) Accept() (net.Conn, error) { return sl.l.Accept() }
+func (sl *pooledStreamLayer) Addr() net.Addr            { return sl.l.Addr() }
+func (sl *pooledStreamLayer) Close() error              { return sl.l.Close() }
+
+// newRaftTransport returns go-libp2p-raft's transport (pool = 0: one stream per RPC) or the
+// same stream layer with pooled streams.
+func newRaftTransport(h host.Host, pool int, timeout time.Duration, logger hclog.Logger) (*raft.NetworkTransport, error) {
+	if pool <= 0 {
+		return libp2praft.NewLibp2pTransport(h, timeout)
+	}
+	sl, err := newPooledStreamLayer(h)
+	if err != nil {
+		return nil, err
+	}
+	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: sl, MaxPool: pool, Timeout: timeout, Logger: logger,
+	}), nil
+}
