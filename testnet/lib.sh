@@ -24,6 +24,7 @@
 # State file lines (whitespace separated), appended as resources are made:
 #   netns NS | pid PID NODE LABEL | segment NAME NUM | node NAME KIND NS
 #   iface NODE SEG IF ADDR4 ADDR6 PORT RATE LOSS | smcroute ROUTER CONF | mdomain ROUTER SEG...
+#   rmdir DIR (an empty directory made outside the run directory, removed at teardown)
 # rc_teardown reads it: processes by PID (TERM, then KILL), then any process still in
 # one of the run's namespaces, then the namespaces (which removes every veth and bridge).
 # It is idempotent and installed on EXIT/INT/TERM by rc_traps.
@@ -515,6 +516,8 @@ rc_teardown() {
 			ip netns del "$ns" 2>/dev/null || rc_log "warning: ip netns del $ns failed"
 		fi
 	done < <(rc_q netns | tac)
+	local d
+	while read -r _ d; do rmdir "$d" 2>/dev/null || true; done < <(rc_q rmdir)
 	rm -f "$RC_DIR"/smcroute-*.sock "$RC_DIR"/smcroute-*.pid "$RC_DIR/watchdog.fifo"
 	rc_log "torn down"
 	trap - INT TERM

@@ -417,3 +417,55 @@ scenario_download() {
 		rc_check "curl on $req" "$rc" "\"seconds\":$curl_secs,\"speedup\":$(awk -v c="$curl_secs" -v d="$secs" 'BEGIN { printf "%.3f", (d > 0) ? c / d : 0 }')"
 	fi
 }
+
+# remote-smoke: proves testnet/remote (the real-hosts mode) on namespaces. Every host runs
+# sshd (keys, config and PID in the run directory, listening on its testnet address); the
+# first host drives `testnet/remote` over ssh to the others and itself, exactly as it would
+# drive real machines. Check: the remote run's own summary is ok.
+scenario_remote_smoke() {
+	local sd h hosts rc=0 addr
+	for h in /usr/sbin/sshd ssh-keygen ssh scp; do
+		command -v "$h" >/dev/null || rc_die "remote-smoke needs $h (apt-get install openssh-server openssh-client)"
+	done
+	rc_raftcast_bin
+	sd=$RC_DIR/ssh
+	mkdir -p "$sd"
+	chmod 700 "$sd"
+	ssh-keygen -q -t ed25519 -N '' -f "$sd/host_key"
+	ssh-keygen -q -t ed25519 -N '' -f "$sd/id"
+	cp "$sd/id.pub" "$sd/authorized_keys"
+	# sshd insists on its privilege-separation directory; make it only if missing.
+	if [[ ! -d /run/sshd ]]; then
+		mkdir -m 755 /run/sshd
+		rc_record rmdir /run/sshd
+	fi
+	mapfile -t hosts < <(rc_hosts)
+	: >"$sd/hosts"
+	for h in "${hosts[@]}"; do
+		addr=$(rc_addr "$h" 4)
+		cat >"$sd/sshd-$h.conf" <<-EOF
+			ListenAddress $addr
+			Port 22
+			HostKey $sd/host_key
+			PidFile $sd/sshd-$h.pid
+			AuthorizedKeysFile $sd/authorized_keys
+			PermitRootLogin prohibit-password
+			PasswordAuthentication no
+			KbdInteractiveAuthentication no
+			UsePAM no
+			StrictModes no
+			Subsystem sftp /usr/lib/openssh/sftp-server
+		EOF
+		rc_bg "$h" sshd /usr/sbin/sshd -D -e -f "$sd/sshd-$h.conf"
+		echo "$h root@$addr $addr" >>"$sd/hosts"
+	done
+	for h in "${hosts[@]}"; do
+		addr=$(rc_addr "$h" 4)
+		rc_wait_for 15 rc_exec "${hosts[0]}" bash -c "echo >/dev/tcp/$addr/22" || rc_die "sshd on $h not up"
+	done
+	rc_exec "${hosts[0]}" env RAFTCAST_BIN="$RAFTCAST_BIN" RC_BASE="$RC_DIR/remote" \
+		"$RC_TESTNET/remote" "$sd/hosts" --id "${RC_ID}r" --timeout 150 \
+		--ssh-opt "-i $sd/id -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null" \
+		>"$RC_DIR/remote.json" 2>"$RC_DIR/logs/remote.log" || rc=$?
+	rc_check "remote run" "$rc" "\"summary\":$(cat "$RC_DIR/remote.json" 2>/dev/null || echo null)"
+}
