@@ -44,6 +44,7 @@ func newGroups(ctx context.Context, d *Daemon, dataDir string) (*groups, error) 
 	cfg := peergroup.DefaultConfig()
 	cfg.DataDir = dataDir
 	cfg.Logger = d.log
+	cfg.RaftStreamPool = 2 // keep Raft streams open: about half the idle CPU of a stream per RPC
 	m, err := peergroup.NewManager(d.node.Host(), d.node.PrivateKey(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("groups: %w", err)
@@ -89,7 +90,10 @@ func (gs *groups) watch(g *peergroup.Group) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-changed:
+			case _, ok := <-changed:
+				if !ok {
+					return // the group closed (left, or this node was expelled)
+				}
 				// Coalesce bursts of changes (joins, elections) into one advert.
 				select {
 				case <-ctx.Done():
@@ -288,7 +292,7 @@ func (gs *groups) handleTrackerPick(_ context.Context, _ peer.ID, req []byte) ([
 			continue
 		}
 		newest[info.ID] = s.Advert.Created
-		loads[info.ID] = peergroup.GroupLoad{ID: info.ID, Members: info.Members, Domains: info.Domains}
+		loads[info.ID] = info.Load()
 		names[info.ID] = info.Name
 	}
 	cands := make([]peergroup.GroupLoad, 0, len(loads))
