@@ -66,7 +66,11 @@ rc_init() {
 # (on EXIT) with the exit status in $RC_EXIT.
 rc_traps() {
 	RC_ON_EXIT=${1:-}
-	trap 'RC_EXIT=$?; trap - ERR; rc_teardown; rc_drop_data; if [[ -n $RC_ON_EXIT ]]; then "$RC_ON_EXIT"; fi' EXIT
+	# The run exits non-zero when the handler reports failure (a failed check), even if
+	# the script itself finished.
+	trap 'RC_EXIT=$?; trap - ERR; rc_teardown; rc_drop_data
+		if [[ -n $RC_ON_EXIT ]] && ! "$RC_ON_EXIT" && ((RC_EXIT == 0)); then RC_EXIT=1; fi
+		exit "$RC_EXIT"' EXIT
 	set -E
 	trap 'rc_log "failed (status $?): ${BASH_SOURCE[0]##*/}:$LINENO: $BASH_COMMAND"' ERR
 	trap 'rc_log "interrupted"; exit 130' INT

@@ -467,5 +467,7 @@ scenario_remote_smoke() {
 		"$RC_TESTNET/remote" "$sd/hosts" --id "${RC_ID}r" --timeout 150 \
 		--ssh-opt "-i $sd/id -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null" \
 		>"$RC_DIR/remote.json" 2>"$RC_DIR/logs/remote.log" || rc=$?
+	# Trust the summary too, not only the exit status.
+	grep -q '^{"topology":"remote".*"ok":true' "$RC_DIR/remote.json" 2>/dev/null || { [[ $rc != 0 ]] || rc=1; }
 	rc_check "remote run" "$rc" "\"summary\":$(cat "$RC_DIR/remote.json" 2>/dev/null || echo null)"
 }
