@@ -181,7 +181,7 @@ func TestPaperNetCheck(t *testing.T) {
 		t.Skip("the paper topology's multicast routing needs smcrouted (apt-get install smcroute)")
 	}
 	before := netState(t)
-	s, logs := runTestnet(t, tools, fmt.Sprintf("rcgp%d", os.Getpid()), nil, "paper", "--hosts", "2", "--timeout", "180")
+	s, logs := runTestnet(t, tools, fmt.Sprintf("rcgp%d", os.Getpid()), nil, "paper", "--hosts", "2", "--scenario", "net-check", "--timeout", "180")
 	assertAllOK(t, s, logs)
 	// Unicast crosses the router both ways, in both families.
 	for _, name := range []string{"ping4 rv->h21", "ping6 rv->h31", "ping4 h31->h21", "ping6 h21->rv"} {
