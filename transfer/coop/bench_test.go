@@ -22,7 +22,7 @@ func BenchmarkSpeedup(b *testing.B) {
 
 func benchSpeedup(b *testing.B, k int) {
 	const size = 64 << 20
-	const clientRate = 16 << 20 // bytes/s per client
+	const clientRate = 8 << 20 // bytes/s per client (64 Mbit/s)
 	id, nodes := newGroup(b, k, func(c *Config) { c.SliceSize = 1 << 20 })
 	data := randomData(b, size)
 	o := newTestOrigin(b, data, func(o *testOrigin) { o.clientRate = clientRate })

@@ -59,9 +59,10 @@
 //     Config.DoneBatch / DoneInterval), which releases the load map: the leader never handles
 //     single slices. Leader changes are survived: assignments live in the log, calls to the
 //     leader are retried with whoever leads next.
-//  5. Finish. Once every slice is held the requester writes the file beside the output,
-//     computing its SHA-256 on the way, checks it against Request.SHA256 if given, fsyncs and
-//     renames: the output is absent or whole. It then removes the task from the table
+//  5. Finish. While slices arrive, the requester writes the contiguous prefix it holds, in
+//     order, to a temporary file beside the output (.<name>.raftcast-<task>), computing its
+//     SHA-256 on the way; once every slice is held it writes the tail, checks the sum against
+//     Request.SHA256 if given, fsyncs and renames: the output is absent or whole. It then removes the task from the table
 //     (peergroup.TaskRemove). A wrong SHA-256 leaves nothing at the output and drops the
 //     slices from the requester's cache. A resource that changes mid-download makes the
 //     requester drop the task and that version's slices and start over

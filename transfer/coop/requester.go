@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"maps"
 	"os"
 	"path/filepath"
@@ -363,7 +364,19 @@ func (s *Service) runTask(ctx context.Context, g *peergroup.Group, req Request, 
 		}
 	}()
 
-	err := l.run(ctx, progress)
+	// The output is written while the slices arrive (exporter).
+	x, err := newExporter(e, req.Out, task.ID)
+	if err != nil {
+		return res, err
+	}
+	xctx, xstop := context.WithCancel(ctx)
+	xdone := make(chan error, 1)
+	go func() { xdone <- x.run(xctx) }()
+	err = l.run(ctx, progress)
+	xstop()
+	if xerr := <-xdone; xerr != nil && err == nil {
+		err = xerr
+	}
 	l.mu.Lock()
 	for p, n := range l.bytesByPeer {
 		res.BytesByPeer[p.String()] = n
@@ -371,10 +384,12 @@ func (s *Service) runTask(ctx context.Context, g *peergroup.Group, req Request, 
 	res.BytesFromCache = l.fromCache
 	l.mu.Unlock()
 	if err == nil {
-		res.SHA256, err = export(e, req.Out, req.SHA256)
+		res.SHA256, err = x.finish(req.SHA256)
 		if errors.Is(err, ErrChecksum) {
 			dropCache = true
 		}
+	} else {
+		x.abort()
 	}
 	if errors.Is(err, ErrChanged) {
 		dropCache = true
@@ -667,53 +682,117 @@ func (l *listener) report(ctx context.Context, byMember map[peer.ID][]uint32) er
 	return nil
 }
 
-// export writes the store's content to out: a temporary file beside it, hashed (SHA-256)
-// while written, fsynced, checked against want, then renamed, so out is absent or whole.
-func export(e *entry, out, want string) (string, error) {
-	dir := filepath.Dir(out)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(out)+".raftcast-*")
+// exporter writes the output while the download runs: the contiguous prefix of slices held
+// goes, in order, into a temporary file beside the output and through SHA-256, so once the
+// last slice lands only the tail is left to write before the checksum check, fsync and
+// rename. The output is thus absent or whole; the temporary file is removed on failure (a
+// crash may leave it; the next attempt of the same task truncates and reuses it).
+type exporter struct {
+	e       *entry
+	out     string
+	tmp     string
+	f       *os.File
+	h       hash.Hash
+	buf     []byte
+	pos     int   // next slice to write
+	dirty   int64 // bytes written since the last fdatasync
+	stopped bool
+}
+
+// exportSyncEvery bounds the dirty bytes of the output (fdatasync in the background as the
+// prefix grows), so the final fsync is short.
+const exportSyncEvery = 16 << 20
+
+func newExporter(e *entry, out, task string) (*exporter, error) {
+	tmp := filepath.Join(filepath.Dir(out), "."+filepath.Base(out)+".raftcast-"+task)
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return "", fmt.Errorf("coop: create file beside %s: %w", out, err)
+		return nil, fmt.Errorf("coop: create file beside %s: %w", out, err)
 	}
-	name := tmp.Name()
-	fail := func(err error) (string, error) {
-		tmp.Close()
-		os.Remove(name)
-		return "", err
-	}
-	h := sha256.New()
-	layout := e.layout
-	buf := make([]byte, layout.SliceSize)
-	for i := range layout.NumSlices() {
-		b, err := e.st.ReadSlice(i, buf)
+	return &exporter{e: e, out: out, tmp: tmp, f: f, h: sha256.New(), buf: make([]byte, e.layout.SliceSize)}, nil
+}
+
+// advance writes the slices held from pos on, in order, up to the first missing one.
+func (x *exporter) advance() error {
+	for x.pos < x.e.layout.NumSlices() && x.e.st.Has(x.pos) {
+		b, err := x.e.st.ReadSlice(x.pos, x.buf)
 		if err != nil {
-			return fail(err)
+			return err
 		}
-		h.Write(b)
-		if _, err := tmp.Write(b); err != nil {
-			return fail(fmt.Errorf("coop: write %s: %w", name, err))
+		x.h.Write(b)
+		if _, err := x.f.Write(b); err != nil {
+			return fmt.Errorf("coop: write %s: %w", x.tmp, err)
+		}
+		x.pos++
+		if x.dirty += int64(len(b)); x.dirty >= exportSyncEvery {
+			if err := x.f.Sync(); err != nil {
+				return fmt.Errorf("coop: fsync %s: %w", x.tmp, err)
+			}
+			x.dirty = 0
 		}
 	}
-	sum := hex.EncodeToString(h.Sum(nil))
-	if want != "" && sum != want {
-		return fail(fmt.Errorf("%w: got %s, want %s", ErrChecksum, sum, want))
+	return nil
+}
+
+// run advances as slices land until ctx ends.
+func (x *exporter) run(ctx context.Context) error {
+	landed, unsub := x.e.subscribe()
+	defer unsub()
+	for {
+		if err := x.advance(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-landed:
+		}
 	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return fail(err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fail(fmt.Errorf("coop: fsync %s: %w", name, err))
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(name)
+}
+
+// finish writes the rest (every slice must be held), checks the checksum against want,
+// fsyncs and renames to the output. It returns the SHA-256, hex.
+func (x *exporter) finish(want string) (string, error) {
+	if err := x.advance(); err != nil {
+		x.abort()
 		return "", err
 	}
-	if err := os.Rename(name, out); err != nil {
-		os.Remove(name)
-		return "", fmt.Errorf("coop: move to %s: %w", out, err)
+	if x.pos != x.e.layout.NumSlices() {
+		x.abort()
+		return "", fmt.Errorf("coop: output incomplete at slice %d of %d", x.pos, x.e.layout.NumSlices())
 	}
-	syncDir(dir)
+	sum := hex.EncodeToString(x.h.Sum(nil))
+	if want != "" && sum != want {
+		x.abort()
+		return "", fmt.Errorf("%w: got %s, want %s", ErrChecksum, sum, want)
+	}
+	err := x.f.Chmod(0o644)
+	if err == nil {
+		err = x.f.Sync()
+	}
+	if cerr := x.f.Close(); err == nil {
+		err = cerr
+	}
+	x.stopped = true
+	if err == nil {
+		err = os.Rename(x.tmp, x.out)
+	}
+	if err != nil {
+		os.Remove(x.tmp)
+		return "", fmt.Errorf("coop: write %s: %w", x.out, err)
+	}
+	syncDir(filepath.Dir(x.out))
 	return sum, nil
+}
+
+// abort removes the temporary file.
+func (x *exporter) abort() {
+	if x.stopped {
+		return
+	}
+	x.stopped = true
+	x.f.Close()
+	os.Remove(x.tmp)
 }
 
 // exportEmpty writes an empty resource.
