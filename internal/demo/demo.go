@@ -13,9 +13,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	ma "github.com/multiformats/go-multiaddr"
@@ -40,20 +43,23 @@ type Report struct {
 	DiscoverySecs  float64 `json:"discovery_seconds"`
 	AdvertsPerPeer []int   `json:"adverts_per_peer"`
 
-	Group        string  `json:"group"`
-	Leader       string  `json:"leader"`
-	Members      int     `json:"members"`
-	GroupSecs    float64 `json:"group_seconds"`
-	ContentID    string  `json:"content_id"`
-	FileSize     int64   `json:"file_size"`
-	Receivers    int     `json:"receivers"`
-	ReceivedOK   int     `json:"received_ok"`
-	DistSecs     float64 `json:"distribution_seconds"`
-	BytesPeers   int64   `json:"bytes_peers"`
-	BytesSource  int64   `json:"bytes_source"`
-	BytesMcast   int64   `json:"bytes_multicast"`
-	DistMBps     float64 `json:"distribution_mb_per_s"`
-	DownloadNote string  `json:"download,omitempty"`
+	Group           string  `json:"group"`
+	Leader          string  `json:"leader"`
+	Members         int     `json:"members"`
+	GroupSecs       float64 `json:"group_seconds"`
+	ContentID       string  `json:"content_id"`
+	FileSize        int64   `json:"file_size"`
+	Receivers       int     `json:"receivers"`
+	ReceivedOK      int     `json:"received_ok"`
+	DistSecs        float64 `json:"distribution_seconds"`
+	BytesPeers      int64   `json:"bytes_peers"`
+	BytesSource     int64   `json:"bytes_source"`
+	BytesMcast      int64   `json:"bytes_multicast"`
+	DistMBps        float64 `json:"distribution_mb_per_s"`
+	DownloadSecs    float64 `json:"download_seconds"`
+	DownloadMembers int     `json:"download_members"`
+	DownloadSpeedup float64 `json:"download_speedup_over_one_connection"`
+	OriginRatio     float64 `json:"origin_bytes_per_file_byte"`
 }
 
 type node struct {
@@ -162,6 +168,9 @@ func Run(ctx context.Context, w io.Writer, o Options) (*Report, error) {
 	if err := distribution(ctx, w, root, nodes[1:], o.FileSize, rep); err != nil {
 		return rep, err
 	}
+	if err := download(ctx, w, root, nodes[1:], o.FileSize, rep); err != nil {
+		return rep, err
+	}
 
 	fmt.Fprintf(w, "\nreport\n")
 	fmt.Fprintf(w, "  peers that discovered each other   %d of %d in %.2fs\n", boolInt(rep.DiscoveredAll)*rep.Peers, rep.Peers, rep.DiscoverySecs)
@@ -170,6 +179,8 @@ func Run(ctx context.Context, w io.Writer, o Options) (*Report, error) {
 		rep.FileSize>>20, rep.ReceivedOK, rep.Receivers, rep.DistSecs, rep.DistMBps)
 	fmt.Fprintf(w, "  bytes by carrier                   from peers %d MiB, from the source %d MiB, multicast %d MiB\n",
 		rep.BytesPeers>>20, rep.BytesSource>>20, rep.BytesMcast>>20)
+	fmt.Fprintf(w, "  cooperative download of %3d MiB    %.2fs by %d members (%.1f× one connection), origin sent %.2f× the file\n",
+		rep.FileSize>>20, rep.DownloadSecs, rep.DownloadMembers, rep.DownloadSpeedup, rep.OriginRatio)
 	return rep, nil
 }
 
@@ -268,7 +279,8 @@ func distribution(ctx context.Context, w io.Writer, root string, nodes []*node, 
 		go func(n *node) {
 			defer wg.Done()
 			out := filepath.Join(root, n.name+"-copy.bin")
-			res, err := get(ctx, n.cl, api.Get{Content: sh.Name, Out: out, Timeout: 120})
+			var res api.GetResult
+			err := call(ctx, n.cl, "/v1/get", api.Get{Content: sh.Name, Out: out, Timeout: 120}, &res)
 			mu.Lock()
 			defer mu.Unlock()
 			rep.Receivers++
@@ -300,29 +312,94 @@ func distribution(ctx context.Context, w io.Writer, root string, nodes []*node, 
 	return firstErr
 }
 
-// get runs a streaming get through the API and returns its result.
-func get(ctx context.Context, cl *api.Client, req api.Get) (*api.GetResult, error) {
-	resp, err := cl.Open(ctx, "POST", "/v1/get", req)
+// originRate caps each response of the demo's HTTP origin, as a busy server caps a client.
+const originRate = 8 << 20
+
+func download(ctx context.Context, w io.Writer, root string, nodes []*node, size int64, rep *Report) error {
+	data := make([]byte, size)
+	rand.Read(data)
+	want := sha256.Sum256(data)
+	var sent atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, err
+		return err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		http.ServeContent(&capped{ResponseWriter: rw, sent: &sent, start: time.Now()}, r, "big.iso", time.Unix(1700000000, 0), bytes.NewReader(data))
+	}), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+	url := "http://" + ln.Addr().String() + "/big.iso"
+	req := nodes[len(nodes)-1]
+	fmt.Fprintf(w, "\n4. cooperative download: %s asks the group for %s (the origin sends each connection at most %d MiB/s)\n", req.name, url, originRate>>20)
+	out := filepath.Join(root, "download.iso")
+	t0 := time.Now()
+	var res api.DownloadResult
+	if err := call(ctx, req.cl, "/v1/download", api.Download{URL: url, Out: out, Timeout: 120}, &res); err != nil {
+		return fmt.Errorf("download: %w", err)
+	}
+	rep.DownloadSecs = time.Since(t0).Seconds()
+	got, err := os.ReadFile(out)
+	if err != nil || sha256.Sum256(got) != want {
+		return errors.New("download: the file differs from the origin's")
+	}
+	for _, b := range res.BytesByPeer {
+		if b > 0 {
+			rep.DownloadMembers++
+		}
+	}
+	single := float64(size) / originRate
+	rep.DownloadSpeedup = single / rep.DownloadSecs
+	rep.OriginRatio = float64(sent.Load()) / float64(size)
+	fmt.Fprintf(w, "   verified in %.2fs; %d members fetched ranges; one connection alone would take %.1fs\n", rep.DownloadSecs, rep.DownloadMembers, single)
+	return nil
+}
+
+// capped paces a response at originRate and counts the body bytes sent.
+type capped struct {
+	http.ResponseWriter
+	sent  *atomic.Int64
+	start time.Time
+	n     int64
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	total := 0
+	for len(p) > 0 {
+		k, err := c.ResponseWriter.Write(p[:min(len(p), 64<<10)])
+		total += k
+		c.n += int64(k)
+		c.sent.Add(int64(k))
+		if err != nil {
+			return total, err
+		}
+		p = p[k:]
+		if ahead := time.Duration(float64(c.n)/originRate*float64(time.Second)) - time.Since(c.start); ahead > 0 {
+			time.Sleep(ahead)
+		}
+	}
+	return total, nil
+}
+
+// call runs a streaming API call (get, download) and decodes its result into out.
+func call(ctx context.Context, cl *api.Client, path string, in, out any) error {
+	resp, err := cl.Open(ctx, "POST", path, in)
+	if err != nil {
+		return err
 	}
 	defer resp.Body.Close()
 	dec := json.NewDecoder(resp.Body)
 	for {
 		var l api.StreamLine
 		if err := dec.Decode(&l); err != nil {
-			return nil, fmt.Errorf("get: %w", err)
+			return err
 		}
 		if l.Error != nil {
-			return nil, errors.New(l.Error.Error)
+			return errors.New(l.Error.Error)
 		}
 		if l.Result != nil {
 			b, _ := json.Marshal(l.Result)
-			var r api.GetResult
-			if err := json.NewDecoder(bytes.NewReader(b)).Decode(&r); err != nil {
-				return nil, err
-			}
-			return &r, nil
+			return json.Unmarshal(b, out)
 		}
 	}
 }

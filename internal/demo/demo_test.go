@@ -23,6 +23,9 @@ func TestDemo(t *testing.T) {
 	if rep.Members != 5 || rep.Leader == "" {
 		t.Fatalf("group: %+v", rep)
 	}
+	if rep.DownloadMembers < 3 || rep.OriginRatio > 1.1 {
+		t.Fatalf("download: %+v", rep)
+	}
 	if rep.Receivers != 4 || rep.ReceivedOK != 4 || rep.BytesPeers+rep.BytesSource+rep.BytesMcast != 4*rep.FileSize {
 		t.Fatalf("distribution: %+v", rep)
 	}
