@@ -132,13 +132,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer d.engine.Close()
 	ccfg := coop.DefaultConfig()
 	ccfg.Dir = filepath.Join(cfg.DataDir, "downloads")
-	// Origins are HTTP servers anywhere: no proxy from the environment, bounded dials.
-	hc := &http.Client{Transport: &http.Transport{
-		Proxy:               nil,
-		MaxIdleConnsPerHost: 16,
-		IdleConnTimeout:     90 * time.Second,
-		TLSHandshakeTimeout: 10 * time.Second,
-	}}
+	hc := coop.NewHTTPClient(ccfg.OriginConns) // keep-alive, bounded dials, $HTTP(S)_PROXY like curl
 	if d.coop, err = coop.New(node.Host(), d.groups.m, hc, d.log, ccfg); err != nil {
 		return fmt.Errorf("cooperative download: %w", err)
 	}
