@@ -17,12 +17,8 @@ func newStatusCmd(g *globals) *cobra.Command {
 		Short: "show this node",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			cl, err := g.client()
-			if err != nil {
-				return err
-			}
 			var st api.Status
-			if err := cl.Do(c.Context(), "GET", "/v1/status", nil, &st); err != nil {
+			if err := g.call(c.Context(), "GET", "/v1/status", nil, &st); err != nil {
 				return err
 			}
 			return g.emit(st, func() {
@@ -44,12 +40,8 @@ func newPeersCmd(g *globals) *cobra.Command {
 		Short: "list connected and known peers",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			cl, err := g.client()
-			if err != nil {
-				return err
-			}
 			var ps []api.Peer
-			if err := cl.Do(c.Context(), "GET", "/v1/peers", nil, &ps); err != nil {
+			if err := g.call(c.Context(), "GET", "/v1/peers", nil, &ps); err != nil {
 				return err
 			}
 			return g.emit(ps, func() {
@@ -84,17 +76,13 @@ func newAdvertsCmd(g *globals) *cobra.Command {
 			if timeout <= 0 {
 				return usagef("--timeout must be positive")
 			}
-			cl, err := g.client()
-			if err != nil {
-				return err
-			}
 			v := url.Values{}
 			v.Set("type", typ)
 			v.Set("name", name)
 			v.Set("remote", fmt.Sprint(remote))
 			v.Set("timeout", timeout.String())
 			var ads []api.Advert
-			if err := cl.Do(c.Context(), "GET", "/v1/adverts?"+v.Encode(), nil, &ads); err != nil {
+			if err := g.call(c.Context(), "GET", "/v1/adverts?"+v.Encode(), nil, &ads); err != nil {
 				return err
 			}
 			return g.emit(ads, func() {

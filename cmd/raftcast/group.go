@@ -26,12 +26,8 @@ func newGroupCmd(g *globals) *cobra.Command {
 		Short: "create a group with this node as its first member and leader",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := g.client()
-			if err != nil {
-				return err
-			}
 			var ref api.GroupRef
-			if err := cl.Do(c.Context(), "POST", "/v1/groups", api.GroupCreate{Name: args[0], Secret: secret}, &ref); err != nil {
+			if err := g.call(c.Context(), "POST", "/v1/groups", api.GroupCreate{Name: args[0], Secret: secret}, &ref); err != nil {
 				return err
 			}
 			return g.emit(ref, func() { printf("created group %s (%s)\n", ref.Name, ref.ID) })
@@ -49,16 +45,12 @@ func newGroupCmd(g *globals) *cobra.Command {
 			if timeout <= 0 {
 				return usagef("--timeout must be positive")
 			}
-			cl, err := g.client()
-			if err != nil {
-				return err
-			}
 			req := api.GroupJoin{Any: any, Secret: secret, Timeout: timeout.Seconds()}
 			if len(args) == 1 {
 				req.Name = args[0]
 			}
 			var ref api.GroupRef
-			if err := cl.Do(c.Context(), "POST", "/v1/groups/join", req, &ref); err != nil {
+			if err := g.call(c.Context(), "POST", "/v1/groups/join", req, &ref); err != nil {
 				return err
 			}
 			return g.emit(ref, func() { printf("joined group %s (%s), leader %s\n", ref.Name, ref.ID, ref.Leader) })
@@ -72,12 +64,8 @@ func newGroupCmd(g *globals) *cobra.Command {
 		Short: "leave a group cleanly",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := g.client()
-			if err != nil {
-				return err
-			}
 			var out map[string]string
-			if err := cl.Do(c.Context(), "POST", "/v1/groups/leave", api.GroupLeave{Name: args[0]}, &out); err != nil {
+			if err := g.call(c.Context(), "POST", "/v1/groups/leave", api.GroupLeave{Name: args[0]}, &out); err != nil {
 				return err
 			}
 			return g.emit(out, func() { printf("left group %s\n", out["id"]) })
@@ -88,12 +76,8 @@ func newGroupCmd(g *globals) *cobra.Command {
 		Short: "the group's replicated view: leader, term, members",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := g.client()
-			if err != nil {
-				return err
-			}
 			var st api.GroupStatus
-			if err := cl.Do(c.Context(), "GET", "/v1/groups/"+url.PathEscape(args[0]), nil, &st); err != nil {
+			if err := g.call(c.Context(), "GET", "/v1/groups/"+url.PathEscape(args[0]), nil, &st); err != nil {
 				return err
 			}
 			return g.emit(st, func() {
@@ -117,12 +101,8 @@ func newGroupCmd(g *globals) *cobra.Command {
 		Short: "groups this node is in",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			cl, err := g.client()
-			if err != nil {
-				return err
-			}
 			var refs []api.GroupRef
-			if err := cl.Do(c.Context(), "GET", "/v1/groups", nil, &refs); err != nil {
+			if err := g.call(c.Context(), "GET", "/v1/groups", nil, &refs); err != nil {
 				return err
 			}
 			return g.emit(refs, func() {

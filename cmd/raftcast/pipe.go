@@ -62,13 +62,9 @@ func newPipeCmd(g *globals) *cobra.Command {
 					return fmt.Errorf("reading stdin: %w", err)
 				}
 			}
-			cl, err := g.client()
-			if err != nil {
-				return err
-			}
 			var out api.PipeSent
 			req := api.PipeSend{Name: args[0], Group: group, Kind: kind, Messages: msgs, Timeout: timeout.Seconds()}
-			if err := cl.Do(c.Context(), "POST", "/v1/pipes/send", req, &out); err != nil {
+			if err := g.call(c.Context(), "POST", "/v1/pipes/send", req, &out); err != nil {
 				return err
 			}
 			return g.emit(out, func() { printf("delivered %d\n", out.Delivered) })
@@ -119,12 +115,8 @@ func newChatCmd(g *globals) *cobra.Command {
 		Short: "instant messages to a group: lines typed are sent, lines received are printed",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			cl, err := g.client()
-			if err != nil {
-				return err
-			}
 			var st api.Status
-			if err := cl.Do(c.Context(), "GET", "/v1/status", nil, &st); err != nil {
+			if err := g.call(c.Context(), "GET", "/v1/status", nil, &st); err != nil {
 				return err
 			}
 			ctx, cancel := context.WithCancel(c.Context())
@@ -162,7 +154,7 @@ func newChatCmd(g *globals) *cobra.Command {
 						continue
 					}
 					req := api.PipeSend{Name: "chat", Group: group, Kind: "propagate", Messages: []string{line}}
-					if err := cl.Do(ctx, "POST", "/v1/pipes/send", req, nil); err != nil {
+					if err := g.call(ctx, "POST", "/v1/pipes/send", req, nil); err != nil {
 						fmt.Fprintln(os.Stderr, "raftcast: chat: "+err.Error())
 					}
 				}

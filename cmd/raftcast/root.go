@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -95,6 +96,15 @@ func (g *globals) logger(level string) (*slog.Logger, error) {
 
 func (g *globals) client() (*api.Client, error) {
 	return api.NewClient(g.data(), g.apiAddr)
+}
+
+// call sends one request to the daemon and decodes its JSON answer into out.
+func (g *globals) call(ctx context.Context, method, path string, in, out any) error {
+	cl, err := g.client()
+	if err != nil {
+		return err
+	}
+	return cl.Do(ctx, method, path, in, out)
 }
 
 // emit prints v as JSON with --json, else calls human to print it for people.
