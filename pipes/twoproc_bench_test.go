@@ -1,0 +1,221 @@
+package pipes_test
+
+import (
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/raftcast/raftcast/pipes"
+	"github.com/raftcast/raftcast/pipes/pipestest"
+)
+
+// The two-process benchmark: the receiving node runs in a child process (this test binary
+// re-run as TestTwoProcessChild), so pipe and raw-stream throughput are measured across a
+// process boundary, on loopback TCP.
+const (
+	childEnv     = "RAFTCAST_PIPES_BENCH_CHILD"
+	rawProto2    = "/raftcast/bench/raw2/1.0.0"
+	twoProcTotal = 64 << 20
+	twoProcChunk = 1 << 20
+)
+
+var (
+	uniSpec  = pipes.PipeSpec{Name: "bench-2p", Kind: pipes.Unicast}
+	bidiSpec = pipes.PipeSpec{Name: "bench-2p-bidi", Kind: pipes.Bidi}
+)
+
+// TestTwoProcessChild is the receiving side of BenchmarkTwoProcesses; it does nothing unless
+// started by it.
+func TestTwoProcessChild(t *testing.T) {
+	dir := os.Getenv(childEnv)
+	if dir == "" {
+		t.Skip("helper process of BenchmarkTwoProcesses")
+	}
+	ctx := context.Background()
+	h := pipestest.NewHost(t)
+	ov := pipestest.NewNode(h, pipestest.NewPubSub(t, h), &pipestest.FileDirectory{Dir: filepath.Join(dir, "adverts")})
+	svc, err := pipes.New(ov, testConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	// Raw stream sink: read everything, answer one byte.
+	h.SetStreamHandler(rawProto2, func(s network.Stream) {
+		_, _ = io.Copy(io.Discard, s)
+		_, _ = s.Write([]byte{1})
+		_ = s.Close()
+	})
+	in, err := svc.Listen(ctx, uniSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			if _, err := in.Recv(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	l, err := svc.ListenBidi(ctx, bidiSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := l.AcceptBidi(ctx)
+			if err != nil {
+				return
+			}
+			go func() {
+				buf := make([]byte, twoProcChunk)
+				var n int64
+				for {
+					k, err := c.Read(buf)
+					n += int64(k)
+					for n >= twoProcTotal { // one byte back per whole transfer
+						n -= twoProcTotal
+						if _, err := c.Write([]byte{1}); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	addr := h.ID().String() + "\n" + h.Addrs()[0].String()
+	if err := os.WriteFile(filepath.Join(dir, "child.addr.tmp"), []byte(addr), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "child.addr.tmp"), filepath.Join(dir, "child.addr")); err != nil {
+		t.Fatal(err)
+	}
+	// Run until the parent closes stdin (bounded).
+	done := make(chan struct{})
+	go func() { _, _ = io.Copy(io.Discard, os.Stdin); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Minute):
+	}
+}
+
+// BenchmarkTwoProcesses: unicast and bidi pipe throughput from this process to a node in a
+// child process, each as a ratio to a raw libp2p stream between the same two processes.
+func BenchmarkTwoProcesses(b *testing.B) {
+	dir := b.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "adverts"), 0o700); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestTwoProcessChild$", "-test.timeout=11m")
+	cmd.Env = append(os.Environ(), childEnv+"="+dir)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = stdin.Close()
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill() // by PID: the child this benchmark started
+			<-done
+		}
+	})
+	var addrFile []byte
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if addrFile, err = os.ReadFile(filepath.Join(dir, "child.addr")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("the child process did not start its node")
+		}
+	}
+	f := strings.SplitN(string(addrFile), "\n", 2)
+	child, err := peer.Decode(f[0])
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := pipestest.NewHost(b)
+	ov := pipestest.NewNode(h, pipestest.NewPubSub(b, h), &pipestest.FileDirectory{Dir: filepath.Join(dir, "adverts")})
+	svc, err := pipes.New(ov, testConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = svc.Close() })
+	ctx := context.Background()
+	if err := h.Connect(ctx, peer.AddrInfo{ID: child, Addrs: []ma.Multiaddr{ma.StringCast(f[1])}}); err != nil {
+		b.Fatal(err)
+	}
+	chunk := make([]byte, twoProcChunk)
+	raw := func(total int) {
+		s, err := h.NewStream(ctx, child, rawProto2)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for sent := 0; sent < total; sent += len(chunk) {
+			if _, err := s.Write(chunk); err != nil {
+				b.Fatal(err)
+			}
+		}
+		_ = s.CloseWrite()
+		if _, err := io.ReadFull(s, make([]byte, 1)); err != nil {
+			b.Fatal(err)
+		}
+		_ = s.Close()
+	}
+	b.Run("unicast", func(b *testing.B) {
+		out, err := svc.Output(ctx, uniSpec)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer out.Close()
+		benchRatio(b, twoProcTotal, raw, func(total int) {
+			for sent := 0; sent < total; sent += len(chunk) {
+				if err := out.Send(ctx, chunk); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := out.Flush(ctx); err != nil { // every message acknowledged by the child
+				b.Fatal(err)
+			}
+		})
+	})
+	b.Run("bidi", func(b *testing.B) {
+		c, err := svc.DialBidi(ctx, bidiSpec)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		var one [1]byte
+		var rounds atomic.Int64
+		benchRatio(b, twoProcTotal, raw, func(total int) {
+			for sent := 0; sent < total; sent += len(chunk) {
+				if _, err := c.Write(chunk); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if _, err := io.ReadFull(c, one[:]); err != nil { // the child received it all
+				b.Fatal(err)
+			}
+			rounds.Add(1)
+		})
+	})
+}
