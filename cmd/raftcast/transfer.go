@@ -147,6 +147,18 @@ func streamCall(ctx context.Context, g *globals, path string, req, out any, labe
 	}
 }
 
+// outPath checks --out and --timeout of get and download and returns --out made absolute (the
+// daemon may run in another directory).
+func outPath(out string, timeout time.Duration) (string, error) {
+	if out == "" {
+		return "", usagef("--out is required")
+	}
+	if timeout <= 0 {
+		return "", usagef("--timeout must be positive")
+	}
+	return filepath.Abs(out)
+}
+
 func newGetCmd(g *globals) *cobra.Command {
 	var out, group string
 	var timeout time.Duration
@@ -155,13 +167,7 @@ func newGetCmd(g *globals) *cobra.Command {
 		Short: "receive content; exits 0 only once the file is whole and verified at --out",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			if out == "" {
-				return usagef("--out is required")
-			}
-			if timeout <= 0 {
-				return usagef("--timeout must be positive")
-			}
-			abs, err := filepath.Abs(out)
+			abs, err := outPath(out, timeout)
 			if err != nil {
 				return err
 			}
@@ -218,11 +224,9 @@ func newDownloadCmd(g *globals) *cobra.Command {
 		Short: "cooperative HTTP download: the group's members fetch ranges of URL and push them here",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			if out == "" {
-				return usagef("--out is required")
-			}
-			if timeout <= 0 {
-				return usagef("--timeout must be positive")
+			abs, err := outPath(out, timeout)
+			if err != nil {
+				return err
 			}
 			var sliceSize int64
 			if slice != "" {
@@ -234,10 +238,6 @@ func newDownloadCmd(g *globals) *cobra.Command {
 			}
 			if sum != "" && len(sum) != 64 {
 				return usagef("--sha256: want 64 hex digits")
-			}
-			abs, err := filepath.Abs(out)
-			if err != nil {
-				return err
 			}
 			ctx, cancel := context.WithTimeout(c.Context(), timeout+5*time.Second)
 			defer cancel()
