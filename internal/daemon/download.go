@@ -4,8 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/raftcast/raftcast/internal/api"
@@ -24,24 +22,15 @@ func (d *Daemon) download(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, api.Error{Error: "want an http or https URL, got " + req.URL, Usage: true})
 		return
 	}
-	if req.Out == "" || !filepath.IsAbs(req.Out) {
-		writeJSON(w, http.StatusBadRequest, api.Error{Error: "an absolute --out path is required", Usage: true})
-		return
-	}
-	if _, err := os.Stat(filepath.Dir(req.Out)); err != nil {
-		writeJSON(w, http.StatusUnprocessableEntity, api.Error{Error: "--out: " + err.Error()})
+	if !checkOut(w, req.Out) {
 		return
 	}
 	g, err := d.dist.group(req.Group)
 	if err != nil {
-		var ue usageError
-		writeJSON(w, http.StatusBadRequest, api.Error{Error: err.Error(), Usage: asUsage(err, &ue)})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: err.Error(), Usage: isUsage(err)})
 		return
 	}
-	timeout := 30 * time.Minute
-	if req.Timeout > 0 {
-		timeout = time.Duration(req.Timeout * float64(time.Second))
-	}
+	timeout := timeoutOr(req.Timeout, 30*time.Minute)
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	st := newStreamer(w)

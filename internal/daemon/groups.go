@@ -176,10 +176,7 @@ func (gs *groups) join(r *http.Request) (any, error) {
 	if (req.Name == "") == !req.Any {
 		return nil, usagef("give a group name or --any")
 	}
-	timeout := 30 * time.Second
-	if req.Timeout > 0 {
-		timeout = time.Duration(req.Timeout * float64(time.Second))
-	}
+	timeout := timeoutOr(req.Timeout, 30*time.Second)
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	name := req.Name

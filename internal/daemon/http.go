@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"time"
 
 	"github.com/raftcast/raftcast/internal/api"
 )
@@ -42,8 +45,7 @@ func (d *Daemon) json(h handlerFunc) http.HandlerFunc {
 	return d.auth(func(w http.ResponseWriter, r *http.Request) {
 		out, err := h(r)
 		if err != nil {
-			var ue usageError
-			if errors.As(err, &ue) {
+			if isUsage(err) {
 				writeJSON(w, http.StatusBadRequest, api.Error{Error: err.Error(), Usage: true})
 				return
 			}
@@ -72,4 +74,30 @@ func decodeBody(r *http.Request, v any) error {
 	return nil
 }
 
-func asUsage(err error, ue *usageError) bool { return errors.As(err, ue) }
+// isUsage reports whether err is the client's mistake.
+func isUsage(err error) bool {
+	var ue usageError
+	return errors.As(err, &ue)
+}
+
+// timeoutOr turns a request's timeout in seconds into a duration, def when it is not set.
+func timeoutOr(seconds float64, def time.Duration) time.Duration {
+	if seconds > 0 {
+		return time.Duration(seconds * float64(time.Second))
+	}
+	return def
+}
+
+// checkOut checks a streaming request's --out path before the stream starts: absolute, in a
+// directory that exists. It answers the request itself and returns false when the path is bad.
+func checkOut(w http.ResponseWriter, out string) bool {
+	if out == "" || !filepath.IsAbs(out) {
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: "an absolute --out path is required", Usage: true})
+		return false
+	}
+	if _, err := os.Stat(filepath.Dir(out)); err != nil {
+		writeJSON(w, http.StatusUnprocessableEntity, api.Error{Error: "--out: " + err.Error()})
+		return false
+	}
+	return true
+}

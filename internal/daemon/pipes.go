@@ -50,10 +50,7 @@ func (d *Daemon) pipeSend(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	timeout := 30 * time.Second
-	if req.Timeout > 0 {
-		timeout = time.Duration(req.Timeout * float64(time.Second))
-	}
+	timeout := timeoutOr(req.Timeout, 30*time.Second)
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	out, err := d.pipes.Output(ctx, spec)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -82,8 +81,7 @@ func (s *streamer) progress() func(done, size int64) {
 }
 
 func (s *streamer) fail(err error) {
-	var ue usageError
-	s.line(api.StreamLine{Error: &api.Error{Error: err.Error(), Usage: asUsage(err, &ue)}})
+	s.line(api.StreamLine{Error: &api.Error{Error: err.Error(), Usage: isUsage(err)}})
 }
 
 func (s *streamer) result(v any) {
@@ -99,18 +97,14 @@ func (d *Daemon) get(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, api.Error{Error: err.Error(), Usage: true})
 		return
 	}
-	if req.Content == "" || req.Out == "" || !filepath.IsAbs(req.Out) {
-		writeJSON(w, http.StatusBadRequest, api.Error{Error: "a content ID or name and an absolute --out path are required", Usage: true})
+	if req.Content == "" {
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: "a content ID or name is required", Usage: true})
 		return
 	}
-	if _, err := os.Stat(filepath.Dir(req.Out)); err != nil {
-		writeJSON(w, http.StatusUnprocessableEntity, api.Error{Error: "--out: " + err.Error()})
+	if !checkOut(w, req.Out) {
 		return
 	}
-	timeout := 10 * time.Minute
-	if req.Timeout > 0 {
-		timeout = time.Duration(req.Timeout * float64(time.Second))
-	}
+	timeout := timeoutOr(req.Timeout, 10*time.Minute)
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	st := newStreamer(w)
