@@ -138,6 +138,11 @@ func (s *Service) serveStart(ctx context.Context, from peer.ID, req *startReques
 		return nil, err
 	}
 	if err := g.Apply(ctx, &peergroup.TaskAssign{TaskID: task.ID, Term: g.Term(), Assignments: plan}); err != nil {
+		if !g.IsLeader() {
+			// Leadership moved while planning (the new leader refuses a plan from a
+			// follower): the requester asks the new leader, which plans the task again.
+			return nil, &notLeaderError{leader: g.Leader()}
+		}
 		return nil, fmt.Errorf("commit plan: %w", err)
 	}
 	cached := 0
