@@ -57,6 +57,8 @@ type daemon struct {
 // startDaemon starts `raftcast <role> --data dir args...` and waits until its API is up.
 func startDaemon(t *testing.T, role, dir string, args ...string) *daemon {
 	t.Helper()
+	// A daemon killed with SIGKILL leaves its api file: wait for the new daemon's, not that one.
+	_ = os.Remove(filepath.Join(dir, "api"))
 	full := append([]string{role, "--data", dir, "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns=false", "--multicast-iface", "none"}, args...)
 	cmd := exec.Command(binary(t), full...)
 	d := &daemon{t: t, data: dir, cmd: cmd, log: &bytes.Buffer{}, done: make(chan struct{})}
