@@ -344,6 +344,27 @@ scenario_raftcast_smoke() {
 	done
 }
 
+# rc_join NODE GROUP ARGS...: `group join GROUP ARGS --timeout 60s --json` on NODE, tried
+# again (for up to RC_JOIN_WAIT, 60 s) while it fails only because the group's
+# advertisement has not reached the overlay yet: raftcast's join looks it up once
+# (findGroup in internal/daemon/groups.go), not until its --timeout, and right after
+# `group create` under loss that lookup can come too early. The check records the attempts.
+rc_join() {
+	local node=$1 group=$2 rc n=0 deadline=$((SECONDS + ${RC_JOIN_WAIT:-60}))
+	shift 2
+	while :; do
+		n=$((n + 1))
+		rc=0
+		rc_raftcast "$node" group join "$group" "$@" --timeout 60s --json \
+			>"$RC_DIR/logs/$node-group.json" 2>"$RC_DIR/logs/$node-group.err" || rc=$?
+		if ((rc == 0 || SECONDS >= deadline)) || ! grep -q 'no advertisement of a group' "$RC_DIR/logs/$node-group.err"; then
+			break
+		fi
+		sleep 1
+	done
+	rc_check "group join $node" "$rc" "\"attempts\":$n"
+}
+
 rc_peers_connected() {
 	local out
 	out=$(rc_raftcast "$1" peers --json) && [[ $out =~ \"connected\":\ *true ]]
@@ -403,9 +424,7 @@ scenario_download() {
 	rc_check "group create on $req" "$rc"
 	for h in "${members[@]}"; do
 		[[ $h == "$req" ]] && continue
-		rc=0
-		rc_raftcast "$h" group join coop --timeout 60s --json >"$RC_DIR/logs/$h-group-join.json" || rc=$?
-		rc_check "group join $h" "$rc"
+		rc_join "$h" coop
 	done
 	rc=0
 	mkdir -p "$RC_DIR/out/$req"
@@ -673,9 +692,7 @@ scenario_groups() {
 	rc_check "group create ${members[0]}" "$rc"
 	((rc == 0)) || return 0
 	for h in "${members[@]:1}"; do
-		rc=0
-		rc_raftcast "$h" group join tg --secret tn-secret --timeout 60s --json >"$RC_DIR/logs/$h-group.json" || rc=$?
-		rc_check "group join $h" "$rc"
+		rc_join "$h" tg --secret tn-secret
 	done
 	rc=0
 	# Formed means every member is in, agreed, and the joiners promoted to voters (they join
@@ -717,9 +734,10 @@ scenario_groups() {
 	# loaded machine moved the leadership meanwhile), at the new term or later.
 	# shellcheck disable=SC2317  # called through rc_wait_for
 	rc_rejoined() {
+		rc_gagree tg "$want" "${members[@]}" || return 1
 		local e=" $RC_G_SEEN"
 		e=${e#*" $lhost:"}
-		rc_gagree tg "$want" "${members[@]}" && [[ ${e%% *} == *",state=follower,"* ]] && ((RC_G_TERM >= term1))
+		[[ ${e%% *} == *",state=follower,"* ]] && ((RC_G_TERM >= term1))
 	}
 	rc=0
 	RC_G_LEADER='' RC_G_TERM=0
@@ -956,7 +974,10 @@ scenario_faults() {
 		rc_check "ready $h" "$rc"
 		((rc == 0)) || rc_die "node $h not ready"
 	done
-	rc_group_form "$src" "${receivers[@]}"
+	rc=0
+	rc_raftcast "$src" group create tn --json >"$RC_DIR/logs/$src-group.json" || rc=$?
+	rc_check "group create $src" "$rc"
+	for h in "${receivers[@]}"; do rc_join "$h" tn; done
 	sleep "${RC_BEACON_WAIT:-3}" # multicast beacons: every node learns its domain
 	loss=${RC_DEFAULT_LOSS:-}
 	if [[ -z $loss ]]; then
