@@ -19,6 +19,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/raftcast/raftcast/peergroup"
+
+	"github.com/raftcast/raftcast/internal/bincodec"
 )
 
 // Request is one cooperative download (raftcast download URL --out PATH ...).
@@ -192,8 +194,8 @@ func finalLeaderErr(err error) bool {
 
 // callLeader sends a request to the group's leader (or runs local when this node leads),
 // retrying across leader changes, elections and unreachable leaders until ctx ends.
-func (s *Service) callLeader(ctx context.Context, g *peergroup.Group, typ uint8, req interface{ encode(*encoder) },
-	local func(context.Context) error, want uint8, decode func(*decoder)) error {
+func (s *Service) callLeader(ctx context.Context, g *peergroup.Group, typ uint8, req interface{ encode(*bincodec.Encoder) },
+	local func(context.Context) error, want uint8, decode func(*bincodec.Decoder)) error {
 	body := encodeMsg(req.encode)
 	backoff := 50 * time.Millisecond
 	var last error
