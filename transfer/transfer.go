@@ -324,6 +324,9 @@ type GetRequest struct {
 	Multicast mcast.Channel // optional: the domain's multicast data channel (read by this Get alone: share one channel among gets through mcast.Demux)
 	Relay     mcast.Channel // optional (proxy peer): re-multicast every slice obtained from peers here
 	RelayRate int64         // pacing of the relay, bytes/s
+	// SourceDelay: ask the source only for slices other peers have stopped gaining for this
+	// long (swarm.PlannerConfig.SourceDelay): for a proxy while the source multicasts.
+	SourceDelay time.Duration
 
 	Progress func(Progress) // optional: called after every new slice, never concurrently; must not block
 }
@@ -599,6 +602,7 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 	if req.Relay != nil {
 		scfg.Planner.Ascending = true // fetch in order, so the relay can multicast in order
 	}
+	scfg.Planner.SourceDelay = req.SourceDelay
 	scfg.Peers = peers
 	scfg.OnStored = func(i, n int, _ peer.ID) {
 		it.done.Add(int64(st.Layout().SliceLen(i)))

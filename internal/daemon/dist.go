@@ -395,6 +395,12 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 				return nil, false, ctx.Err()
 			case <-time.After(wantWindow):
 			}
+			if ds.othersWant(id, source) {
+				// Receivers elsewhere (the source's domain, by multicast) hold each slice
+				// moments after the source sends it: take slices from them and leave the
+				// source's uplink to its multicast.
+				req.SourceDelay = proxySourceDelay
+			}
 			if ds.isProxy(id) {
 				// The proxy pulls from peers at once (no multicast to wait for here) and
 				// re-multicasts what it obtains.
@@ -414,6 +420,25 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 		ds.d.log.Warn("advertising held content", "err", err)
 	}
 	return res, proxy, nil
+}
+
+// proxySourceDelay is how long a receiver outside the source's domain waits for other peers
+// to gain slices before it asks the source (transfer.GetRequest.SourceDelay).
+const proxySourceDelay = 2 * time.Second
+
+// othersWant reports whether a peer outside this node's multicast domain, other than the
+// source, wants id.
+func (ds *dist) othersWant(id content.ID, source peer.ID) bool {
+	mc := ds.d.pipes.Multicast()
+	self := ds.d.node.ID()
+	ds.mu.Lock()
+	defer ds.mu.Unlock()
+	for p := range ds.wants[id] {
+		if p != self && p != source && !mc.InDomain(p) {
+			return true
+		}
+	}
+	return false
 }
 
 // isProxy reports whether this node has the smallest peer ID among the wanting peers of id in
