@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -51,37 +53,90 @@ func rawStreamSender(b *testing.B, nodes []*node, chunk int) func(total int) {
 	}
 }
 
-// benchRatio runs raw and pipe transfers of total bytes alternately b.N times and reports the
-// pipe's throughput and its ratio to the raw stream's, in wall time and in process CPU time.
-// RAFTCAST_BENCH_PIPE_ONLY=1 skips the raw transfers (for profiling the pipe alone).
-func benchRatio(b *testing.B, total int, raw, pipe func(total int)) {
-	if os.Getenv("RAFTCAST_BENCH_PIPE_ONLY") != "" {
+// benchRatio measures a pipe against a raw libp2p stream in b.N rounds. Each round moves total
+// bytes over both, one after the other (the order alternates between rounds so neither always
+// runs first), and takes the ratio of the two times: a noisy moment on a shared machine
+// spoils one round, not the figure. It reports the median, lowest and highest per-round ratio
+// ("ratio", "ratio-min", "ratio-max"), the throughputs over all rounds, and CPU seconds per GB
+// as measured by cpu (this process, or both processes of a two-process run) with their median
+// per-round ratio. The per-round ratios are logged. RAFTCAST_BENCH_PIPE_ONLY=1 skips the raw
+// transfers and RAFTCAST_BENCH_RAW_ONLY=1 the pipe transfers (for profiling one alone).
+func benchRatio(b *testing.B, total int, cpu func() time.Duration, raw, pipe func(total int)) {
+	pipeOnly := os.Getenv("RAFTCAST_BENCH_PIPE_ONLY") != ""
+	rawOnly := os.Getenv("RAFTCAST_BENCH_RAW_ONLY") != ""
+	if pipeOnly {
 		raw = func(int) {}
+	}
+	if rawOnly {
+		pipe = func(int) {}
 	}
 	raw(total) // warm up both paths
 	pipe(total)
+	measure := func(f func(int)) (time.Duration, time.Duration) {
+		t0, c0 := time.Now(), cpu()
+		f(total)
+		return time.Since(t0), cpu() - c0
+	}
 	var tRaw, tPipe, cRaw, cPipe time.Duration
+	ratios := make([]float64, 0, b.N)
+	cpuRatios := make([]float64, 0, b.N)
 	b.SetBytes(int64(total))
 	b.ResetTimer()
-	for range b.N {
-		t0, c0 := time.Now(), cpuTime()
-		raw(total)
-		t1, c1 := time.Now(), cpuTime()
-		pipe(total)
-		tRaw += t1.Sub(t0)
-		tPipe += time.Since(t1)
-		cRaw += c1 - c0
-		cPipe += cpuTime() - c1
+	for i := range b.N {
+		var tr, cr, tp, cp time.Duration
+		if i%2 == 0 {
+			tr, cr = measure(raw)
+			tp, cp = measure(pipe)
+		} else {
+			tp, cp = measure(pipe)
+			tr, cr = measure(raw)
+		}
+		tRaw, cRaw, tPipe, cPipe = tRaw+tr, cRaw+cr, tPipe+tp, cPipe+cp
+		ratios = append(ratios, tr.Seconds()/tp.Seconds())
+		if cp > 0 {
+			cpuRatios = append(cpuRatios, cr.Seconds()/cp.Seconds())
+		}
 	}
 	b.StopTimer()
 	mb := float64(total) * float64(b.N) / 1e6
-	b.ReportMetric(mb/tRaw.Seconds(), "raw-MB/s")
-	b.ReportMetric(mb/tPipe.Seconds(), "pipe-MB/s")
-	b.ReportMetric(tRaw.Seconds()/tPipe.Seconds(), "ratio")
-	// CPU seconds per GB (both ends, one process): steadier than wall time on a shared machine.
-	b.ReportMetric(cRaw.Seconds()/(mb/1e3), "raw-cpu-s/GB")
-	b.ReportMetric(cPipe.Seconds()/(mb/1e3), "pipe-cpu-s/GB")
-	b.ReportMetric(cRaw.Seconds()/cPipe.Seconds(), "cpu-ratio")
+	if !rawOnly {
+		b.ReportMetric(mb/tPipe.Seconds(), "pipe-MB/s")
+		b.ReportMetric(cPipe.Seconds()/(mb/1e3), "pipe-cpu-s/GB")
+	}
+	if !pipeOnly {
+		b.ReportMetric(mb/tRaw.Seconds(), "raw-MB/s")
+		b.ReportMetric(cRaw.Seconds()/(mb/1e3), "raw-cpu-s/GB")
+	}
+	if pipeOnly || rawOnly {
+		return
+	}
+	b.ReportMetric(median(slices.Clone(ratios)), "ratio")
+	b.ReportMetric(slices.Min(ratios), "ratio-min")
+	b.ReportMetric(slices.Max(ratios), "ratio-max")
+	if len(cpuRatios) > 0 {
+		b.ReportMetric(median(cpuRatios), "cpu-ratio")
+	}
+	if b.N > 1 {
+		b.Logf("per-round ratio (raw time / pipe time): %s", fmtRatios(ratios))
+	}
+}
+
+// median returns the median of xs (not empty); it sorts xs in place.
+func median(xs []float64) float64 {
+	slices.Sort(xs)
+	n := len(xs)
+	if n%2 == 1 {
+		return xs[n/2]
+	}
+	return (xs[n/2-1] + xs[n/2]) / 2
+}
+
+func fmtRatios(xs []float64) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = fmt.Sprintf("%.2f", x)
+	}
+	return strings.Join(s, " ")
 }
 
 // Unicast pipe throughput against a raw libp2p stream between the same two hosts.
@@ -103,6 +158,7 @@ func BenchmarkUnicastThroughput(b *testing.B) {
 						return
 					}
 					got.Add(int64(len(m.Data)))
+					m.Release()
 				}
 			}()
 			out, err := nodes[1].svc.Output(ctx, spec)
@@ -121,7 +177,7 @@ func BenchmarkUnicastThroughput(b *testing.B) {
 					time.Sleep(100 * time.Microsecond)
 				}
 			}
-			benchRatio(b, 64<<20, rawStreamSender(b, nodes, size), pipe)
+			benchRatio(b, 64<<20, cpuTime, rawStreamSender(b, nodes, size), pipe)
 		})
 	}
 }
@@ -167,7 +223,7 @@ func BenchmarkBidiThroughput(b *testing.B) {
 			time.Sleep(100 * time.Microsecond)
 		}
 	}
-	benchRatio(b, 64<<20, rawStreamSender(b, nodes, chunk), pipe)
+	benchRatio(b, 64<<20, cpuTime, rawStreamSender(b, nodes, chunk), pipe)
 	_ = c.Close()
 	_ = s.Close()
 }

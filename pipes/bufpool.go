@@ -5,9 +5,11 @@ import (
 	"sync"
 )
 
-// bufPool recycles the copies an output end keeps of its unacknowledged messages, in
-// power-of-two size classes from 1 KiB to maxFrameLimit (fewer allocations and less garbage
-// at high message rates). It has no mutable state of its own beyond the sync.Pools.
+// bufPool recycles message buffers in power-of-two size classes from 1 KiB to maxFrameLimit
+// (fewer allocations, less garbage and warmer caches at high message rates): the copies an
+// output end keeps of its unacknowledged messages, and the buffers of received unicast
+// messages that the receiver hands back with Message.Release. It has no mutable state of its
+// own beyond the sync.Pools.
 type bufPool struct {
 	classes [bufClasses]sync.Pool
 }

@@ -200,3 +200,30 @@ func TestBufPool(t *testing.T) {
 	}
 	p.put(big)
 }
+
+func TestMessageRelease(t *testing.T) {
+	var p bufPool
+	m := pooledMessage(&p, 3000)
+	if len(m.Data) != 3000 || cap(m.Data) != 3000 {
+		t.Fatalf("Data has length %d and capacity %d, want 3000 and 3000", len(m.Data), cap(m.Data))
+	}
+	if cap(m.buf) != 4096 {
+		t.Fatalf("pooled buffer has capacity %d, want its class 4096", cap(m.buf))
+	}
+	// Appending to Data reallocates: it never writes into the rest of the pooled buffer.
+	whole := m.buf[:cap(m.buf)]
+	whole[3000] = 7
+	d := append(m.Data, 1)
+	if whole[3000] != 7 || &d[0] == &m.Data[0] {
+		t.Fatal("append to Data wrote into the pooled buffer")
+	}
+	m.Release()
+	if m.Data != nil || m.buf != nil {
+		t.Fatal("Release left Data or the buffer set")
+	}
+	m.Release() // a second Release of the same variable is a no-op
+	var zero Message
+	zero.Release() // so is releasing a message without a pooled buffer
+	plain := Message{Data: []byte("propagate")}
+	plain.Release()
+}

@@ -1,13 +1,15 @@
 package pipes_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -61,9 +63,11 @@ func TestTwoProcessChild(t *testing.T) {
 	}
 	go func() {
 		for {
-			if _, err := in.Recv(ctx); err != nil {
+			m, err := in.Recv(ctx)
+			if err != nil {
 				return
 			}
+			m.Release()
 		}
 	}()
 	l, err := svc.ListenBidi(ctx, bidiSpec)
@@ -111,14 +115,45 @@ func TestTwoProcessChild(t *testing.T) {
 	}
 }
 
-// BenchmarkTwoProcesses: unicast and bidi pipe throughput from this process to a node in a
-// child process, each as a ratio to a raw libp2p stream between the same two processes.
+// childCPU returns the user+system CPU time of process pid (from /proc, in clock ticks of
+// 10 ms), or 0 when it cannot be read.
+func childCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:])) // f[0] is field 3 (state): utime is field 14
+	if len(f) < 13 {
+		return 0
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// BenchmarkTwoProcesses: unicast (64 KiB and 1 MiB messages) and bidi pipe throughput from
+// this process to a node in a child process, each as a ratio to a raw libp2p stream between
+// the same two processes, written in chunks of the same size (see benchRatio: rounds
+// alternate raw and pipe transfers of 64 MiB; the median per-round ratio is "ratio"). CPU
+// figures count both processes. RAFTCAST_BENCH_CHILD_PROFILE=/abs/prefix writes the child's
+// CPU and memory profiles to prefix.cpu and prefix.mem.
 func BenchmarkTwoProcesses(b *testing.B) {
 	dir := b.TempDir()
 	if err := os.MkdirAll(filepath.Join(dir, "adverts"), 0o700); err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestTwoProcessChild$", "-test.timeout=11m")
+	args := []string{"-test.run=^TestTwoProcessChild$", "-test.timeout=11m"}
+	if p := os.Getenv("RAFTCAST_BENCH_CHILD_PROFILE"); p != "" {
+		args = append(args, "-test.cpuprofile="+p+".cpu", "-test.memprofile="+p+".mem")
+	}
+	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), childEnv+"="+dir)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -139,6 +174,8 @@ func BenchmarkTwoProcesses(b *testing.B) {
 			<-done
 		}
 	})
+	pid := cmd.Process.Pid
+	cpu := func() time.Duration { return cpuTime() + childCPU(pid) }
 	var addrFile []byte
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if addrFile, err = os.ReadFile(filepath.Join(dir, "child.addr")); err == nil {
@@ -164,49 +201,55 @@ func BenchmarkTwoProcesses(b *testing.B) {
 	if err := h.Connect(ctx, peer.AddrInfo{ID: child, Addrs: []ma.Multiaddr{ma.StringCast(f[1])}}); err != nil {
 		b.Fatal(err)
 	}
-	chunk := make([]byte, twoProcChunk)
-	raw := func(total int) {
-		s, err := h.NewStream(ctx, child, rawProto2)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for sent := 0; sent < total; sent += len(chunk) {
-			if _, err := s.Write(chunk); err != nil {
+	// raw sends total bytes in writes of len(chunk) over a fresh raw stream and waits for the
+	// child's answer that all arrived.
+	raw := func(chunk []byte) func(total int) {
+		return func(total int) {
+			s, err := h.NewStream(ctx, child, rawProto2)
+			if err != nil {
 				b.Fatal(err)
 			}
-		}
-		_ = s.CloseWrite()
-		if _, err := io.ReadFull(s, make([]byte, 1)); err != nil {
-			b.Fatal(err)
-		}
-		_ = s.Close()
-	}
-	b.Run("unicast", func(b *testing.B) {
-		out, err := svc.Output(ctx, uniSpec)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer out.Close()
-		benchRatio(b, twoProcTotal, raw, func(total int) {
 			for sent := 0; sent < total; sent += len(chunk) {
-				if err := out.Send(ctx, chunk); err != nil {
+				if _, err := s.Write(chunk); err != nil {
 					b.Fatal(err)
 				}
 			}
-			if err := out.Flush(ctx); err != nil { // every message acknowledged by the child
+			_ = s.CloseWrite()
+			if _, err := io.ReadFull(s, make([]byte, 1)); err != nil {
 				b.Fatal(err)
 			}
+			_ = s.Close()
+		}
+	}
+	for _, size := range []int{64 << 10, 1 << 20} {
+		b.Run(fmt.Sprintf("unicast/msg=%dKiB", size>>10), func(b *testing.B) {
+			out, err := svc.Output(ctx, uniSpec)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer out.Close()
+			msg := make([]byte, size)
+			benchRatio(b, twoProcTotal, cpu, raw(msg), func(total int) {
+				for sent := 0; sent < total; sent += len(msg) {
+					if err := out.Send(ctx, msg); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := out.Flush(ctx); err != nil { // every message acknowledged by the child
+					b.Fatal(err)
+				}
+			})
 		})
-	})
+	}
 	b.Run("bidi", func(b *testing.B) {
 		c, err := svc.DialBidi(ctx, bidiSpec)
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer c.Close()
+		chunk := make([]byte, twoProcChunk)
 		var one [1]byte
-		var rounds atomic.Int64
-		benchRatio(b, twoProcTotal, raw, func(total int) {
+		benchRatio(b, twoProcTotal, cpu, raw(chunk), func(total int) {
 			for sent := 0; sent < total; sent += len(chunk) {
 				if _, err := c.Write(chunk); err != nil {
 					b.Fatal(err)
@@ -215,7 +258,6 @@ func BenchmarkTwoProcesses(b *testing.B) {
 			if _, err := io.ReadFull(c, one[:]); err != nil { // the child received it all
 				b.Fatal(err)
 			}
-			rounds.Add(1)
 		})
 	})
 }

@@ -279,8 +279,11 @@ func (o *unicastOut) run() {
 func (o *unicastOut) write(c *uniConn, batch [][]byte) error {
 	if c.local != nil {
 		for _, m := range batch {
-			msg := Message{Pipe: o.spec.ID, From: o.s.self, Data: slices.Clone(m), Carrier: CarrierLocal}
+			msg := pooledMessage(&o.s.bufs, len(m))
+			copy(msg.Data, m)
+			msg.Pipe, msg.From, msg.Carrier = o.spec.ID, o.s.self, CarrierLocal
 			if !c.local.deliverWait(o.ctx, msg) {
+				msg.Release()
 				return fmt.Errorf("local input end: %w", ErrClosed)
 			}
 			o.s.stats.uniRecv.Add(1)
@@ -589,12 +592,17 @@ func (s *Service) handleUnicast(st network.Stream) {
 			s.rejectStream(st, fmt.Errorf("pipes: unicast frame from %s: %w", from, err))
 			return
 		}
-		data := make([]byte, n)
-		if _, err := io.ReadFull(r, data); err != nil {
+		// The message's buffer comes from the service's pool: a receiver that calls
+		// Message.Release hands it back for a later message.
+		m := pooledMessage(&s.bufs, n)
+		if _, err := io.ReadFull(r, m.Data); err != nil {
+			m.Release()
 			_ = st.Reset()
 			return
 		}
-		if !p.deliverWait(s.ctx, Message{Pipe: h.Pipe, From: from, Data: data, Carrier: CarrierStream}) {
+		m.Pipe, m.From, m.Carrier = h.Pipe, from, CarrierStream
+		if !p.deliverWait(s.ctx, m) {
+			m.Release()
 			_ = st.Reset()
 			return
 		}
