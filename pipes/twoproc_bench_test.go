@@ -1,19 +1,16 @@
 package pipes_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -24,12 +21,7 @@ import (
 // The two-process benchmark: the receiving node runs in a child process (this test binary
 // re-run as TestTwoProcessChild), so pipe and raw-stream throughput are measured across a
 // process boundary, on loopback TCP.
-const (
-	childEnv     = "RAFTCAST_PIPES_BENCH_CHILD"
-	rawProto2    = "/raftcast/bench/raw2/1.0.0"
-	twoProcTotal = 64 << 20
-	twoProcChunk = 1 << 20
-)
+const childEnv = "RAFTCAST_PIPES_BENCH_CHILD"
 
 var (
 	uniSpec  = pipes.PipeSpec{Name: "bench-2p", Kind: pipes.Unicast}
@@ -51,12 +43,7 @@ func TestTwoProcessChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer svc.Close()
-	// Raw stream sink: read everything, answer one byte.
-	h.SetStreamHandler(rawProto2, func(s network.Stream) {
-		_, _ = io.Copy(io.Discard, s)
-		_, _ = s.Write([]byte{1})
-		_ = s.Close()
-	})
+	h.SetStreamHandler(benchProto, rawSink)
 	in, err := svc.Listen(ctx, uniSpec)
 	if err != nil {
 		t.Fatal(err)
@@ -81,13 +68,13 @@ func TestTwoProcessChild(t *testing.T) {
 				return
 			}
 			go func() {
-				buf := make([]byte, twoProcChunk)
+				buf := make([]byte, 1<<20)
 				var n int64
 				for {
 					k, err := c.Read(buf)
 					n += int64(k)
-					for n >= twoProcTotal { // one byte back per whole transfer
-						n -= twoProcTotal
+					for n >= roundBytes { // one byte back per round
+						n -= roundBytes
 						if _, err := c.Write([]byte{1}); err != nil {
 							return
 						}
@@ -115,35 +102,13 @@ func TestTwoProcessChild(t *testing.T) {
 	}
 }
 
-// childCPU returns the user+system CPU time of process pid (from /proc, in clock ticks of
-// 10 ms), or 0 when it cannot be read.
-func childCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:])) // f[0] is field 3 (state): utime is field 14
-	if len(f) < 13 {
-		return 0
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0
-	}
-	return time.Duration(ut+st) * 10 * time.Millisecond
-}
-
-// BenchmarkTwoProcesses: unicast (64 KiB and 1 MiB messages) and bidi pipe throughput from
-// this process to a node in a child process, each as a ratio to a raw libp2p stream between
-// the same two processes, written in chunks of the same size (see benchRatio: rounds
-// alternate raw and pipe transfers of 64 MiB; the median per-round ratio is "ratio"). CPU
-// figures count both processes. RAFTCAST_BENCH_CHILD_PROFILE=/abs/prefix writes the child's
-// CPU and memory profiles to prefix.cpu and prefix.mem.
+// BenchmarkTwoProcesses: unicast (64 KiB and 1 MiB messages) and bidi (1 MiB writes) pipe
+// throughput from this process to a node in a child process, each as a ratio to one raw
+// libp2p stream between the same two processes written in chunks of the same size (see
+// benchRatio: every round moves 16 MiB over each, in alternating order; "ratio" is the median
+// per-round ratio). CPU and system-call figures count both processes.
+// RAFTCAST_BENCH_CHILD_PROFILE=/abs/prefix writes the child's CPU and memory profiles to
+// prefix.cpu and prefix.mem.
 func BenchmarkTwoProcesses(b *testing.B) {
 	dir := b.TempDir()
 	if err := os.MkdirAll(filepath.Join(dir, "adverts"), 0o700); err != nil {
@@ -174,8 +139,7 @@ func BenchmarkTwoProcesses(b *testing.B) {
 			<-done
 		}
 	})
-	pid := cmd.Process.Pid
-	cpu := func() time.Duration { return cpuTime() + childCPU(pid) }
+	procs := benchProcs{cmd.Process.Pid}
 	var addrFile []byte
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if addrFile, err = os.ReadFile(filepath.Join(dir, "child.addr")); err == nil {
@@ -201,26 +165,6 @@ func BenchmarkTwoProcesses(b *testing.B) {
 	if err := h.Connect(ctx, peer.AddrInfo{ID: child, Addrs: []ma.Multiaddr{ma.StringCast(f[1])}}); err != nil {
 		b.Fatal(err)
 	}
-	// raw sends total bytes in writes of len(chunk) over a fresh raw stream and waits for the
-	// child's answer that all arrived.
-	raw := func(chunk []byte) func(total int) {
-		return func(total int) {
-			s, err := h.NewStream(ctx, child, rawProto2)
-			if err != nil {
-				b.Fatal(err)
-			}
-			for sent := 0; sent < total; sent += len(chunk) {
-				if _, err := s.Write(chunk); err != nil {
-					b.Fatal(err)
-				}
-			}
-			_ = s.CloseWrite()
-			if _, err := io.ReadFull(s, make([]byte, 1)); err != nil {
-				b.Fatal(err)
-			}
-			_ = s.Close()
-		}
-	}
 	for _, size := range []int{64 << 10, 1 << 20} {
 		b.Run(fmt.Sprintf("unicast/msg=%dKiB", size>>10), func(b *testing.B) {
 			out, err := svc.Output(ctx, uniSpec)
@@ -229,8 +173,8 @@ func BenchmarkTwoProcesses(b *testing.B) {
 			}
 			defer out.Close()
 			msg := make([]byte, size)
-			benchRatio(b, twoProcTotal, cpu, raw(msg), func(total int) {
-				for sent := 0; sent < total; sent += len(msg) {
+			benchRatio(b, procs, rawSender(b, h, child, msg), func() {
+				for sent := 0; sent < roundBytes; sent += len(msg) {
 					if err := out.Send(ctx, msg); err != nil {
 						b.Fatal(err)
 					}
@@ -247,10 +191,10 @@ func BenchmarkTwoProcesses(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer c.Close()
-		chunk := make([]byte, twoProcChunk)
+		chunk := make([]byte, 1<<20)
 		var one [1]byte
-		benchRatio(b, twoProcTotal, cpu, raw(chunk), func(total int) {
-			for sent := 0; sent < total; sent += len(chunk) {
+		benchRatio(b, procs, rawSender(b, h, child, chunk), func() {
+			for sent := 0; sent < roundBytes; sent += len(chunk) {
 				if _, err := c.Write(chunk); err != nil {
 					b.Fatal(err)
 				}
