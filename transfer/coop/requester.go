@@ -385,6 +385,7 @@ func (s *Service) runTask(ctx context.Context, g *peergroup.Group, req Request, 
 	}
 	res.BytesFromCache = l.fromCache
 	l.mu.Unlock()
+	finishAt := time.Now() // the last slice landed: what is left is the file's tail and fsync
 	if err == nil {
 		res.SHA256, err = x.finish(req.SHA256)
 		if errors.Is(err, ErrChecksum) {
@@ -404,7 +405,8 @@ func (s *Service) runTask(ctx context.Context, g *peergroup.Group, req Request, 
 		cancel()
 	}
 	if err == nil {
-		s.log.Info("download complete", "task", task.ID, "url", req.URL, "size", task.Size, "from_cache", res.BytesFromCache)
+		s.log.Info("download complete", "task", task.ID, "url", req.URL, "size", task.Size, "from_cache", res.BytesFromCache,
+			"after_last_slice", time.Since(finishAt))
 	}
 	return res, err
 }
