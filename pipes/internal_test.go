@@ -194,7 +194,25 @@ func TestBufPool(t *testing.T) {
 		}
 		p.put(b)
 	}
-	big := p.get(200 << 20) // above the classes: plain allocation
+	// A power of two and its frame (with a length prefix) share a class.
+	for _, n := range []int{1 << 10, 64 << 10, 1 << 20, maxFrameLimit} {
+		c1, ok1 := bufClass(n)
+		c2, ok2 := bufClass(n + uvarintLen(n))
+		if !ok1 || !ok2 || c1 != c2 || classCap(c1) < n+uvarintLen(n) {
+			t.Fatalf("%d bytes in class %d, its frame in class %d", n, c1, c2)
+		}
+		if c, _ := bufClass(n + bufSlack + 1); c != c1+1 {
+			t.Fatalf("%d bytes in class %d, want %d", n+bufSlack+1, c, c1+1)
+		}
+	}
+	// A recycled buffer comes back with the length asked for.
+	b := p.get(5000)
+	p.put(b)
+	if b2 := p.get(6000); len(b2) != 6000 || cap(b2) != classCap(3) {
+		t.Fatalf("get(6000): length %d, capacity %d", len(b2), cap(b2))
+	}
+	p.put(make([]byte, 8192)) // not from get: ignored
+	big := p.get(200 << 20)   // above the classes: plain allocation
 	if len(big) != 200<<20 {
 		t.Fatal("big buffer")
 	}
@@ -207,8 +225,8 @@ func TestMessageRelease(t *testing.T) {
 	if len(m.Data) != 3000 || cap(m.Data) != 3000 {
 		t.Fatalf("Data has length %d and capacity %d, want 3000 and 3000", len(m.Data), cap(m.Data))
 	}
-	if cap(m.buf) != 4096 {
-		t.Fatalf("pooled buffer has capacity %d, want its class 4096", cap(m.buf))
+	if cap(m.buf) != classCap(2) {
+		t.Fatalf("pooled buffer has capacity %d, want its class's %d", cap(m.buf), classCap(2))
 	}
 	// Appending to Data reallocates: it never writes into the rest of the pooled buffer.
 	whole := m.buf[:cap(m.buf)]

@@ -38,9 +38,10 @@ type OutputPipe interface {
 // unicastOut is the output end of a unicast pipe. One writer goroutine owns the connection to
 // the current bound peer; an ack reader per stream releases acknowledged messages.
 //
-// Flow: Send appends to queue and wakes the writer; the writer connects (resolving bindings,
-// trying bound peers in turn), writes queue[sent:] and flushes; acks drop messages from the
-// head of queue. When the stream fails, every queued message (sent but unacknowledged
+// Flow: Send copies the message, already framed, into a pooled buffer, appends it to queue and
+// wakes the writer; the writer connects (resolving bindings, trying bound peers in turn),
+// writes queue[sent:] and flushes; acks drop messages from the head of queue and recycle
+// their buffers. When the stream fails, every queued message (sent but unacknowledged
 // included) is written again to the next bound peer.
 type unicastOut struct {
 	s      *Service
@@ -53,7 +54,7 @@ type unicastOut struct {
 	delivered atomic.Uint64
 
 	mu      sync.Mutex // guards queue, sent, writing, bytes, conn, lastErr, closed, changed, failed
-	queue   [][]byte   // unacknowledged messages, oldest first
+	queue   []outMsg   // unacknowledged messages, oldest first
 	sent    int        // queue[:sent] were written (or are being written) on conn
 	writing bool       // the writer is writing a batch on conn
 	bytes   int        // payload bytes in queue
@@ -62,7 +63,20 @@ type unicastOut struct {
 	closed  bool
 	changed chan struct{} // closed and replaced when room frees up or the connection changes
 	failed  map[peer.ID]time.Time
+
+	batch []outMsg // the writer goroutine's copy of the messages it is writing (run only)
 }
+
+// outMsg is one message an output end holds until a bound peer acknowledges it: its whole
+// frame (length prefix, then payload) in one buffer from Service.bufs, so that a large message
+// goes to the stream in one write with no further copy, to one peer or, after a failover, to
+// the next.
+type outMsg struct {
+	frame []byte
+	n     int // payload bytes (the last n of frame)
+}
+
+func (m outMsg) payload() []byte { return m.frame[len(m.frame)-m.n:] }
 
 // uniConn is the output end's connection to one bound peer: a stream, or the local input end
 // when this node is the bound peer.
@@ -73,6 +87,12 @@ type uniConn struct {
 	r     *bufio.Reader
 	local *InputPipe
 	acked uint64 // messages acknowledged on this connection; guarded by unicastOut.mu
+	// started counts the messages whose writing began on this connection, wrote those wholly
+	// handed to the stream. A peer that acknowledges more than started is broken; one message
+	// acknowledged between the two (its last bytes arrived before the write returned) is
+	// released to the garbage collector rather than to the pool, so a buffer is never
+	// recycled while it is being written.
+	started, wrote atomic.Uint64
 }
 
 var _ OutputPipe = (*unicastOut)(nil)
@@ -104,28 +124,34 @@ func (o *unicastOut) Send(ctx context.Context, b []byte) error {
 	if len(b) > o.s.cfg.MaxFrameSize {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, len(b), o.s.cfg.MaxFrameSize)
 	}
-	m := o.s.bufs.get(len(b))
-	copy(m, b)
+	hl := uvarintLen(len(b))
+	frame := o.s.bufs.get(hl + len(b))
+	binary.PutUvarint(frame, uint64(len(b)))
+	copy(frame[hl:], b)
+	m := outMsg{frame: frame, n: len(b)}
 	o.mu.Lock()
 	for !o.closed && len(o.queue) > 0 &&
-		(len(o.queue) >= o.s.cfg.WindowMessages || o.bytes+len(m) > o.s.cfg.WindowBytes) {
+		(len(o.queue) >= o.s.cfg.WindowMessages || o.bytes+m.n > o.s.cfg.WindowBytes) {
 		ch, last := o.changed, o.lastErr
 		o.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
+			o.s.bufs.put(frame)
 			return waitErr(ctx, last)
 		case <-o.ctx.Done():
+			o.s.bufs.put(frame)
 			return ErrClosed
 		}
 		o.mu.Lock()
 	}
 	if o.closed {
 		o.mu.Unlock()
+		o.s.bufs.put(frame)
 		return ErrClosed
 	}
 	o.queue = append(o.queue, m)
-	o.bytes += len(m)
+	o.bytes += m.n
 	o.mu.Unlock()
 	o.signal()
 	return nil
@@ -260,11 +286,12 @@ func (o *unicastOut) run() {
 			o.mu.Unlock()
 			continue
 		}
-		batch := slices.Clone(o.queue[o.sent:])
+		o.batch = append(o.batch[:0], o.queue[o.sent:]...)
 		o.sent = len(o.queue)
 		o.writing = true
 		o.mu.Unlock()
-		err := o.write(c, batch)
+		err := o.write(c, o.batch)
+		clear(o.batch) // drop references to buffers that acks may recycle
 		o.mu.Lock()
 		o.writing = false
 		o.mu.Unlock()
@@ -275,19 +302,22 @@ func (o *unicastOut) run() {
 	}
 }
 
-// write writes a batch of messages on c and flushes.
-func (o *unicastOut) write(c *uniConn, batch [][]byte) error {
+// write writes a batch of messages on c and flushes. Frames smaller than the write buffer go
+// through it (small messages share stream writes); larger ones go to the stream directly.
+func (o *unicastOut) write(c *uniConn, batch []outMsg) error {
 	if c.local != nil {
 		for _, m := range batch {
-			msg := pooledMessage(&o.s.bufs, len(m))
-			copy(msg.Data, m)
+			msg := pooledMessage(&o.s.bufs, m.n)
+			copy(msg.Data, m.payload())
 			msg.Pipe, msg.From, msg.Carrier = o.spec.ID, o.s.self, CarrierLocal
 			if !c.local.deliverWait(o.ctx, msg) {
 				msg.Release()
 				return fmt.Errorf("local input end: %w", ErrClosed)
 			}
 			o.s.stats.uniRecv.Add(1)
-			o.s.stats.uniRecvBytes.Add(uint64(len(m)))
+			o.s.stats.uniRecvBytes.Add(uint64(m.n))
+			c.started.Add(1)
+			c.wrote.Add(1)
 			o.mu.Lock()
 			a := c.acked + 1
 			o.mu.Unlock()
@@ -303,11 +333,22 @@ func (o *unicastOut) write(c *uniConn, batch [][]byte) error {
 		o.s.stats.uniSentBytes.Add(nb)
 	}()
 	for _, m := range batch {
-		if err := writeFrame(c.w, m); err != nil {
-			return err
+		c.started.Add(1)
+		if len(m.frame) < c.w.Size() {
+			if _, err := c.w.Write(m.frame); err != nil {
+				return err
+			}
+		} else {
+			if err := c.w.Flush(); err != nil {
+				return err
+			}
+			if _, err := c.st.Write(m.frame); err != nil {
+				return err
+			}
 		}
+		c.wrote.Add(1)
 		n++
-		nb += uint64(len(m))
+		nb += uint64(m.n)
 	}
 	return c.w.Flush()
 }
@@ -334,17 +375,20 @@ func (o *unicastOut) ack(c *uniConn, k uint64) error {
 	if o.conn != c {
 		return nil
 	}
-	if k < c.acked || k-c.acked > uint64(o.sent) {
-		return fmt.Errorf("%w: acknowledgement %d from %s, %d acknowledged and %d sent", ErrMalformed, k, c.peer, c.acked, o.sent)
+	if started := c.started.Load(); k < c.acked || k > started {
+		return fmt.Errorf("%w: acknowledgement %d from %s, %d acknowledged and %d sent", ErrMalformed, k, c.peer, c.acked, started)
 	}
 	n := int(k - c.acked)
 	if n == 0 {
 		return nil
 	}
+	wrote := c.wrote.Load()
 	for i := range n {
-		o.bytes -= len(o.queue[i])
-		o.s.bufs.put(o.queue[i])
-		o.queue[i] = nil
+		o.bytes -= o.queue[i].n
+		if c.acked+uint64(i) < wrote {
+			o.s.bufs.put(o.queue[i].frame)
+		}
+		o.queue[i] = outMsg{}
 	}
 	o.queue = o.queue[n:]
 	o.sent -= n
@@ -595,7 +639,7 @@ func (s *Service) handleUnicast(st network.Stream) {
 		// The message's buffer comes from the service's pool: a receiver that calls
 		// Message.Release hands it back for a later message.
 		m := pooledMessage(&s.bufs, n)
-		if _, err := io.ReadFull(r, m.Data); err != nil {
+		if err := readPayload(r, st, m.Data); err != nil {
 			m.Release()
 			_ = st.Reset()
 			return

@@ -14,6 +14,15 @@ import (
 // appendFrameHeader appends the uvarint length prefix of an n-byte frame.
 func appendFrameHeader(b []byte, n int) []byte { return binary.AppendUvarint(b, uint64(n)) }
 
+// uvarintLen returns the length of the uvarint encoding of n.
+func uvarintLen(n int) int {
+	l := 1
+	for ; n >= 0x80; n >>= 7 {
+		l++
+	}
+	return l
+}
+
 // writeFrame writes one frame to w (not flushed).
 func writeFrame(w *bufio.Writer, p []byte) error {
 	var hdr [binary.MaxVarintLen64]byte
@@ -65,6 +74,28 @@ func readFrame(r *bufio.Reader, max int) ([]byte, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// directReadMin is the least payload that readPayload reads from the stream itself rather
+// than through the buffered reader.
+const directReadMin = 4 << 10
+
+// readPayload fills p with the next bytes of a stream read through r: first what r holds, then
+// a large remainder straight from the stream into p (one copy instead of two), a small one
+// through r. r must be a reader over st.
+func readPayload(r *bufio.Reader, st io.Reader, p []byte) error {
+	k := 0
+	if b := r.Buffered(); b > 0 {
+		k, _ = r.Read(p[:min(len(p), b)]) // only buffered bytes: no I/O, no error
+	}
+	if rest := p[k:]; len(rest) >= directReadMin {
+		_, err := io.ReadFull(st, rest) // r's buffer is empty: the stream's bytes come next
+		return err
+	} else if len(rest) > 0 {
+		_, err := io.ReadFull(r, rest)
+		return err
+	}
+	return nil
 }
 
 // hello is the first frame on a pipe stream, sent by the opener.

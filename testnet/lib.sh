@@ -41,6 +41,13 @@ RC_DEFAULT_LOSS=${RC_DEFAULT_LOSS:-}
 RC_TORN_DOWN=0
 RC_PORTS=0
 
+# RC_XTRACE=1: trace every command with a timestamp (to stderr), to see where a run spends
+# its time.
+if [[ ${RC_XTRACE:-0} == 1 ]]; then
+	PS4='+ $EPOCHREALTIME ${BASH_SOURCE[0]##*/}:$LINENO '
+	set -x
+fi
+
 rc_log() { printf '%s [%s] %s\n' "$(date +%H:%M:%S)" "$RC_ID" "$*" >&2; }
 rc_die() { rc_log "ERROR: $*"; exit 1; }
 
@@ -525,4 +532,44 @@ rc_teardown() {
 	rm -f "$RC_DIR"/smcroute-*.sock "$RC_DIR"/smcroute-*.pid "$RC_DIR/watchdog.fifo"
 	rc_log "torn down"
 	trap - INT TERM
+}
+
+# ---- faults applied to a built topology (scenarios: faults) ---------------------------
+
+# rc_links_shape RATE: shape every link of the run (both ends, like --rate at build time).
+# Use on a topology built without --rate; the state file keeps the build-time rates.
+rc_links_shape() {
+	local node if port
+	while read -r _ node _ if _ _ port _; do
+		rc_shape "$(rc_ns "$node")" "$if" "$1"
+		rc_shape "$RC_SW" "$port" "$1"
+	done < <(rc_q iface)
+}
+
+# rc_links_loss PERCENT: random loss on every link of the run (both ends' ingress, like
+# --loss at build time). Use on a topology built without --loss: the rules would add up.
+rc_links_loss() {
+	local node if port ns
+	while read -r _ node _ if _ _ port _; do
+		ns=$(rc_ns "$node")
+		RC_NFT_NS=$ns rc_loss "$ns" "$if" "$1"
+		RC_NFT_NS=$RC_SW rc_loss "$RC_SW" "$port" "$1"
+	done < <(rc_q iface)
+}
+
+# rc_partition NODE: cut NODE off the network: nftables in its namespace drops every packet
+# it sends or receives on any interface but loopback (so its own client commands still reach
+# its daemon), until rc_heal NODE. Established connections survive if healed in time.
+rc_partition() {
+	ip netns exec "$(rc_ns "$1")" nft -f - <<-'EOF' || rc_die "nft partition of $1"
+		table inet rcpart {
+			chain in { type filter hook input priority -10; policy accept; iifname "lo" accept; drop; }
+			chain out { type filter hook output priority -10; policy accept; oifname "lo" accept; drop; }
+		}
+	EOF
+}
+
+# rc_heal NODE: undo rc_partition.
+rc_heal() {
+	ip netns exec "$(rc_ns "$1")" nft delete table inet rcpart || rc_die "nft heal of $1"
 }
