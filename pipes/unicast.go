@@ -617,11 +617,12 @@ func (s *Service) handleUnicast(st network.Stream) {
 	}
 	from := st.Conn().RemotePeer()
 	_ = st.SetDeadline(s.now().Add(a.idle))
+	fr := newFrameReader(st, r, s.cfg.StreamBuffer)
 	for {
-		if r.Buffered() == 0 {
+		if fr.Buffered() == 0 {
 			a.dry()
 		}
-		n, err := readFrameLen(r, s.cfg.MaxFrameSize)
+		n, err := readFrameLen(fr, s.cfg.MaxFrameSize)
 		if err == io.EOF {
 			a.stop()
 			_ = st.Close()
@@ -639,7 +640,7 @@ func (s *Service) handleUnicast(st network.Stream) {
 		// The message's buffer comes from the service's pool: a receiver that calls
 		// Message.Release hands it back for a later message.
 		m := pooledMessage(&s.bufs, n)
-		if err := readPayload(r, st, m.Data); err != nil {
+		if err := fr.readFull(m.Data); err != nil {
 			m.Release()
 			_ = st.Reset()
 			return
