@@ -103,6 +103,15 @@
 // IPv4 (smaller headers) and UnfragmentedSize gives the largest datagram that IP does not
 // fragment. Pacing, repair and verification are the transfer engine's.
 //
+// The data channel moves datagrams in batches (mmsg.go): its sockets are plain blocking
+// sockets outside Go's netpoller (whose epoll registration would wake a thread for every
+// datagram that arrives and every send buffer freed), SendBatch hands sendmmsg up to 64
+// datagrams per call, and the reader takes up to 64 per recvmmsg, pausing between reads while
+// datagrams flow so that each read finds about 48 (RecvBatch returns them together). The data
+// sending socket of an interface shares the port of its beacon socket (so a datagram's source
+// names the peer beaconing from it) and loops its datagrams back to this host only while a
+// peer is heard from one of this host's own addresses.
+//
 // # Tests and defaults
 //
 // Native multicast is on by default (every multicast-capable interface): tests on loopback and

@@ -3,8 +3,11 @@ package pipes
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"io"
 	"testing"
+	"testing/iotest"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -244,4 +247,63 @@ func TestMessageRelease(t *testing.T) {
 	zero.Release() // so is releasing a message without a pooled buffer
 	plain := Message{Data: []byte("propagate")}
 	plain.Release()
+}
+
+// frameReader returns every frame intact whatever the mix of sizes and however the stream
+// cuts its reads, ends cleanly between frames and reports a frame cut short.
+func TestFrameReader(t *testing.T) {
+	sizes := []int{0, 1, 100, directReadMin - 1, directReadMin, 70000, 3, 5000, 200000, 17, 0, 64 << 10}
+	var wire []byte
+	for i, n := range sizes {
+		wire = binary.AppendUvarint(wire, uint64(n))
+		for j := range n {
+			wire = append(wire, byte(i*31+j))
+		}
+	}
+	readers := map[string]func(io.Reader) io.Reader{
+		"whole":    func(r io.Reader) io.Reader { return r },
+		"one byte": iotest.OneByteReader,
+		"half":     iotest.HalfReader,
+		"data+err": iotest.DataErrReader,
+	}
+	for name, wrap := range readers {
+		t.Run(name, func(t *testing.T) {
+			st := wrap(bytes.NewReader(wire))
+			// Start as handleUnicast does: some bytes already in the hello's buffered reader.
+			br := bufio.NewReaderSize(st, 4096)
+			if _, err := br.Peek(1); err != nil {
+				t.Fatal(err)
+			}
+			f := newFrameReader(st, br, 4096)
+			for i, n := range sizes {
+				got, err := readFrameLen(f, 1<<20)
+				if err != nil || got != n {
+					t.Fatalf("frame %d: length %d, %v; want %d", i, got, err, n)
+				}
+				p := make([]byte, n)
+				if err := f.readFull(p); err != nil {
+					t.Fatalf("frame %d: %v", i, err)
+				}
+				for j := range p {
+					if p[j] != byte(i*31+j) {
+						t.Fatalf("frame %d: byte %d is %d, want %d", i, j, p[j], byte(i*31+j))
+					}
+				}
+			}
+			if _, err := readFrameLen(f, 1<<20); err != io.EOF {
+				t.Fatalf("after the last frame: %v, want io.EOF", err)
+			}
+		})
+	}
+	// A payload cut short.
+	cut := binary.AppendUvarint(nil, 10000)
+	cut = append(cut, make([]byte, 6000)...)
+	st := bytes.NewReader(cut)
+	f := newFrameReader(st, bufio.NewReader(st), 4096)
+	if n, err := readFrameLen(f, 1<<20); err != nil || n != 10000 {
+		t.Fatalf("length %d, %v", n, err)
+	}
+	if err := f.readFull(make([]byte, 10000)); err != io.ErrUnexpectedEOF {
+		t.Fatalf("payload cut short: %v, want io.ErrUnexpectedEOF", err)
+	}
 }

@@ -102,8 +102,8 @@ func TestTwoProcessChild(t *testing.T) {
 	}
 }
 
-// BenchmarkTwoProcesses: unicast (64 KiB and 1 MiB messages) and bidi (1 MiB writes) pipe
-// throughput from this process to a node in a child process, each as a ratio to one raw
+// BenchmarkTwoProcesses: unicast (64 KiB and 1 MiB messages, by Send and by SendNoCopy) and
+// bidi (1 MiB writes) pipe throughput from this process to a node in a child process, each as a ratio to one raw
 // libp2p stream between the same two processes written in chunks of the same size (see
 // benchRatio: every round moves 16 MiB over each, in alternating order; "ratio" is the median
 // per-round ratio). CPU and system-call figures count both processes.
@@ -165,25 +165,35 @@ func BenchmarkTwoProcesses(b *testing.B) {
 	if err := h.Connect(ctx, peer.AddrInfo{ID: child, Addrs: []ma.Multiaddr{ma.StringCast(f[1])}}); err != nil {
 		b.Fatal(err)
 	}
-	for _, size := range []int{64 << 10, 1 << 20} {
-		b.Run(fmt.Sprintf("unicast/msg=%dKiB", size>>10), func(b *testing.B) {
-			out, err := svc.Output(ctx, uniSpec)
-			if err != nil {
-				b.Fatal(err)
+	for _, noCopy := range []bool{false, true} {
+		for _, size := range []int{64 << 10, 1 << 20} {
+			name := fmt.Sprintf("unicast/msg=%dKiB", size>>10)
+			if noCopy {
+				name = fmt.Sprintf("unicast-nocopy/msg=%dKiB", size>>10)
 			}
-			defer out.Close()
-			msg := make([]byte, size)
-			benchRatio(b, procs, rawSender(b, h, child, msg), func() {
-				for sent := 0; sent < roundBytes; sent += len(msg) {
-					if err := out.Send(ctx, msg); err != nil {
-						b.Fatal(err)
-					}
-				}
-				if err := out.Flush(ctx); err != nil { // every message acknowledged by the child
+			b.Run(name, func(b *testing.B) {
+				out, err := svc.Output(ctx, uniSpec)
+				if err != nil {
 					b.Fatal(err)
 				}
+				defer out.Close()
+				msg := make([]byte, size)
+				send := out.Send
+				if noCopy {
+					send = out.SendNoCopy // msg never changes
+				}
+				benchRatio(b, procs, rawSender(b, h, child, msg), func() {
+					for sent := 0; sent < roundBytes; sent += len(msg) {
+						if err := send(ctx, msg); err != nil {
+							b.Fatal(err)
+						}
+					}
+					if err := out.Flush(ctx); err != nil { // every message acknowledged by the child
+						b.Fatal(err)
+					}
+				})
 			})
-		})
+		}
 	}
 	b.Run("bidi", func(b *testing.B) {
 		c, err := svc.DialBidi(ctx, bidiSpec)

@@ -25,6 +25,12 @@ type OutputPipe interface {
 	// wrapping ErrNoListener if ctx ends while no bound peer is reachable. Propagate: it signs
 	// and sends b to every bound peer now, by multicast and/or gossipsub.
 	Send(ctx context.Context, b []byte) error
+	// SendNoCopy is Send without the copy, for data that does not change (slices of a stored
+	// file, one buffer sent on several pipes): a unicast pipe keeps b itself and reads it
+	// until a bound peer acknowledges the message, writing it again to the next bound peer on
+	// failover. The caller must not modify b after the call until Flush has returned nil or
+	// Close has returned (simplest: never). Propagate pipes treat it as Send.
+	SendNoCopy(ctx context.Context, b []byte) error
 	// Flush waits until every message sent so far is acknowledged by a bound peer (unicast);
 	// propagate pipes return at once.
 	Flush(ctx context.Context) error
@@ -67,16 +73,29 @@ type unicastOut struct {
 	batch []outMsg // the writer goroutine's copy of the messages it is writing (run only)
 }
 
-// outMsg is one message an output end holds until a bound peer acknowledges it: its whole
-// frame (length prefix, then payload) in one buffer from Service.bufs, so that a large message
-// goes to the stream in one write with no further copy, to one peer or, after a failover, to
-// the next.
+// outMsg is one message an output end holds until a bound peer acknowledges it. A message
+// given to Send is copied with its length prefix into one buffer from Service.bufs (frame), so
+// that a large message goes to the stream in one write with no further copy, to one peer or,
+// after a failover, to the next. A message given to SendNoCopy is the caller's slice (data).
 type outMsg struct {
-	frame []byte
-	n     int // payload bytes (the last n of frame)
+	frame []byte // Send: length prefix and payload, pooled; nil for SendNoCopy
+	data  []byte // SendNoCopy: the caller's payload
+	n     int    // payload bytes
 }
 
-func (m outMsg) payload() []byte { return m.frame[len(m.frame)-m.n:] }
+func (m outMsg) payload() []byte {
+	if m.frame != nil {
+		return m.frame[len(m.frame)-m.n:]
+	}
+	return m.data
+}
+
+// recycle hands a copied message's buffer back to the pool (m must not be used afterwards).
+func (m outMsg) recycle(p *bufPool) {
+	if m.frame != nil {
+		p.put(m.frame)
+	}
+}
 
 // uniConn is the output end's connection to one bound peer: a stream, or the local input end
 // when this node is the bound peer.
@@ -128,7 +147,18 @@ func (o *unicastOut) Send(ctx context.Context, b []byte) error {
 	frame := o.s.bufs.get(hl + len(b))
 	binary.PutUvarint(frame, uint64(len(b)))
 	copy(frame[hl:], b)
-	m := outMsg{frame: frame, n: len(b)}
+	return o.enqueue(ctx, outMsg{frame: frame, n: len(b)})
+}
+
+func (o *unicastOut) SendNoCopy(ctx context.Context, b []byte) error {
+	if len(b) > o.s.cfg.MaxFrameSize {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, len(b), o.s.cfg.MaxFrameSize)
+	}
+	return o.enqueue(ctx, outMsg{data: b, n: len(b)})
+}
+
+// enqueue appends m to the send window, waiting for room, and wakes the writer.
+func (o *unicastOut) enqueue(ctx context.Context, m outMsg) error {
 	o.mu.Lock()
 	for !o.closed && len(o.queue) > 0 &&
 		(len(o.queue) >= o.s.cfg.WindowMessages || o.bytes+m.n > o.s.cfg.WindowBytes) {
@@ -137,17 +167,17 @@ func (o *unicastOut) Send(ctx context.Context, b []byte) error {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			o.s.bufs.put(frame)
+			m.recycle(&o.s.bufs)
 			return waitErr(ctx, last)
 		case <-o.ctx.Done():
-			o.s.bufs.put(frame)
+			m.recycle(&o.s.bufs)
 			return ErrClosed
 		}
 		o.mu.Lock()
 	}
 	if o.closed {
 		o.mu.Unlock()
-		o.s.bufs.put(frame)
+		m.recycle(&o.s.bufs)
 		return ErrClosed
 	}
 	o.queue = append(o.queue, m)
@@ -303,7 +333,9 @@ func (o *unicastOut) run() {
 }
 
 // write writes a batch of messages on c and flushes. Frames smaller than the write buffer go
-// through it (small messages share stream writes); larger ones go to the stream directly.
+// through it (small messages share stream writes); larger ones go to the stream directly: a
+// copied message's frame in one write, a SendNoCopy message's payload after its length prefix
+// and first noCopyPrefix bytes went through the buffer (no write of a few bytes alone).
 func (o *unicastOut) write(c *uniConn, batch []outMsg) error {
 	if c.local != nil {
 		for _, m := range batch {
@@ -334,23 +366,66 @@ func (o *unicastOut) write(c *uniConn, batch []outMsg) error {
 	}()
 	for _, m := range batch {
 		c.started.Add(1)
-		if len(m.frame) < c.w.Size() {
-			if _, err := c.w.Write(m.frame); err != nil {
-				return err
-			}
+		var err error
+		if m.frame != nil {
+			err = writeWhole(c, m.frame)
 		} else {
-			if err := c.w.Flush(); err != nil {
-				return err
-			}
-			if _, err := c.st.Write(m.frame); err != nil {
-				return err
-			}
+			err = writeNoCopy(c, m.data)
+		}
+		if err != nil {
+			return err
 		}
 		c.wrote.Add(1)
 		n++
 		nb += uint64(m.n)
 	}
 	return c.w.Flush()
+}
+
+// noCopyPrefix is how much of a large SendNoCopy payload is copied behind its length prefix.
+const noCopyPrefix = 4 << 10
+
+// writeWhole writes a frame: through c.w when smaller than its buffer, else in one stream write.
+func writeWhole(c *uniConn, frame []byte) error {
+	if len(frame) < c.w.Size() {
+		_, err := c.w.Write(frame)
+		return err
+	}
+	if err := c.w.Flush(); err != nil {
+		return err
+	}
+	_, err := c.st.Write(frame)
+	return err
+}
+
+// writeNoCopy writes the frame of payload p: small ones through c.w; for a large one the
+// length prefix and the first noCopyPrefix bytes through c.w, then the rest in one stream write.
+func writeNoCopy(c *uniConn, p []byte) error {
+	var hdr [binary.MaxVarintLen64]byte
+	hl := binary.PutUvarint(hdr[:], uint64(len(p)))
+	head := p
+	if hl+len(p) >= c.w.Size() {
+		head = p[:min(len(p), noCopyPrefix)]
+		if c.w.Available() < hl+len(head) {
+			if err := c.w.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if _, err := c.w.Write(hdr[:hl]); err != nil {
+		return err
+	}
+	if _, err := c.w.Write(head); err != nil {
+		return err
+	}
+	if len(head) == len(p) {
+		return nil
+	}
+	if err := c.w.Flush(); err != nil {
+		return err
+	}
+	_, err := c.st.Write(p[len(head):])
+	return err
 }
 
 // readAcks reads the cumulative acknowledgements of one stream until it ends.
@@ -386,7 +461,7 @@ func (o *unicastOut) ack(c *uniConn, k uint64) error {
 	for i := range n {
 		o.bytes -= o.queue[i].n
 		if c.acked+uint64(i) < wrote {
-			o.s.bufs.put(o.queue[i].frame)
+			o.queue[i].recycle(&o.s.bufs)
 		}
 		o.queue[i] = outMsg{}
 	}
@@ -617,11 +692,12 @@ func (s *Service) handleUnicast(st network.Stream) {
 	}
 	from := st.Conn().RemotePeer()
 	_ = st.SetDeadline(s.now().Add(a.idle))
+	fr := newFrameReader(st, r, s.cfg.StreamBuffer)
 	for {
-		if r.Buffered() == 0 {
+		if fr.Buffered() == 0 {
 			a.dry()
 		}
-		n, err := readFrameLen(r, s.cfg.MaxFrameSize)
+		n, err := readFrameLen(fr, s.cfg.MaxFrameSize)
 		if err == io.EOF {
 			a.stop()
 			_ = st.Close()
@@ -639,7 +715,7 @@ func (s *Service) handleUnicast(st network.Stream) {
 		// The message's buffer comes from the service's pool: a receiver that calls
 		// Message.Release hands it back for a later message.
 		m := pooledMessage(&s.bufs, n)
-		if err := readPayload(r, st, m.Data); err != nil {
+		if err := fr.readFull(m.Data); err != nil {
 			m.Release()
 			_ = st.Reset()
 			return

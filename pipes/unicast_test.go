@@ -3,6 +3,7 @@ package pipes_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -98,6 +99,109 @@ func TestUnicastRelease(t *testing.T) {
 	}
 	if err := out.Flush(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// failoverMsg is message i of TestUnicastFailoverInFlight: sizes on both sides of the write
+// buffer and of the frame reader's direct-read threshold, contents that tell messages apart.
+func failoverMsg(i int) []byte {
+	b := make([]byte, []int{100, 70000, 300000, 5000, 65536}[i%5])
+	for j := range b {
+		b[j] = byte(i ^ j>>8 ^ j)
+	}
+	binary.BigEndian.PutUint32(b, uint32(i))
+	return b
+}
+
+// A bound peer that dies with messages in flight (queued by Send and SendNoCopy alike): the
+// next bound peer gets every message it had not acknowledged, in order.
+func TestUnicastFailoverInFlight(t *testing.T) {
+	cfg := testConfig()
+	cfg.RecvQueue = 4 // the first listener stops reading after four messages
+	nodes := newNodes(t, 3, cfg)
+	ctx := testCtx(t, 90*time.Second)
+	spec := pipes.PipeSpec{Name: "failover-in-flight", Kind: pipes.Unicast}
+	in1, err := nodes[0].svc.Listen(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := nodes[2].svc.Output(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 150 // about 22 MiB: more than the send window
+	sent := make(chan error, 1)
+	go func() {
+		for i := range n {
+			send := out.Send
+			if i%2 == 1 {
+				send = out.SendNoCopy // a fresh buffer, never modified
+			}
+			if err := send(ctx, failoverMsg(i)); err != nil {
+				sent <- fmt.Errorf("send %d: %w", i, err)
+				return
+			}
+		}
+		sent <- nil
+	}()
+	eventually(t, 30*time.Second, "the first listener's queue to fill", func() bool {
+		return nodes[0].svc.Stats().Unicast.MessagesRecv >= 4
+	})
+	time.Sleep(100 * time.Millisecond) // let the stream back up
+	acked := out.Delivered()
+	if acked >= n {
+		t.Fatalf("all %d messages acknowledged before the listener died", acked)
+	}
+	_ = nodes[0].h.Close() // the first listener dies: its streams are cut
+
+	var first []int
+	for {
+		m, err := in1.Recv(testCtx(t, time.Second))
+		if err != nil {
+			break
+		}
+		first = append(first, int(binary.BigEndian.Uint32(m.Data)))
+	}
+	in2, err := nodes[1].svc.Listen(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var second []int
+	for len(second) == 0 || second[len(second)-1] != n-1 {
+		m, err := in2.Recv(ctx)
+		if err != nil {
+			t.Fatalf("second listener after %v: %v", second, err)
+		}
+		i := int(binary.BigEndian.Uint32(m.Data))
+		if !bytes.Equal(m.Data, failoverMsg(i)) {
+			t.Fatalf("second listener: message %d corrupt", i)
+		}
+		second = append(second, i)
+		m.Release()
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	// The second listener starts at or before the first unacknowledged message and goes on in
+	// order to the last; the first listener got a prefix.
+	for k, i := range first {
+		if i != k {
+			t.Fatalf("first listener got %v, want a prefix of the messages", first)
+		}
+	}
+	if second[0] > int(acked) || second[0] > len(first) {
+		t.Fatalf("second listener starts at %d: %d acknowledged, %d reached the first", second[0], acked, len(first))
+	}
+	for k := 1; k < len(second); k++ {
+		if second[k] != second[k-1]+1 {
+			t.Fatalf("second listener out of order: %d after %d", second[k], second[k-1])
+		}
+	}
+	if err := out.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := nodes[2].svc.Stats().Unicast; st.Failovers == 0 {
+		t.Fatalf("no failover counted: %+v", st)
 	}
 }
 

@@ -76,26 +76,95 @@ func readFrame(r *bufio.Reader, max int) ([]byte, error) {
 	return b, nil
 }
 
-// directReadMin is the least payload that readPayload reads from the stream itself rather
-// than through the buffered reader.
-const directReadMin = 4 << 10
+// frameReader reads the frames of a unicast stream with as few copies as it can. Small
+// frames come through its buffer, many per stream read. The payload of a large frame
+// (directReadMin or more) is read straight from the stream into its destination, and after
+// one the next length prefix is read with a short read, so that when large frames follow each
+// other their payloads are never copied through the buffer. Not safe for concurrent use.
+type frameReader struct {
+	st    io.Reader
+	buf   []byte
+	r, w  int  // buf[r:w] is read from st and not yet consumed
+	short bool // the last payload was large: fill with a short read
+}
 
-// readPayload fills p with the next bytes of a stream read through r: first what r holds, then
-// a large remainder straight from the stream into p (one copy instead of two), a small one
-// through r. r must be a reader over st.
-func readPayload(r *bufio.Reader, st io.Reader, p []byte) error {
-	k := 0
-	if b := r.Buffered(); b > 0 {
-		k, _ = r.Read(p[:min(len(p), b)]) // only buffered bytes: no I/O, no error
+const (
+	directReadMin = 4 << 10 // the least payload read straight from the stream
+	shortRead     = 16      // a fill after a large payload: a length prefix and a little more
+)
+
+// newFrameReader returns a frameReader over st with a buffer of size bytes, starting with
+// what r (a buffered reader over st, no longer used afterwards) holds.
+func newFrameReader(st io.Reader, r *bufio.Reader, size int) *frameReader {
+	f := &frameReader{st: st, buf: make([]byte, max(size, shortRead, r.Buffered()))}
+	b, _ := r.Peek(r.Buffered())
+	f.w = copy(f.buf, b)
+	return f
+}
+
+// Buffered returns the number of bytes read from the stream and not yet consumed.
+func (f *frameReader) Buffered() int { return f.w - f.r }
+
+// fill reads more of the stream into the empty buffer.
+func (f *frameReader) fill() error {
+	f.r, f.w = 0, 0
+	n := len(f.buf)
+	if f.short {
+		n = shortRead
 	}
-	if rest := p[k:]; len(rest) >= directReadMin {
-		_, err := io.ReadFull(st, rest) // r's buffer is empty: the stream's bytes come next
-		return err
-	} else if len(rest) > 0 {
-		_, err := io.ReadFull(r, rest)
-		return err
+	for range 100 { // as bufio: a reader that keeps returning nothing is broken
+		k, err := f.st.Read(f.buf[:n])
+		f.w = k
+		if k > 0 {
+			return nil // an error with data comes back at the next read
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return io.ErrNoProgress
+}
+
+// ReadByte reads one byte (io.ByteReader, for readFrameLen).
+func (f *frameReader) ReadByte() (byte, error) {
+	if f.r == f.w {
+		if err := f.fill(); err != nil {
+			return 0, err
+		}
+	}
+	c := f.buf[f.r]
+	f.r++
+	return c, nil
+}
+
+// readFull fills p with the next bytes of the stream: first what the buffer holds, then a
+// large remainder straight from the stream, a small one through the buffer.
+func (f *frameReader) readFull(p []byte) error {
+	k := copy(p, f.buf[f.r:f.w])
+	f.r += k
+	rest := p[k:]
+	f.short = len(p) >= directReadMin
+	if len(rest) >= directReadMin {
+		_, err := io.ReadFull(f.st, rest) // the buffer is empty: the stream's bytes come next
+		return noEOF(err)
+	}
+	for len(rest) > 0 {
+		if err := f.fill(); err != nil {
+			return noEOF(err)
+		}
+		k := copy(rest, f.buf[f.r:f.w])
+		f.r += k
+		rest = rest[k:]
 	}
 	return nil
+}
+
+// noEOF turns io.EOF inside a frame into io.ErrUnexpectedEOF.
+func noEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // hello is the first frame on a pipe stream, sent by the opener.
