@@ -273,26 +273,53 @@ func parsePktinfo(oob []byte) (int, netip.Addr) {
 
 // mmsgWriter sends batches of datagrams to one destination through one dataSock. It is safe
 // for concurrent use (each call takes its headers from a pool).
+//
+// With UDP segmentation offload (UDP_SEGMENT, Linux 4.18+), a run of equal-sized datagrams
+// (the last may be shorter) goes down the stack as one message of up to gsoMaxSegs datagrams
+// and 64 KB, split into datagrams at the device (or by the kernel just before it): one pass
+// through UDP, IP, routing and netfilter instead of one per datagram. If the kernel refuses
+// it, the writer falls back to one message per datagram for good.
 type mmsgWriter struct {
 	s    *dataSock
 	name unix.RawSockaddrInet6 // the destination, either family
 	nlen uint32
+	mtu  int // largest datagram that leaves unfragmented (GSO segments must fit)
 
+	gso  atomic.Bool
 	pool sync.Pool // of *mmsgScratch
 	// fails counts datagrams the kernel refused (the batch goes on without them).
 	fails atomic.Uint64
 }
 
+// gsoMaxSegs and gsoMaxBytes bound one UDP_SEGMENT message (the kernel's UDP_MAX_SEGMENTS is
+// 64 on older kernels; an IP packet holds at most 65535 bytes).
+const (
+	gsoMaxSegs  = 64
+	gsoMaxBytes = 65535 - 48 - 8
+)
+
+// mmsgMaxDgrams bounds the datagrams one sendmmsg carries.
+const mmsgMaxDgrams = 1024
+
 type mmsgScratch struct {
 	hs   []mmsghdr
 	iovs []unix.Iovec
+	oob  []byte // a UDP_SEGMENT control message per message
+	segs []int  // datagrams in each message
 }
 
-// newMmsgWriter returns a writer to dst (scope: the interface index for IPv6).
-func newMmsgWriter(s *dataSock, dst netip.AddrPort, ifindex int) *mmsgWriter {
-	w := &mmsgWriter{s: s}
+var gsoCmsgSpace = unix.CmsgSpace(2)
+
+// newMmsgWriter returns a writer to dst (scope: the interface index for IPv6) on a path whose
+// largest unfragmented datagram is mtu bytes (0: do not use segmentation offload).
+func newMmsgWriter(s *dataSock, dst netip.AddrPort, ifindex, mtu int) *mmsgWriter {
+	w := &mmsgWriter{s: s, mtu: mtu}
+	w.gso.Store(mtu > 0)
 	w.pool.New = func() any {
-		return &mmsgScratch{hs: make([]mmsghdr, mmsgBatch), iovs: make([]unix.Iovec, mmsgBatch)}
+		return &mmsgScratch{
+			hs: make([]mmsghdr, mmsgBatch), iovs: make([]unix.Iovec, mmsgMaxDgrams),
+			oob: make([]byte, mmsgBatch*gsoCmsgSpace), segs: make([]int, mmsgBatch),
+		}
 	}
 	var port [2]byte
 	binary.BigEndian.PutUint16(port[:], dst.Port())
@@ -312,9 +339,56 @@ func newMmsgWriter(s *dataSock, dst netip.AddrPort, ifindex int) *mmsgWriter {
 	return w
 }
 
-// write sends every datagram of bs in order, mmsgBatch per system call, blocking while the
-// socket's send buffer is full. A datagram the kernel refuses is skipped and counted; write
-// returns how many were sent and the first error.
+// pack fills sc with up to mmsgBatch messages for the datagrams of bs, grouping runs for
+// segmentation offload when gso is set, and returns the number of messages.
+func (w *mmsgWriter) pack(sc *mmsgScratch, bs [][]byte, gso bool) int {
+	nm, iv := 0, 0
+	for d := 0; d < len(bs) && nm < mmsgBatch && iv < len(sc.iovs); nm++ {
+		k, size := 1, len(bs[d])
+		if gso && size > 0 && size <= w.mtu {
+			total := size
+			for d+k < len(bs) && k < gsoMaxSegs && iv+k < len(sc.iovs) {
+				l := len(bs[d+k])
+				if l == 0 || l > size || total+l > gsoMaxBytes {
+					break
+				}
+				total += l
+				k++
+				if l < size {
+					break // a shorter datagram ends the run
+				}
+			}
+		}
+		h := &sc.hs[nm].hdr
+		*h = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&w.name)), Namelen: w.nlen, Iov: &sc.iovs[iv]}
+		h.SetIovlen(k)
+		for _, b := range bs[d : d+k] {
+			sc.iovs[iv] = unix.Iovec{}
+			if len(b) > 0 {
+				sc.iovs[iv].Base = &b[0]
+			}
+			sc.iovs[iv].SetLen(len(b))
+			iv++
+		}
+		if k > 1 {
+			c := sc.oob[nm*gsoCmsgSpace : (nm+1)*gsoCmsgSpace]
+			ch := (*unix.Cmsghdr)(unsafe.Pointer(&c[0]))
+			ch.Level, ch.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+			ch.SetLen(unix.CmsgLen(2))
+			binary.NativeEndian.PutUint16(c[unix.CmsgLen(0):], uint16(size))
+			h.Control = &c[0]
+			h.SetControllen(gsoCmsgSpace)
+		}
+		sc.hs[nm].n = 0
+		sc.segs[nm] = k
+		d += k
+	}
+	return nm
+}
+
+// write sends every datagram of bs in order, blocking while the socket's send buffer is full.
+// A datagram the kernel refuses is skipped and counted; write returns how many were sent and
+// the first error.
 func (w *mmsgWriter) write(bs [][]byte) (int, error) {
 	sc := w.pool.Get().(*mmsgScratch)
 	defer func() {
@@ -329,39 +403,35 @@ func (w *mmsgWriter) write(bs [][]byte) (int, error) {
 	sent := 0
 	var first error
 	for len(bs) > 0 {
-		n := min(len(bs), mmsgBatch)
-		for i, b := range bs[:n] {
-			h := &sc.hs[i].hdr
-			*h = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&w.name)), Namelen: w.nlen, Iov: &sc.iovs[i]}
-			h.SetIovlen(1)
-			sc.iovs[i] = unix.Iovec{}
-			if len(b) > 0 {
-				sc.iovs[i].Base = &b[0]
-			}
-			sc.iovs[i].SetLen(len(b))
-		}
+		gso := w.gso.Load()
+		n := w.pack(sc, bs, gso)
 		// Without waiting first (a short call that does not leave the scheduler); blocking
 		// only when the send buffer is full.
 		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(w.s.fd), uintptr(unsafe.Pointer(&sc.hs[0])), uintptr(n), unix.MSG_DONTWAIT, 0, 0)
 		if e == unix.EAGAIN {
 			r, _, e = unix.Syscall6(unix.SYS_SENDMMSG, uintptr(w.s.fd), uintptr(unsafe.Pointer(&sc.hs[0])), uintptr(n), 0, 0, 0)
 		}
-		switch e {
-		case 0:
-			sent += int(r)
-			bs = bs[r:]
-		case unix.EINTR, unix.EAGAIN:
+		switch {
+		case e == 0:
+			for _, k := range sc.segs[:r] {
+				sent += k
+				bs = bs[k:]
+			}
+		case e == unix.EINTR || e == unix.EAGAIN:
 			// Interrupted, or the send buffer stayed full for sockTimeout: try again.
 			if w.s.closing.Load() {
 				return sent, ErrClosed
 			}
+		case gso && sc.segs[0] > 1 && (e == unix.EIO || e == unix.EINVAL || e == unix.ENOPROTOOPT || e == unix.EOPNOTSUPP):
+			w.gso.Store(false) // no segmentation offload here: one message per datagram from now on
 		default:
-			// The first datagram was refused: skip it.
-			w.fails.Add(1)
+			// The first message was refused: skip its datagrams.
+			k := sc.segs[0]
+			w.fails.Add(uint64(k))
 			if first == nil {
 				first = e
 			}
-			bs = bs[1:]
+			bs = bs[k:]
 		}
 	}
 	return sent, first

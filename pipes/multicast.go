@@ -373,7 +373,11 @@ func (m *multicast) dataSender(mi *mcIface, v6 bool, ctl net.Addr) (*dataSock, *
 	if v6 {
 		dst = netip.AddrPortFrom(m.cfg.Group6, uint16(m.cfg.DataPort))
 	}
-	return ds, newMmsgWriter(ds, dst, mi.ifi.Index), nil
+	hdr := 28
+	if v6 {
+		hdr = 48
+	}
+	return ds, newMmsgWriter(ds, dst, mi.ifi.Index, mi.ifi.MTU-hdr), nil
 }
 
 // setDataLoop turns the loopback of the data sending sockets on or off.

@@ -455,7 +455,17 @@ rc_sshd_hosts() {
 			StrictModes no
 			Subsystem sftp /usr/lib/openssh/sftp-server
 		EOF
-		rc_bg "$h" sshd /usr/sbin/sshd -D -e -f "$sd/sshd-$h.conf"
+		if [[ -f $HOME/.bashrc && ${RC_SSH_KEEP_RC:-0} != 1 ]] && command -v unshare >/dev/null; then
+			# Every ssh session runs the login shell, which sources ~/.bashrc: root's here runs
+			# `pyenv init`, 2-4 s a session under load. sshd gets its own mount namespace with an
+			# empty file over it (nothing changes outside; RC_SSH_KEEP_RC=1 keeps it).
+			: >"$sd/empty.rc"
+			# shellcheck disable=SC2016  # the inner shell expands its arguments
+			rc_bg "$h" sshd unshare -m sh -c 'mount --bind "$1" "$2" && exec /usr/sbin/sshd -D -e -f "$3"' - \
+				"$sd/empty.rc" "$HOME/.bashrc" "$sd/sshd-$h.conf"
+		else
+			rc_bg "$h" sshd /usr/sbin/sshd -D -e -f "$sd/sshd-$h.conf"
+		fi
 		echo "$h root@$addr $addr $(rc_iface "$h")" >>"$sd/hosts"
 	done
 	for h in "${hosts[@]}"; do
@@ -558,22 +568,30 @@ rc_nmatch() { awk -v p="$1" '{ n += gsub(p, "") } END { print n + 0 }' <<<"$2"; 
 
 # rc_gagree GROUP MEMBERS NODE...: true when every NODE reports the same non-empty leader and
 # term and MEMBERS members; the agreed leader and term are left in RC_G_LEADER and RC_G_TERM.
+# RC_G_SEEN holds what each node reported last ("h3:leader=h4,term=3,state=follower,members=3
+# h4:..."), for the check when they do not agree.
 rc_gagree() {
-	local group=$1 want=$2 h leader= term=
+	local group=$1 want=$2 h leader='' term='' ok=0 l t n
 	shift 2
+	RC_G_SEEN=
 	for h in "$@"; do
-		rc_gstat "$h" "$group" || return 1
-		local l t n
+		if ! rc_gstat "$h" "$group"; then
+			RC_G_SEEN+="$h:status-failed "
+			ok=1
+			continue
+		fi
 		l=$(rc_fstr leader "$RC_GS")
 		t=$(rc_fnum term "$RC_GS")
 		n=$(rc_nmatch '"peer_id"' "$RC_GS")
-		[[ -n $l && $n == "$want" ]] || return 1
+		RC_G_SEEN+="$h:leader=$(rc_host_of "$l"),term=$t,state=$(rc_fstr state "$RC_GS"),members=$n "
+		[[ -n $l && $n == "$want" ]] || ok=1
 		if [[ -z $leader ]]; then
 			leader=$l term=$t
 		elif [[ $l != "$leader" || $t != "$term" ]]; then
-			return 1
+			ok=1
 		fi
 	done
+	((ok == 0)) || return 1
 	RC_G_LEADER=$leader RC_G_TERM=$term
 }
 
@@ -629,22 +647,25 @@ scenario_groups() {
 		rc_check "group join $h" "$rc"
 	done
 	rc=0
+	RC_G_LEADER='' RC_G_TERM=0
 	rc_wait_for "${RC_GROUP_WAIT:-60}" rc_gagree tg "$want" "${members[@]}" || rc=1
 	leader=${RC_G_LEADER:-} term0=${RC_G_TERM:-0}
 	lhost=$(rc_host_of "$leader")
-	rc_check "group formed" "$rc" "\"members\":$want,\"seconds\":$(rc_elapsed "$t0"),\"leader\":\"$lhost\",\"term\":$term0,\"leader_is_creator\":$([[ $lhost == "${members[0]}" ]] && echo true || echo false)"
+	rc_check "group formed" "$rc" "\"seen\":\"${RC_G_SEEN% }\",\"members\":$want,\"seconds\":$(rc_elapsed "$t0"),\"leader\":\"$lhost\",\"term\":$term0,\"leader_is_creator\":$([[ $lhost == "${members[0]}" ]] && echo true || echo false)"
 	((rc == 0)) || return 0
 
 	# Kill the leader; the survivors must agree on another leader with a higher term.
 	for h in "${members[@]}"; do [[ $h == "$lhost" ]] || survivors+=("$h"); done
 	t0=$EPOCHREALTIME
 	rc_kill_node "$lhost"
+	# shellcheck disable=SC2317  # called through rc_wait_for
 	rc_new_leader() { rc_gagree tg "$want" "${survivors[@]}" && [[ $RC_G_LEADER != "$leader" ]] && ((RC_G_TERM > term0)); }
 	rc=0
+	RC_G_LEADER='' RC_G_TERM=0
 	rc_wait_for "${RC_FAILOVER_WAIT:-60}" rc_new_leader || rc=1
 	secs=$(rc_elapsed "$t0")
 	newleader=$(rc_host_of "${RC_G_LEADER:-}") term1=${RC_G_TERM:-0}
-	rc_check "failover" "$rc" "\"killed\":\"$lhost\",\"new_leader\":\"$newleader\",\"failover_seconds\":$secs,\"term_before\":$term0,\"term_after\":$term1,\"survivors\":${#survivors[@]}"
+	rc_check "failover" "$rc" "\"killed\":\"$lhost\",\"new_leader\":\"$newleader\",\"failover_seconds\":$secs,\"term_before\":$term0,\"term_after\":$term1,\"survivors\":${#survivors[@]},\"seen\":\"${RC_G_SEEN% }\""
 	((rc == 0)) || return 0
 
 	# Restart the killed node on its data dir: a follower of the new leader, same identity.
@@ -656,18 +677,23 @@ scenario_groups() {
 	((rc == 0)) || return 0
 	local pid_after
 	pid_after=$(rc_peer_of "$lhost")
+	# Back as a follower of the leader every member agrees on (the new leader, unless a
+	# loaded machine moved the leadership meanwhile), at the new term or later.
+	# shellcheck disable=SC2317  # called through rc_wait_for
 	rc_rejoined() {
-		rc_gstat "$lhost" tg && [[ $(rc_fstr state "$RC_GS") == follower &&
-			$(rc_fstr leader "$RC_GS") == "${RC_PEER[$newleader]}" ]] &&
-			(($(rc_fnum term "$RC_GS") >= term1)) && (($(rc_nmatch '"peer_id"' "$RC_GS") == want))
+		local e=" $RC_G_SEEN"
+		e=${e#*" $lhost:"}
+		rc_gagree tg "$want" "${members[@]}" && [[ ${e%% *} == *",state=follower,"* ]] && ((RC_G_TERM >= term1))
 	}
 	rc=0
+	RC_G_LEADER='' RC_G_TERM=0
 	rc_wait_for "${RC_REJOIN_WAIT:-60}" rc_rejoined || rc=1
 	[[ $pid_after == "${RC_PEER[$lhost]}" ]] || rc=1
-	rc_check "rejoined as follower $lhost" "$rc" "\"seconds\":$(rc_elapsed "$t0"),\"state\":\"$(rc_fstr state "${RC_GS:-}")\",\"same_peer_id\":$([[ $pid_after == "${RC_PEER[$lhost]}" ]] && echo true || echo false)"
+	rc_check "rejoined as follower $lhost" "$rc" "\"seconds\":$(rc_elapsed "$t0"),\"leader\":\"$(rc_host_of "${RC_G_LEADER:-}")\",\"term\":${RC_G_TERM:-0},\"same_peer_id\":$([[ $pid_after == "${RC_PEER[$lhost]}" ]] && echo true || echo false),\"seen\":\"${RC_G_SEEN% }\""
 	rc=0
+	RC_G_LEADER='' RC_G_TERM=0
 	rc_wait_for 30 rc_gagree tg "$want" "${members[@]}" || rc=1
-	rc_check "group agrees" "$rc" "\"leader\":\"$(rc_host_of "${RC_G_LEADER:-}")\",\"term\":${RC_G_TERM:-0},\"members\":$want"
+	rc_check "group agrees" "$rc" "\"seen\":\"${RC_G_SEEN% }\",\"leader\":\"$(rc_host_of "${RC_G_LEADER:-}")\",\"term\":${RC_G_TERM:-0},\"members\":$want"
 }
 
 # rc_pipe_listener NODE NAME KIND: bind pipe NAME (KIND unicast or propagate) on NODE with the
@@ -702,6 +728,15 @@ rc_pipe_send() {
 		--data "$(rc_data "$node")" pipe send "$name" --kind "$kind" --timeout 60s --json \
 		2>>"$RC_DIR/logs/$node-pipe-send.log") || return 1
 	RC_DELIVERED=$(rc_fnum delivered "$(rc_flat <<<"$out")")
+}
+
+# rc_pipe_has N NAME PREFIX NODE...: true when the NODEs' listeners of NAME hold N messages
+# PREFIX<digits> or more between them.
+rc_pipe_has() {
+	local n=$1 name=$2 p=$3 h got=0
+	shift 3
+	for h in "$@"; do got=$((got + $(rc_pipe_got "$h" "$name" "$p" | wc -l))); done
+	((got >= n))
 }
 
 # rc_pipe_all NAME PREFIX N NODE...: true when every NODE's listener has N distinct messages
@@ -792,7 +827,7 @@ scenario_pipes() {
 	rc=0
 	rc_pipe_send "$src" jobs unicast u 1 "$n" || rc=1
 	local delivered=${RC_DELIVERED:-0}
-	rc_wait_for 30 eval '(($(rc_pipe_got "$a" jobs u | wc -l) + $(rc_pipe_got "$b" jobs u | wc -l) >= n))' || true
+	rc_wait_for 30 rc_pipe_has "$n" jobs u "$a" "$b" || true
 	x=$a y=$b
 	if [[ $(rc_pipe_got "$b" jobs u) == "$want" ]]; then x=$b y=$a; fi
 	[[ $(rc_pipe_got "$x" jobs u) == "$want" && -z $(rc_pipe_got "$y" jobs u) && $delivered == "$n" ]] || rc=1
@@ -810,7 +845,7 @@ scenario_pipes() {
 	rc_pipe_send "$src" jobs unicast f 1 "$n" || rc=1
 	secs=$(rc_elapsed "$t0")
 	delivered=${RC_DELIVERED:-0}
-	rc_wait_for 30 eval '(($(rc_pipe_got "$y" jobs f | wc -l) >= n))' || true
+	rc_wait_for 30 rc_pipe_has "$n" jobs f "$y" || true
 	[[ $(rc_pipe_got "$y" jobs f) == "$want" && $delivered == "$n" && -z $(rc_pipe_got "$x" jobs f) ]] || rc=1
 	rc_check "unicast failover from hung $x->$y" "$rc" "\"frozen\":\"$x\",\"sent\":$n,\"delivered\":$delivered,\"received\":$(rc_pipe_got "$y" jobs f | wc -l),\"in_order\":$([[ $(rc_pipe_got "$y" jobs f) == "$want" ]] && echo true || echo false),\"send_seconds\":$secs"
 	# A dead listener: X's daemon is killed (its binding stays advertised); the next batch
@@ -822,7 +857,7 @@ scenario_pipes() {
 	rc_pipe_send "$src" jobs unicast g 1 "$n" || rc=1
 	secs=$(rc_elapsed "$t0")
 	delivered=${RC_DELIVERED:-0}
-	rc_wait_for 30 eval '(($(rc_pipe_got "$y" jobs g | wc -l) >= n))' || true
+	rc_wait_for 30 rc_pipe_has "$n" jobs g "$y" || true
 	[[ $(rc_pipe_got "$y" jobs g) == "$want" && $delivered == "$n" ]] || rc=1
 	rc_check "unicast failover from dead $x->$y" "$rc" "\"killed\":\"$x\",\"sent\":$n,\"delivered\":$delivered,\"received\":$(rc_pipe_got "$y" jobs g | wc -l),\"in_order\":$([[ $(rc_pipe_got "$y" jobs g) == "$want" ]] && echo true || echo false),\"send_seconds\":$secs"
 	rc_stop "$pa" "$pb"

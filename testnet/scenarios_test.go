@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -47,23 +49,78 @@ func num(c map[string]any, key string) float64 {
 	return f
 }
 
+// TestMain removes the binaries the scenario tests share.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared.dir != "" {
+		os.RemoveAll(shared.dir)
+	}
+	os.Exit(code)
+}
+
+// shared holds rcnet and raftcast, built once for every scenario test (each build links a
+// 50 MB binary: seconds of CPU that parallel tests would pay four times).
+var shared struct {
+	once sync.Once
+	dir  string // a temporary directory holding rcnet (and raftcast unless RAFTCAST_BIN)
+	bin  string // raftcast
+	err  error
+}
+
+// sharedTools skips unless the test can build namespaces, as needRoot does, and returns the
+// directory holding rcnet (for RC_TOOLS) and the raftcast binary.
+func sharedTools(t *testing.T) (tools, bin string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("testnet needs root (network namespaces, bridges, tc, nftables): run `sudo go test ./testnet/`")
+	}
+	for _, tool := range []string{"ip", "tc", "nft", "bridge"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("testnet needs %s (apt-get install iproute2 nftables)", tool)
+		}
+	}
+	shared.once.Do(func() {
+		if shared.dir, shared.err = os.MkdirTemp("", "rctestnet-"); shared.err != nil {
+			return
+		}
+		build := func(out, pkg string) {
+			if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil && shared.err == nil {
+				shared.err = fmt.Errorf("building %s: %v\n%s", pkg, err, b)
+			}
+		}
+		build(filepath.Join(shared.dir, "rcnet"), "./tools/rcnet")
+		if shared.bin = os.Getenv("RAFTCAST_BIN"); shared.bin == "" {
+			shared.bin = filepath.Join(shared.dir, "raftcast")
+			build(shared.bin, "../cmd/raftcast")
+		}
+	})
+	if shared.err != nil {
+		t.Fatal(shared.err)
+	}
+	return shared.dir, shared.bin
+}
+
 // runScenario runs testnet/run args as root with a prebuilt raftcast and rcnet and the extra
 // environment env (parallel tests cannot use t.Setenv), asserts that every check passed and
 // that nothing was left behind, and returns the full summary.
 func runScenario(t *testing.T, id string, env []string, args ...string) scenarioDoc {
 	t.Helper()
-	tools := needRoot(t)
+	if testing.Short() {
+		t.Skip("-short: skipping the scenario runs (each 15-60 s)")
+	}
+	tools, bin := sharedTools(t)
 	before := netState(t)
 	base := t.TempDir()
 	out := filepath.Join(base, "summary.json")
 	ctx, cancel := context.WithTimeout(t.Context(), 6*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "./run", append(args, "--id", id, "--json-out", out)...)
-	cmd.Env = append(os.Environ(), "RC_BASE="+base, "RC_TOOLS="+tools, "RAFTCAST_BIN="+raftcastBin(t, tools))
+	cmd.Env = append(os.Environ(), "RC_BASE="+base, "RC_TOOLS="+tools, "RAFTCAST_BIN="+bin)
 	cmd.Env = append(cmd.Env, env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.WaitDelay = 30 * time.Second
+	defer showDaemonLogs(t, filepath.Join(base, id, "logs"))
 	err := cmd.Run()
 	logs := stderr.String()
 	var s summary
@@ -88,6 +145,23 @@ func runScenario(t *testing.T, id string, env []string, args ...string) scenario
 		t.Errorf("network state changed:\nbefore %s\nafter  %s", before, after)
 	}
 	return doc
+}
+
+// showDaemonLogs logs the end of each raftcast daemon's log of a failed run (the run
+// directory goes with the test's temporary directory).
+func showDaemonLogs(t *testing.T, dir string) {
+	if !t.Failed() {
+		return
+	}
+	logs, _ := filepath.Glob(filepath.Join(dir, "*raftcast*.log"))
+	for _, l := range logs {
+		b, err := os.ReadFile(l)
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		t.Logf("%s (last lines):\n%s", filepath.Base(l), strings.Join(lines[max(0, len(lines)-15):], "\n"))
+	}
 }
 
 func runID(prefix string) string { return fmt.Sprintf("%s%d", prefix, os.Getpid()%100000) }
@@ -116,12 +190,10 @@ func TestGroupsScenario(t *testing.T) {
 	}
 	t.Logf("failover after %.3f s (kill to every survivor reporting the new leader)", num(f, "failover_seconds"))
 	killed, _ := f["killed"].(string)
-	if r := doc.checkOf(t, "rejoined as follower "+killed); r["state"] != "follower" || r["same_peer_id"] != true {
+	if r := doc.checkOf(t, "rejoined as follower "+killed); r["same_peer_id"] != true || r["leader"] == killed {
 		t.Errorf("rejoin: %v", r)
 	}
-	if a := doc.checkOf(t, "group agrees"); a["leader"] != f["new_leader"] {
-		t.Errorf("the group agrees on %v, want the new leader %v", a["leader"], f["new_leader"])
-	}
+	doc.checkOf(t, "group agrees")
 }
 
 // TestPipesScenario: on the paper testbed (one host per segment), a propagate pipe reaches

@@ -137,7 +137,8 @@ func (c chart) png(w io.Writer) error {
 		} else { // no room after the bar: inside its end
 			drawText(img, max(pngLeft, x1-8-lw), y+pngBarH/2-glyphH, b.label, 2, colWhite)
 		}
-		if b.note != "" {
+		if b.note != "" { // on white, so the bound line does not cross it
+			fill(img, image.Rect(pngLeft, y+pngBarH+3, pngLeft+textWidth(b.note, 1)+2, y+pngBarH+4+glyphH), colWhite)
 			drawText(img, pngLeft, y+pngBarH+4, b.note, 1, colNote)
 		}
 	}
