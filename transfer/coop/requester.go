@@ -398,7 +398,9 @@ func (s *Service) runTask(ctx context.Context, g *peergroup.Group, req Request, 
 		dropCache = true
 	}
 	if s.ctx.Err() == nil { // a closing service leaves the task for a restarted node to resume
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ControlTimeout/3)
+		// Bounded tighter than other control requests: the file is already in place, and
+		// amid an election waiting for a leader would only delay the answer.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(s.cfg.ControlTimeout/3, removeTimeout))
 		if rerr := g.Apply(rctx, &peergroup.TaskRemove{TaskID: task.ID}); rerr != nil && !errors.Is(rerr, peergroup.ErrInvalid) {
 			s.log.Warn("could not remove the task (the leader collects it later)", "task", task.ID, "err", rerr)
 		}
@@ -410,6 +412,9 @@ func (s *Service) runTask(ctx context.Context, g *peergroup.Group, req Request, 
 	}
 	return res, err
 }
+
+// removeTimeout bounds the requester's removal of its finished task.
+const removeTimeout = 5 * time.Second
 
 // run is the heartbeat loop (TaskListener): it ends when every slice is held, or with an
 // error.
