@@ -84,18 +84,24 @@ func TestBadInputStreams(t *testing.T) {
 		eventually(t, 10*time.Second, "malformed counted", func() bool { return rejected().Malformed == before+1 })
 	})
 	t.Run("oversized frame", func(t *testing.T) {
-		before := rejected().OversizedFrames
-		st := open(pipes.ProtocolUnicast)
-		_, _ = st.Write(helloFrame(spec.ID))
-		status := make([]byte, len(okStatus))
-		if _, err := io.ReadFull(st, status); err != nil || !bytes.Equal(status, okStatus) {
-			t.Fatalf("status %x, %v", status, err)
+		big := uint64(pipes.DefaultConfig().MaxFrameSize + 1)
+		for proto, prefix := range map[protocol.ID]uint64{
+			pipes.ProtocolUnicast:   big << 1, // length<<1 | ack flag
+			pipes.ProtocolUnicastV1: big,
+		} {
+			before := rejected().OversizedFrames
+			st := open(proto)
+			_, _ = st.Write(helloFrame(spec.ID))
+			status := make([]byte, len(okStatus))
+			if _, err := io.ReadFull(st, status); err != nil || !bytes.Equal(status, okStatus) {
+				t.Fatalf("%s: status %x, %v", proto, status, err)
+			}
+			_, _ = st.Write(binary.AppendUvarint(nil, prefix))
+			if _, err := readUntilEnd(t, st); err == nil {
+				t.Fatalf("%s: oversized frame: stream ended cleanly, want reset", proto)
+			}
+			eventually(t, 10*time.Second, "oversized counted", func() bool { return rejected().OversizedFrames == before+1 })
 		}
-		_, _ = st.Write(binary.AppendUvarint(nil, uint64(pipes.DefaultConfig().MaxFrameSize+1)))
-		if _, err := readUntilEnd(t, st); err == nil {
-			t.Fatal("oversized frame: stream ended cleanly, want reset")
-		}
-		eventually(t, 10*time.Second, "oversized counted", func() bool { return rejected().OversizedFrames == before+1 })
 	})
 	t.Run("unknown pipe", func(t *testing.T) {
 		for _, proto := range []protocol.ID{pipes.ProtocolUnicast, pipes.ProtocolBidi} {

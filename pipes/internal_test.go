@@ -197,11 +197,11 @@ func TestBufPool(t *testing.T) {
 		}
 		p.put(b)
 	}
-	// A power of two and its frame (with a length prefix) share a class.
+	// A power of two and the same message with room for its length prefix share a class.
 	for _, n := range []int{1 << 10, 64 << 10, 1 << 20, maxFrameLimit} {
 		c1, ok1 := bufClass(n)
-		c2, ok2 := bufClass(n + uvarintLen(n))
-		if !ok1 || !ok2 || c1 != c2 || classCap(c1) < n+uvarintLen(n) {
+		c2, ok2 := bufClass(n + frameHeadroom)
+		if !ok1 || !ok2 || c1 != c2 || classCap(c1) < n+frameHeadroom {
 			t.Fatalf("%d bytes in class %d, its frame in class %d", n, c1, c2)
 		}
 		if c, _ := bufClass(n + bufSlack + 1); c != c1+1 {

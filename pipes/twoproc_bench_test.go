@@ -105,7 +105,7 @@ func TestTwoProcessChild(t *testing.T) {
 // BenchmarkTwoProcesses: unicast (64 KiB and 1 MiB messages, by Send and by SendNoCopy) and
 // bidi (1 MiB writes) pipe throughput from this process to a node in a child process, each as a ratio to one raw
 // libp2p stream between the same two processes written in chunks of the same size (see
-// benchRatio: every round moves 16 MiB over each, in alternating order; "ratio" is the median
+// benchRatio: every round moves 8 MiB over each, in alternating order; "ratio" is the median
 // per-round ratio). CPU and system-call figures count both processes.
 // RAFTCAST_BENCH_CHILD_PROFILE=/abs/prefix writes the child's CPU and memory profiles to
 // prefix.cpu and prefix.mem.

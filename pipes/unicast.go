@@ -74,26 +74,30 @@ type unicastOut struct {
 }
 
 // outMsg is one message an output end holds until a bound peer acknowledges it. A message
-// given to Send is copied with its length prefix into one buffer from Service.bufs (frame), so
-// that a large message goes to the stream in one write with no further copy, to one peer or,
-// after a failover, to the next. A message given to SendNoCopy is the caller's slice (data).
+// given to Send is copied into a buffer from Service.bufs behind frameHeadroom bytes where
+// the writer puts its length prefix, so that a large message goes to the stream in one write
+// with no further copy, to one peer or, after a failover, to the next. A message given to
+// SendNoCopy is the caller's slice (data).
 type outMsg struct {
-	frame []byte // Send: length prefix and payload, pooled; nil for SendNoCopy
-	data  []byte // SendNoCopy: the caller's payload
-	n     int    // payload bytes
+	buf  []byte // Send: headroom and payload, pooled; nil for SendNoCopy
+	data []byte // SendNoCopy: the caller's payload
+	n    int    // payload bytes
 }
 
+// frameHeadroom is the room for a length prefix before a copied message's payload.
+const frameHeadroom = binary.MaxVarintLen64
+
 func (m outMsg) payload() []byte {
-	if m.frame != nil {
-		return m.frame[len(m.frame)-m.n:]
+	if m.buf != nil {
+		return m.buf[frameHeadroom : frameHeadroom+m.n]
 	}
 	return m.data
 }
 
 // recycle hands a copied message's buffer back to the pool (m must not be used afterwards).
 func (m outMsg) recycle(p *bufPool) {
-	if m.frame != nil {
-		p.put(m.frame)
+	if m.buf != nil {
+		p.put(m.buf)
 	}
 }
 
@@ -105,6 +109,7 @@ type uniConn struct {
 	w     *bufio.Writer
 	r     *bufio.Reader
 	local *InputPipe
+	acks  bool   // the stream speaks ProtocolUnicast: message frames can ask for an ack at once
 	acked uint64 // messages acknowledged on this connection; guarded by unicastOut.mu
 	// started counts the messages whose writing began on this connection, wrote those wholly
 	// handed to the stream. A peer that acknowledges more than started is broken; one message
@@ -143,11 +148,9 @@ func (o *unicastOut) Send(ctx context.Context, b []byte) error {
 	if len(b) > o.s.cfg.MaxFrameSize {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, len(b), o.s.cfg.MaxFrameSize)
 	}
-	hl := uvarintLen(len(b))
-	frame := o.s.bufs.get(hl + len(b))
-	binary.PutUvarint(frame, uint64(len(b)))
-	copy(frame[hl:], b)
-	return o.enqueue(ctx, outMsg{frame: frame, n: len(b)})
+	buf := o.s.bufs.get(frameHeadroom + len(b))
+	copy(buf[frameHeadroom:], b)
+	return o.enqueue(ctx, outMsg{buf: buf, n: len(b)})
 }
 
 func (o *unicastOut) SendNoCopy(ctx context.Context, b []byte) error {
@@ -335,7 +338,9 @@ func (o *unicastOut) run() {
 // write writes a batch of messages on c and flushes. Frames smaller than the write buffer go
 // through it (small messages share stream writes); larger ones go to the stream directly: a
 // copied message's frame in one write, a SendNoCopy message's payload after its length prefix
-// and first noCopyPrefix bytes went through the buffer (no write of a few bytes alone).
+// and first noCopyPrefix bytes went through the buffer (no write of a few bytes alone). When
+// nothing more is queued behind the batch, its last frame asks for an acknowledgement at
+// once, so Flush does not wait for the receiver's timer.
 func (o *unicastOut) write(c *uniConn, batch []outMsg) error {
 	if c.local != nil {
 		for _, m := range batch {
@@ -364,13 +369,23 @@ func (o *unicastOut) write(c *uniConn, batch []outMsg) error {
 		o.s.stats.uniSent.Add(n)
 		o.s.stats.uniSentBytes.Add(nb)
 	}()
-	for _, m := range batch {
+	var hdr [binary.MaxVarintLen64]byte
+	for i, m := range batch {
+		ackNow := false
+		if c.acks && i == len(batch)-1 {
+			o.mu.Lock()
+			ackNow = o.sent >= len(o.queue)
+			o.mu.Unlock()
+		}
+		h := appendMsgPrefix(hdr[:0], m.n, c.acks, ackNow)
 		c.started.Add(1)
 		var err error
-		if m.frame != nil {
-			err = writeWhole(c, m.frame)
+		if m.buf != nil {
+			start := frameHeadroom - len(h)
+			copy(m.buf[start:], h)
+			err = writeWhole(c, m.buf[start:frameHeadroom+m.n])
 		} else {
-			err = writeNoCopy(c, m.data)
+			err = writeNoCopy(c, h, m.data)
 		}
 		if err != nil {
 			return err
@@ -398,11 +413,11 @@ func writeWhole(c *uniConn, frame []byte) error {
 	return err
 }
 
-// writeNoCopy writes the frame of payload p: small ones through c.w; for a large one the
-// length prefix and the first noCopyPrefix bytes through c.w, then the rest in one stream write.
-func writeNoCopy(c *uniConn, p []byte) error {
-	var hdr [binary.MaxVarintLen64]byte
-	hl := binary.PutUvarint(hdr[:], uint64(len(p)))
+// writeNoCopy writes the frame of payload p behind length prefix hdr: small ones through c.w;
+// for a large one the prefix and the first noCopyPrefix bytes through c.w, then the rest in one
+// stream write.
+func writeNoCopy(c *uniConn, hdr, p []byte) error {
+	hl := len(hdr)
 	head := p
 	if hl+len(p) >= c.w.Size() {
 		head = p[:min(len(p), noCopyPrefix)]
@@ -412,7 +427,7 @@ func writeNoCopy(c *uniConn, p []byte) error {
 			}
 		}
 	}
-	if _, err := c.w.Write(hdr[:hl]); err != nil {
+	if _, err := c.w.Write(hdr); err != nil {
 		return err
 	}
 	if _, err := c.w.Write(head); err != nil {
@@ -576,17 +591,19 @@ func (o *unicastOut) open(p peer.ID) (*uniConn, error) {
 		}
 		return &uniConn{peer: p, local: in}, nil
 	}
-	st, r, w, err := o.s.openPipeStream(o.ctx, p, ProtocolUnicast, o.spec.ID)
+	st, r, w, err := o.s.openPipeStream(o.ctx, p, o.spec.ID, ProtocolUnicast, ProtocolUnicastV1)
 	if err != nil {
 		return nil, err
 	}
-	return &uniConn{peer: p, st: st, r: r, w: w}, nil
+	return &uniConn{peer: p, st: st, r: r, w: w, acks: st.Protocol() == ProtocolUnicast}, nil
 }
 
 // Receiver side.
 
-// The receiver acknowledges after ackEveryMessages messages or ackEveryBytes bytes, and
-// ackDelay after its read buffer ran dry with messages unacknowledged.
+// The receiver acknowledges after ackEveryMessages messages or ackEveryBytes bytes, and at
+// once after a message whose frame asks for it (ProtocolUnicast: the sender has nothing more
+// queued); on ProtocolUnicastV1 streams instead ackDelay after its read buffer ran dry with
+// messages unacknowledged.
 const (
 	ackEveryMessages = 64
 	ackEveryBytes    = 1 << 20
@@ -607,13 +624,13 @@ type acker struct {
 	buf   []byte
 }
 
-// received records one message of n bytes.
-func (a *acker) received(n int) error {
+// received records one message of n bytes; ackNow acknowledges it at once.
+func (a *acker) received(n int, ackNow bool) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.count++
 	a.since += n
-	if a.count-a.acked >= ackEveryMessages || a.since >= ackEveryBytes {
+	if ackNow || a.count-a.acked >= ackEveryMessages || a.since >= ackEveryBytes {
 		return a.flushLocked()
 	}
 	return nil
@@ -693,11 +710,12 @@ func (s *Service) handleUnicast(st network.Stream) {
 	from := st.Conn().RemotePeer()
 	_ = st.SetDeadline(s.now().Add(a.idle))
 	fr := newFrameReader(st, r, s.cfg.StreamBuffer)
+	acks := st.Protocol() == ProtocolUnicast
 	for {
-		if fr.Buffered() == 0 {
+		if !acks && fr.Buffered() == 0 {
 			a.dry()
 		}
-		n, err := readFrameLen(fr, s.cfg.MaxFrameSize)
+		n, ackNow, err := readMsgPrefix(fr, s.cfg.MaxFrameSize, acks)
 		if err == io.EOF {
 			a.stop()
 			_ = st.Close()
@@ -728,7 +746,7 @@ func (s *Service) handleUnicast(st network.Stream) {
 		}
 		s.stats.uniRecv.Add(1)
 		s.stats.uniRecvBytes.Add(uint64(n))
-		if err := a.received(n); err != nil {
+		if err := a.received(n, ackNow); err != nil {
 			_ = st.Reset()
 			return
 		}

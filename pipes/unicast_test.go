@@ -205,6 +205,46 @@ func TestUnicastFailoverInFlight(t *testing.T) {
 	}
 }
 
+// A bound peer that speaks only ProtocolUnicastV1 (an older build) still gets every message,
+// and Flush returns once its delayed acknowledgements arrive.
+func TestUnicastV1Peer(t *testing.T) {
+	nodes := newNodes(t, 2, testConfig())
+	ctx := testCtx(t, 60*time.Second)
+	spec := pipes.PipeSpec{Name: "u-v1", Kind: pipes.Unicast}
+	in, err := nodes[0].svc.Listen(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes[0].h.RemoveStreamHandler(pipes.ProtocolUnicast)
+	eventually(t, 20*time.Second, "the sender to learn the listener's protocols", func() bool {
+		got, _ := nodes[1].h.Peerstore().SupportsProtocols(nodes[0].h.ID(), pipes.ProtocolUnicast, pipes.ProtocolUnicastV1)
+		return len(got) == 1 && got[0] == pipes.ProtocolUnicastV1
+	})
+	out, err := nodes[1].svc.Output(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := range 3 {
+		for i := range 20 {
+			if err := out.Send(ctx, fmt.Appendf(nil, "r%d m%d", round, i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := out.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 20 {
+			m, err := in.Recv(ctx)
+			if want := fmt.Sprintf("r%d m%d", round, i); err != nil || string(m.Data) != want {
+				t.Fatalf("got %q, %v; want %q", m.Data, err, want)
+			}
+		}
+	}
+	if got := out.Delivered(); got != 60 {
+		t.Fatalf("Delivered = %d, want 60", got)
+	}
+}
+
 func TestUnicastTooLarge(t *testing.T) {
 	nodes := newNodes(t, 1, testConfig())
 	ctx := testCtx(t, 10*time.Second)

@@ -14,15 +14,6 @@ import (
 // appendFrameHeader appends the uvarint length prefix of an n-byte frame.
 func appendFrameHeader(b []byte, n int) []byte { return binary.AppendUvarint(b, uint64(n)) }
 
-// uvarintLen returns the length of the uvarint encoding of n.
-func uvarintLen(n int) int {
-	l := 1
-	for ; n >= 0x80; n >>= 7 {
-		l++
-	}
-	return l
-}
-
 // writeFrame writes one frame to w (not flushed).
 func writeFrame(w *bufio.Writer, p []byte) error {
 	var hdr [binary.MaxVarintLen64]byte
@@ -37,6 +28,49 @@ func writeFrame(w *bufio.Writer, p []byte) error {
 // readFrameLen reads a frame's length prefix and checks it against max. io.EOF means the
 // stream ended cleanly between frames.
 func readFrameLen(r io.ByteReader, max int) (int, error) {
+	v, err := readPrefix(r)
+	if err != nil {
+		return 0, err
+	}
+	if v > uint64(max) {
+		return 0, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, v, max)
+	}
+	return int(v), nil
+}
+
+// readMsgPrefix reads the length prefix of a unicast message frame and checks the length
+// against max. With acks (ProtocolUnicast) the prefix is uvarint(length<<1 | ackNow), and
+// ackNow asks for an acknowledgement at once; without (ProtocolUnicastV1) it is the length.
+// io.EOF means the stream ended cleanly between frames.
+func readMsgPrefix(r io.ByteReader, max int, acks bool) (n int, ackNow bool, err error) {
+	v, err := readPrefix(r)
+	if err != nil {
+		return 0, false, err
+	}
+	if acks {
+		v, ackNow = v>>1, v&1 == 1
+	}
+	if v > uint64(max) {
+		return 0, false, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, v, max)
+	}
+	return int(v), ackNow, nil
+}
+
+// appendMsgPrefix appends the length prefix of an n-byte unicast message frame (see
+// readMsgPrefix).
+func appendMsgPrefix(b []byte, n int, acks, ackNow bool) []byte {
+	v := uint64(n)
+	if acks {
+		v <<= 1
+		if ackNow {
+			v |= 1
+		}
+	}
+	return binary.AppendUvarint(b, v)
+}
+
+// readPrefix reads a uvarint length prefix. io.EOF means the stream ended before it.
+func readPrefix(r io.ByteReader) (uint64, error) {
 	var v uint64
 	for i := 0; ; i++ {
 		c, err := r.ReadByte()
@@ -51,13 +85,9 @@ func readFrameLen(r io.ByteReader, max int) (int, error) {
 		}
 		v |= uint64(c&0x7f) << (7 * i)
 		if c < 0x80 {
-			break
+			return v, nil
 		}
 	}
-	if v > uint64(max) {
-		return 0, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, v, max)
-	}
-	return int(v), nil
 }
 
 // readFrame reads one whole frame of at most max bytes into a new slice.
@@ -125,7 +155,7 @@ func (f *frameReader) fill() error {
 	return io.ErrNoProgress
 }
 
-// ReadByte reads one byte (io.ByteReader, for readFrameLen).
+// ReadByte reads one byte (io.ByteReader, for readMsgPrefix).
 func (f *frameReader) ReadByte() (byte, error) {
 	if f.r == f.w {
 		if err := f.fill(); err != nil {

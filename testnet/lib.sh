@@ -73,9 +73,14 @@ rc_init() {
 # (on EXIT) with the exit status in $RC_EXIT.
 rc_traps() {
 	RC_ON_EXIT=${1:-}
+	# A signal's handler runs where the signal found the script, maybe inside a function
+	# whose output goes to a file (`rc_raftcast h2 group join ... >FILE`): the EXIT handler
+	# first goes back to the stdout and stderr the run started with, kept as fds 8 and 9
+	# (rc_exec and rc_bg close them for the processes they start).
+	exec 8>&1 9>&2
 	# The run exits non-zero when the handler reports failure (a failed check), even if
 	# the script itself finished.
-	trap 'RC_EXIT=$?; trap - ERR; rc_teardown; rc_drop_data
+	trap 'RC_EXIT=$?; trap - ERR; exec 1>&8 2>&9; rc_teardown; rc_drop_data
 		if [[ -n $RC_ON_EXIT ]] && ! "$RC_ON_EXIT" && ((RC_EXIT == 0)); then RC_EXIT=1; fi
 		exit "$RC_EXIT"' EXIT
 	set -E
@@ -438,7 +443,7 @@ rc_same_mdomain() {
 rc_exec() {
 	local node=$1
 	shift
-	ip netns exec "$(rc_ns "$node")" "$@"
+	ip netns exec "$(rc_ns "$node")" "$@" 8>&- 9>&-
 }
 
 # rc_bg NODE LABEL CMD...: start CMD in the node's namespace in the background, stdout and
@@ -447,7 +452,7 @@ rc_exec() {
 rc_bg() {
 	local node=$1 label=$2
 	shift 2
-	ip netns exec "$(rc_ns "$node")" "$@" >"$RC_DIR/logs/$node-$label.log" 2>&1 </dev/null &
+	ip netns exec "$(rc_ns "$node")" "$@" >"$RC_DIR/logs/$node-$label.log" 2>&1 </dev/null 8>&- 9>&- &
 	RC_PID=$!
 	rc_record pid "$RC_PID" "$node" "$label"
 }
@@ -514,6 +519,10 @@ rc_teardown() {
 	RC_TORN_DOWN=1
 	[[ -f $RC_STATE ]] || return 0
 	trap '' INT TERM
+	# A scenario may need to stop something gracefully while the topology still works
+	# (e.g. the ssh driver cleaning up its hosts through their sshd): RC_PRE_TEARDOWN names
+	# a function for that.
+	if [[ -n ${RC_PRE_TEARDOWN:-} ]]; then "$RC_PRE_TEARDOWN" || true; fi
 	local pids ns left
 	mapfile -t pids < <(rc_q pid | awk '{print $2}')
 	if ((${#pids[@]})); then rc_stop "${pids[@]}"; fi

@@ -479,15 +479,30 @@ rc_sshd_hosts() {
 # summary is ok; the summary is embedded in the check, its run directory is
 # $RC_DIR/remote/ID r.
 rc_remote_run() {
-	local sd=$RC_DIR/ssh first rc=0
+	local sd=$RC_DIR/ssh first rc=0 secs=${RC_REMOTE_TIMEOUT:-200}
 	first=$(rc_hosts | awk 'NR==1')
-	rc_exec "$first" env RAFTCAST_BIN="$RAFTCAST_BIN" RC_TOOLS="${RC_TOOLS:-}" RC_BASE="$RC_DIR/remote" \
-		"$RC_TESTNET/remote" "$sd/hosts" --id "${RC_ID}r" --timeout "${RC_REMOTE_TIMEOUT:-200}" \
-		--ssh-opt "-i $sd/id -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null" "$@" \
-		>"$RC_DIR/remote.json" 2>"$RC_DIR/logs/remote.log" || rc=$?
+	# In the background and recorded, so that a teardown (timeout, Ctrl-C) first lets it
+	# clean up its hosts while their sshd still runs (rc_remote_stop).
+	# shellcheck disable=SC2016  # the inner shell expands its arguments
+	rc_bg "$first" remote sh -c 'out=$1; shift; exec "$@" >"$out"' - "$RC_DIR/remote.json" \
+		env RAFTCAST_BIN="$RAFTCAST_BIN" RC_TOOLS="${RC_TOOLS:-}" RC_BASE="$RC_DIR/remote" \
+		"$RC_TESTNET/remote" "$sd/hosts" --id "${RC_ID}r" --timeout "$secs" \
+		--ssh-opt "-i $sd/id -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null" "$@"
+	RC_REMOTE_PID=$RC_PID
+	RC_PRE_TEARDOWN=rc_remote_stop
+	rc_wait_pid "$RC_REMOTE_PID" "$((secs + 60))" || rc=$?
 	# Trust the summary too, not only the exit status.
 	grep -q '^{"topology":"remote".*"ok":true' "$RC_DIR/remote.json" 2>/dev/null || { [[ $rc != 0 ]] || rc=1; }
 	rc_check "remote run" "$rc" "\"summary\":$(cat "$RC_DIR/remote.json" 2>/dev/null || echo null)"
+}
+
+# rc_remote_stop: TERM a testnet/remote still running and give it a minute to clean up.
+rc_remote_stop() {
+	[[ -n ${RC_REMOTE_PID:-} ]] && kill -0 "$RC_REMOTE_PID" 2>/dev/null || return 0
+	rc_log "stopping testnet/remote (PID $RC_REMOTE_PID) so that it cleans up its hosts"
+	kill -TERM "$RC_REMOTE_PID" 2>/dev/null || true
+	rc_wait_pid "$RC_REMOTE_PID" 60 || true
+	rc_check "remote run (stopped)" 1 "\"summary\":$(cat "$RC_DIR/remote.json" 2>/dev/null || echo null)"
 }
 
 # remote-smoke: proves testnet/remote (the real-hosts mode) on namespaces: every host runs
