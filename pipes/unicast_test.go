@@ -1,11 +1,13 @@
 package pipes_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -242,6 +244,40 @@ func TestUnicastV1Peer(t *testing.T) {
 	}
 	if got := out.Delivered(); got != 60 {
 		t.Fatalf("Delivered = %d, want 60", got)
+	}
+
+	// And an older sender: plain length prefixes on a ProtocolUnicastV1 stream, acknowledged
+	// after the receiver's short delay.
+	st, err := nodes[1].h.NewStream(ctx, nodes[0].h.ID(), pipes.ProtocolUnicastV1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Reset()
+	spec, _ = spec.Normalize()
+	hello := append([]byte{1}, binary.AppendUvarint(nil, uint64(len(spec.ID)))...)
+	hello = append(hello, spec.ID...)
+	wire := append(binary.AppendUvarint(nil, uint64(len(hello))), hello...)
+	for i := range 3 {
+		m := fmt.Appendf(nil, "old %d", i)
+		wire = append(binary.AppendUvarint(wire, uint64(len(m))), m...)
+	}
+	if _, err := st.Write(wire); err != nil {
+		t.Fatal(err)
+	}
+	_ = st.SetReadDeadline(time.Now().Add(20 * time.Second))
+	r := bufio.NewReader(st)
+	status := make([]byte, 3) // frame of {code 0, empty message}
+	if _, err := io.ReadFull(r, status); err != nil || status[1] != 0 {
+		t.Fatalf("status %x, %v", status, err)
+	}
+	if ack, err := binary.ReadUvarint(r); err != nil || ack != 3 {
+		t.Fatalf("acknowledgement %d, %v; want 3", ack, err)
+	}
+	for i := range 3 {
+		m, err := in.Recv(ctx)
+		if want := fmt.Sprintf("old %d", i); err != nil || string(m.Data) != want {
+			t.Fatalf("got %q, %v; want %q", m.Data, err, want)
+		}
 	}
 }
 
