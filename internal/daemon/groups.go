@@ -45,14 +45,6 @@ func newGroups(ctx context.Context, d *Daemon, dataDir string) (*groups, error) 
 	cfg.DataDir = dataDir
 	cfg.Logger = d.log
 	cfg.RaftStreamPool = 2 // keep Raft streams open: about half the idle CPU of a stream per RPC
-	// Raft's messages share each peer pair's one connection with bulk transfers (coop pushes,
-	// slices between peers), so a heartbeat can wait behind megabytes of queued data, and on
-	// a loaded machine behind the scheduler too. With the library's 300 ms timeouts a
-	// group downloading through testnet/bench's 100 Mbit/s links re-elected its leader
-	// every second or so (terms 6 to 31 in 40 s) and its commits failed with "no leader".
-	// A second costs failover time (a new leader 1-2 s after the old one dies) and buys a
-	// group that stays put while it works.
-	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = time.Second, time.Second, 500*time.Millisecond
 	m, err := peergroup.NewManager(d.node.Host(), d.node.PrivateKey(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("groups: %w", err)
