@@ -41,6 +41,13 @@ RC_DEFAULT_LOSS=${RC_DEFAULT_LOSS:-}
 RC_TORN_DOWN=0
 RC_PORTS=0
 
+# RC_XTRACE=1: trace every command with a timestamp (to stderr), to see where a run spends
+# its time.
+if [[ ${RC_XTRACE:-0} == 1 ]]; then
+	PS4='+ $EPOCHREALTIME ${BASH_SOURCE[0]##*/}:$LINENO '
+	set -x
+fi
+
 rc_log() { printf '%s [%s] %s\n' "$(date +%H:%M:%S)" "$RC_ID" "$*" >&2; }
 rc_die() { rc_log "ERROR: $*"; exit 1; }
 
@@ -66,9 +73,14 @@ rc_init() {
 # (on EXIT) with the exit status in $RC_EXIT.
 rc_traps() {
 	RC_ON_EXIT=${1:-}
+	# A signal's handler runs where the signal found the script, maybe inside a function
+	# whose output goes to a file (`rc_raftcast h2 group join ... >FILE`): the EXIT handler
+	# first goes back to the stdout and stderr the run started with, kept as fds 8 and 9
+	# (rc_exec and rc_bg close them for the processes they start).
+	exec 8>&1 9>&2
 	# The run exits non-zero when the handler reports failure (a failed check), even if
 	# the script itself finished.
-	trap 'RC_EXIT=$?; trap - ERR; rc_teardown; rc_drop_data
+	trap 'RC_EXIT=$?; trap - ERR; exec 1>&8 2>&9; rc_teardown; rc_drop_data
 		if [[ -n $RC_ON_EXIT ]] && ! "$RC_ON_EXIT" && ((RC_EXIT == 0)); then RC_EXIT=1; fi
 		exit "$RC_EXIT"' EXIT
 	set -E
@@ -431,7 +443,7 @@ rc_same_mdomain() {
 rc_exec() {
 	local node=$1
 	shift
-	ip netns exec "$(rc_ns "$node")" "$@"
+	ip netns exec "$(rc_ns "$node")" "$@" 8>&- 9>&-
 }
 
 # rc_bg NODE LABEL CMD...: start CMD in the node's namespace in the background, stdout and
@@ -440,7 +452,7 @@ rc_exec() {
 rc_bg() {
 	local node=$1 label=$2
 	shift 2
-	ip netns exec "$(rc_ns "$node")" "$@" >"$RC_DIR/logs/$node-$label.log" 2>&1 </dev/null &
+	ip netns exec "$(rc_ns "$node")" "$@" >"$RC_DIR/logs/$node-$label.log" 2>&1 </dev/null 8>&- 9>&- &
 	RC_PID=$!
 	rc_record pid "$RC_PID" "$node" "$label"
 }
@@ -507,6 +519,10 @@ rc_teardown() {
 	RC_TORN_DOWN=1
 	[[ -f $RC_STATE ]] || return 0
 	trap '' INT TERM
+	# A scenario may need to stop something gracefully while the topology still works
+	# (e.g. the ssh driver cleaning up its hosts through their sshd): RC_PRE_TEARDOWN names
+	# a function for that.
+	if [[ -n ${RC_PRE_TEARDOWN:-} ]]; then "$RC_PRE_TEARDOWN" || true; fi
 	local pids ns left
 	mapfile -t pids < <(rc_q pid | awk '{print $2}')
 	if ((${#pids[@]})); then rc_stop "${pids[@]}"; fi
@@ -525,4 +541,44 @@ rc_teardown() {
 	rm -f "$RC_DIR"/smcroute-*.sock "$RC_DIR"/smcroute-*.pid "$RC_DIR/watchdog.fifo"
 	rc_log "torn down"
 	trap - INT TERM
+}
+
+# ---- faults applied to a built topology (scenarios: faults) ---------------------------
+
+# rc_links_shape RATE: shape every link of the run (both ends, like --rate at build time).
+# Use on a topology built without --rate; the state file keeps the build-time rates.
+rc_links_shape() {
+	local node if port
+	while read -r _ node _ if _ _ port _; do
+		rc_shape "$(rc_ns "$node")" "$if" "$1"
+		rc_shape "$RC_SW" "$port" "$1"
+	done < <(rc_q iface)
+}
+
+# rc_links_loss PERCENT: random loss on every link of the run (both ends' ingress, like
+# --loss at build time). Use on a topology built without --loss: the rules would add up.
+rc_links_loss() {
+	local node if port ns
+	while read -r _ node _ if _ _ port _; do
+		ns=$(rc_ns "$node")
+		RC_NFT_NS=$ns rc_loss "$ns" "$if" "$1"
+		RC_NFT_NS=$RC_SW rc_loss "$RC_SW" "$port" "$1"
+	done < <(rc_q iface)
+}
+
+# rc_partition NODE: cut NODE off the network: nftables in its namespace drops every packet
+# it sends or receives on any interface but loopback (so its own client commands still reach
+# its daemon), until rc_heal NODE. Established connections survive if healed in time.
+rc_partition() {
+	ip netns exec "$(rc_ns "$1")" nft -f - <<-'EOF' || rc_die "nft partition of $1"
+		table inet rcpart {
+			chain in { type filter hook input priority -10; policy accept; iifname "lo" accept; drop; }
+			chain out { type filter hook output priority -10; policy accept; oifname "lo" accept; drop; }
+		}
+	EOF
+}
+
+# rc_heal NODE: undo rc_partition.
+rc_heal() {
+	ip netns exec "$(rc_ns "$1")" nft delete table inet rcpart || rc_die "nft heal of $1"
 }

@@ -346,39 +346,8 @@ func TestRaftcastSmoke(t *testing.T) {
 	}
 }
 
-// TestRemoteSmoke proves the real-hosts mode (testnet/remote over ssh) on namespaces:
-// sshd in every host, the first host drives raftcast on all of them through ssh.
-func TestRemoteSmoke(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: skipping the ssh real-hosts run (about 40 s)")
-	}
-	tools := needRoot(t)
-	for _, tool := range []string{"/usr/sbin/sshd", "ssh", "scp", "ssh-keygen"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("the real-hosts mode test needs %s (apt-get install openssh-server openssh-client)", tool)
-		}
-	}
-	bin := os.Getenv("RAFTCAST_BIN")
-	if bin == "" {
-		bin = filepath.Join(tools, "raftcast")
-		out, err := exec.Command("go", "build", "-o", bin, "../cmd/raftcast").CombinedOutput()
-		if err != nil {
-			t.Fatalf("building raftcast: %v\n%s", err, out)
-		}
-	}
-	t.Setenv("RAFTCAST_BIN", bin)
-	before := netState(t)
-	s, logs := runTestnet(t, tools, fmt.Sprintf("rcgr%d", os.Getpid()), nil, "lan", "--hosts", "3",
-		"--scenario", "remote-smoke", "--timeout", "240")
-	assertAllOK(t, s, logs)
-	s.check(t, "remote run")
-	if m, _ := filepath.Glob("/tmp/raftcast-remote-" + s.RunID + "r-*"); len(m) > 0 {
-		t.Errorf("remote directories left behind: %v", m)
-	}
-	if after := netState(t); after != before {
-		t.Errorf("network state changed:\nbefore %s\nafter  %s", before, after)
-	}
-}
+// The real-hosts mode (testnet/remote over ssh) is tested by TestRemoteDistribution
+// (scenarios_test.go), whose remote run begins with the smoke checks.
 
 // TestBenchSmoke runs testnet/bench on a tiny file with one case of each kind: UFTP and
 // aria2's BitTorrent in one domain, raftcast over streams only, the cooperative download

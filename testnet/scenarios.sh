@@ -278,14 +278,15 @@ wait_api() {
 }
 
 # rc_daemon NODE ROLE ARGS...: start `raftcast ROLE` in NODE listening on its IPv4 and
-# IPv6 addresses (TCP, port 0).
+# IPv6 addresses (TCP, port 0). Its log is logs/NODE-raftcast.log (RC_DAEMON_LABEL
+# overrides the label; it must start with "raftcast" for wait_api and rc_node_pid).
 rc_daemon() {
 	local node=$1 role=$2 data
 	shift 2
 	rc_raftcast_bin
 	data=$(rc_data "$node")
 	mkdir -p "$data"
-	rc_bg "$node" raftcast "$RAFTCAST_BIN" "$role" --data "$data" \
+	rc_bg "$node" "${RC_DAEMON_LABEL:-raftcast}" "$RAFTCAST_BIN" "$role" --data "$data" \
 		--listen "/ip4/$(rc_addr "$node" 4)/tcp/0" --listen "/ip6/$(rc_addr "$node" 6)/tcp/0" "$@"
 }
 
@@ -418,16 +419,14 @@ scenario_download() {
 	fi
 }
 
-# remote-smoke: proves testnet/remote (the real-hosts mode) on namespaces. Every host runs
-# sshd (keys, config and PID in the run directory, listening on its testnet address); the
-# first host drives `testnet/remote` over ssh to the others and itself, exactly as it would
-# drive real machines. Check: the remote run's own summary is ok.
-scenario_remote_smoke() {
-	local sd h hosts rc=0 addr
+# rc_sshd_hosts: sshd in every host, listening on its testnet address (keys, config and PID
+# in $RC_DIR/ssh; /run/sshd made only if missing and removed at teardown), and a hosts file
+# for testnet/remote in $RC_DIR/ssh/hosts naming them all (the first host first).
+rc_sshd_hosts() {
+	local sd h hosts addr
 	for h in /usr/sbin/sshd ssh-keygen ssh scp; do
-		command -v "$h" >/dev/null || rc_die "remote-smoke needs $h (apt-get install openssh-server openssh-client)"
+		command -v "$h" >/dev/null || rc_die "the remote scenarios need $h (apt-get install openssh-server openssh-client)"
 	done
-	rc_raftcast_bin
 	sd=$RC_DIR/ssh
 	mkdir -p "$sd"
 	chmod 700 "$sd"
@@ -456,18 +455,573 @@ scenario_remote_smoke() {
 			StrictModes no
 			Subsystem sftp /usr/lib/openssh/sftp-server
 		EOF
-		rc_bg "$h" sshd /usr/sbin/sshd -D -e -f "$sd/sshd-$h.conf"
-		echo "$h root@$addr $addr" >>"$sd/hosts"
+		if [[ -f $HOME/.bashrc && ${RC_SSH_KEEP_RC:-0} != 1 ]] && command -v unshare >/dev/null; then
+			# Every ssh session runs the login shell, which sources ~/.bashrc: root's here runs
+			# `pyenv init`, 2-4 s a session under load. sshd gets its own mount namespace with an
+			# empty file over it (nothing changes outside; RC_SSH_KEEP_RC=1 keeps it).
+			: >"$sd/empty.rc"
+			# shellcheck disable=SC2016  # the inner shell expands its arguments
+			rc_bg "$h" sshd unshare -m sh -c 'mount --bind "$1" "$2" && exec /usr/sbin/sshd -D -e -f "$3"' - \
+				"$sd/empty.rc" "$HOME/.bashrc" "$sd/sshd-$h.conf"
+		else
+			rc_bg "$h" sshd /usr/sbin/sshd -D -e -f "$sd/sshd-$h.conf"
+		fi
+		echo "$h root@$addr $addr $(rc_iface "$h")" >>"$sd/hosts"
 	done
 	for h in "${hosts[@]}"; do
 		addr=$(rc_addr "$h" 4)
 		rc_wait_for 15 rc_exec "${hosts[0]}" bash -c "echo >/dev/tcp/$addr/22" || rc_die "sshd on $h not up"
 	done
-	rc_exec "${hosts[0]}" env RAFTCAST_BIN="$RAFTCAST_BIN" RC_BASE="$RC_DIR/remote" \
-		"$RC_TESTNET/remote" "$sd/hosts" --id "${RC_ID}r" --timeout 150 \
-		--ssh-opt "-i $sd/id -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null" \
-		>"$RC_DIR/remote.json" 2>"$RC_DIR/logs/remote.log" || rc=$?
+}
+
+# rc_remote_run ARGS...: run testnet/remote from the first host against every host's sshd
+# (rc_sshd_hosts first), exactly as it would drive real machines, and check that its own
+# summary is ok; the summary is embedded in the check, its run directory is
+# $RC_DIR/remote/ID r.
+rc_remote_run() {
+	local sd=$RC_DIR/ssh first rc=0 secs=${RC_REMOTE_TIMEOUT:-200}
+	first=$(rc_hosts | awk 'NR==1')
+	# In the background and recorded, so that a teardown (timeout, Ctrl-C) first lets it
+	# clean up its hosts while their sshd still runs (rc_remote_stop).
+	# shellcheck disable=SC2016  # the inner shell expands its arguments
+	rc_bg "$first" remote sh -c 'out=$1; shift; exec "$@" >"$out"' - "$RC_DIR/remote.json" \
+		env RAFTCAST_BIN="$RAFTCAST_BIN" RC_TOOLS="${RC_TOOLS:-}" RC_BASE="$RC_DIR/remote" \
+		"$RC_TESTNET/remote" "$sd/hosts" --id "${RC_ID}r" --timeout "$secs" \
+		--ssh-opt "-i $sd/id -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null" "$@"
+	RC_REMOTE_PID=$RC_PID
+	RC_PRE_TEARDOWN=rc_remote_stop
+	rc_wait_pid "$RC_REMOTE_PID" "$((secs + 60))" || rc=$?
 	# Trust the summary too, not only the exit status.
 	grep -q '^{"topology":"remote".*"ok":true' "$RC_DIR/remote.json" 2>/dev/null || { [[ $rc != 0 ]] || rc=1; }
 	rc_check "remote run" "$rc" "\"summary\":$(cat "$RC_DIR/remote.json" 2>/dev/null || echo null)"
+}
+
+# rc_remote_stop: TERM a testnet/remote still running and give it a minute to clean up.
+rc_remote_stop() {
+	[[ -n ${RC_REMOTE_PID:-} ]] && kill -0 "$RC_REMOTE_PID" 2>/dev/null || return 0
+	rc_log "stopping testnet/remote (PID $RC_REMOTE_PID) so that it cleans up its hosts"
+	kill -TERM "$RC_REMOTE_PID" 2>/dev/null || true
+	rc_wait_pid "$RC_REMOTE_PID" 60 || true
+	rc_check "remote run (stopped)" 1 "\"summary\":$(cat "$RC_DIR/remote.json" 2>/dev/null || echo null)"
+}
+
+# remote-smoke: proves testnet/remote (the real-hosts mode) on namespaces: every host runs
+# sshd; the first host drives `testnet/remote` over ssh to the others and itself. Check: the
+# remote run's own summary is ok.
+scenario_remote_smoke() {
+	rc_raftcast_bin
+	rc_sshd_hosts
+	rc_remote_run
+}
+
+# remote-dist: the same with `testnet/remote --scenario distribution,download` (RC_REMOTE_SCENARIO
+# overrides): on the hosts' daemons, one group; the first node shares a file of --bytes
+# (8MiB) that every other node gets; then an `rcnet serve` origin on the first host (the
+# rendezvous), capped per client IP at RC_IP_RATE (25mbit), and a cooperative download by the
+# first node through the group, then a one-connection fetch for the speed-up. lan --hosts 4.
+scenario_remote_dist() {
+	rc_raftcast_bin
+	rc_tools
+	rc_sshd_hosts
+	RC_TOOLS=$(dirname "$RCNET") rc_remote_run --scenario "${RC_REMOTE_SCENARIO:-distribution,download}" \
+		--bytes "${RC_BYTES:-8MiB}" --ip-rate "${RC_IP_RATE:-25mbit}"
+}
+
+# ---- groups, pipes, faults ---------------------------------------------------------------
+# Helpers shared by the scenarios below. raftcast prints indented JSON; rc_flat makes it one
+# line so that grep can pick members out of it.
+
+# rc_flat: stdin's JSON on one line, without blanks outside strings that matter here.
+rc_flat() { tr -d ' \n\t'; }
+
+# rc_fstr FIELD JSON / rc_fnum FIELD JSON: the first string / number member FIELD of a
+# flattened JSON document (empty / 0 if none).
+rc_fstr() { grep -o "\"$1\":\"[^\"]*\"" <<<"$2" | awk -F'"' 'NR==1 {print $4}' || true; }
+rc_fnum() {
+	local v
+	v=$(grep -o "\"$1\":[-0-9.e+]*" <<<"$2" | awk -F: 'NR==1 {print $2}') || true
+	printf '%s\n' "${v:-0}"
+}
+
+# rc_node_pid NODE: the PID of NODE's raftcast daemon (the last one started there).
+rc_node_pid() { rc_q pid "" | awk -v n="$1" '$3==n && $4 ~ /^raftcast/ {p=$2} END {print p}'; }
+
+# rc_kill_node NODE: SIGKILL NODE's daemon by its PID and reap it.
+rc_kill_node() {
+	local pid
+	pid=$(rc_node_pid "$1")
+	[[ -n $pid ]] || rc_die "no daemon PID recorded for $1"
+	kill -KILL "$pid" 2>/dev/null || rc_die "daemon of $1 (PID $pid) was not running"
+	rc_wait_pid "$pid" 10 || true
+	rc_log "killed $1's daemon (PID $pid)"
+}
+
+# rc_restart_node NODE [ARGS...]: start NODE's node daemon again on its data dir after it was
+# killed (the killed daemon's api file is stale: removed first, so wait_api waits for the new
+# one). Its log is logs/NODE-raftcast-rN.log.
+rc_restart_node() {
+	local node=$1 n
+	shift
+	rm -f "$(rc_data "$node")/api"
+	n=$(rc_q pid "" | awk -v n="$node" '$3==n && $4 ~ /^raftcast/' | wc -l)
+	RC_DAEMON_LABEL=raftcast-r$n start_node "$node" "$@"
+}
+
+# rc_peer_of NODE: NODE's peer ID (from its daemon's status).
+rc_peer_of() { rc_fstr peer_id "$(rc_raftcast "$1" status --json | rc_flat)"; }
+
+# rc_gstat NODE GROUP: NODE's view of GROUP (`group status --json`), flattened, in RC_GS;
+# false when the command fails.
+rc_gstat() {
+	local out
+	out=$(rc_raftcast "$1" group status "$2" --json 2>/dev/null) || { RC_GS=; return 1; }
+	RC_GS=$(rc_flat <<<"$out")
+}
+
+# rc_nmatch PATTERN STRING: how many times the (awk) PATTERN occurs in STRING.
+rc_nmatch() { awk -v p="$1" '{ n += gsub(p, "") } END { print n + 0 }' <<<"$2"; }
+
+# rc_gagree GROUP MEMBERS NODE...: true when every NODE reports the same non-empty leader and
+# term and MEMBERS members; the agreed leader and term are left in RC_G_LEADER and RC_G_TERM.
+# RC_G_SEEN holds what each node reported last ("h3:leader=h4,term=3,state=follower,members=3
+# h4:..."), for the check when they do not agree.
+rc_gagree() {
+	local group=$1 want=$2 h leader='' term='' ok=0 l t n
+	shift 2
+	RC_G_SEEN=
+	for h in "$@"; do
+		if ! rc_gstat "$h" "$group"; then
+			RC_G_SEEN+="$h:status-failed "
+			ok=1
+			continue
+		fi
+		l=$(rc_fstr leader "$RC_GS")
+		t=$(rc_fnum term "$RC_GS")
+		n=$(rc_nmatch '"peer_id"' "$RC_GS")
+		RC_G_SEEN+="$h:leader=$(rc_host_of "$l"),term=$t,state=$(rc_fstr state "$RC_GS"),members=$n "
+		[[ -n $l && $n == "$want" ]] || ok=1
+		if [[ -z $leader ]]; then
+			leader=$l term=$t
+		elif [[ $l != "$leader" || $t != "$term" ]]; then
+			ok=1
+		fi
+	done
+	((ok == 0)) || return 1
+	RC_G_LEADER=$leader RC_G_TERM=$term
+}
+
+# rc_host_of PEER_ID: the host whose daemon has PEER_ID (from RC_PEER), or the ID itself.
+declare -gA RC_PEER=()
+rc_host_of() {
+	local h
+	for h in "${!RC_PEER[@]}"; do
+		[[ ${RC_PEER[$h]} == "$1" ]] && { printf '%s\n' "$h"; return; }
+	done
+	printf '%s\n' "$1"
+}
+
+# rc_elapsed T0: seconds since $EPOCHREALTIME T0, to the millisecond.
+rc_elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'; }
+
+# rc_nodes_net: the rendezvous (rv, else the first host) and a node in every other host,
+# all ready; RC_NODES gets the node hosts and RC_PEER their peer IDs.
+rc_nodes_net() {
+	local hosts h
+	mapfile -t hosts < <(rc_hosts)
+	rc_raftcast_net "${hosts[@]}"
+	RC_NODES=()
+	for h in "${hosts[@]}"; do
+		[[ $h == "$RC_RV" ]] && continue
+		RC_NODES+=("$h")
+		RC_PEER[$h]=$(rc_peer_of "$h")
+	done
+}
+
+# groups: RC_GROUP_SIZE nodes (default: every host but the rendezvous, at least 3) form group
+# "tg" with a secret and agree on its leader (the creator); the leader's daemon is SIGKILLed
+# by its PID; the others must agree on a new leader with a higher term (failover_seconds:
+# from the kill until every survivor reports it, polled); the killed node restarts on its
+# data dir and must come back as a follower of the new leader with the same peer ID and
+# every member, and the whole group must agree again. `testnet/run lan --hosts 4 --scenario
+# groups`; on paper the members sit in all three segments, across the router.
+scenario_groups() {
+	local members h rc t0 secs want leader lhost term0 newleader term1 survivors=()
+	rc_raftcast_bin
+	rc_nodes_net
+	members=("${RC_NODES[@]:0:${RC_GROUP_SIZE:-${#RC_NODES[@]}}}")
+	want=${#members[@]}
+	((want >= 3)) || rc_die "groups needs 3 nodes or more besides the rendezvous (e.g. lan --hosts 4)"
+	t0=$EPOCHREALTIME
+	rc=0
+	rc_raftcast "${members[0]}" group create tg --secret tn-secret --json >"$RC_DIR/logs/${members[0]}-group.json" || rc=$?
+	rc_check "group create ${members[0]}" "$rc"
+	((rc == 0)) || return 0
+	for h in "${members[@]:1}"; do
+		rc=0
+		rc_raftcast "$h" group join tg --secret tn-secret --timeout 60s --json >"$RC_DIR/logs/$h-group.json" || rc=$?
+		rc_check "group join $h" "$rc"
+	done
+	rc=0
+	RC_G_LEADER='' RC_G_TERM=0
+	rc_wait_for "${RC_GROUP_WAIT:-60}" rc_gagree tg "$want" "${members[@]}" || rc=1
+	leader=${RC_G_LEADER:-} term0=${RC_G_TERM:-0}
+	lhost=$(rc_host_of "$leader")
+	rc_check "group formed" "$rc" "\"seen\":\"${RC_G_SEEN% }\",\"members\":$want,\"seconds\":$(rc_elapsed "$t0"),\"leader\":\"$lhost\",\"term\":$term0,\"leader_is_creator\":$([[ $lhost == "${members[0]}" ]] && echo true || echo false)"
+	((rc == 0)) || return 0
+
+	# Kill the leader; the survivors must agree on another leader with a higher term.
+	for h in "${members[@]}"; do [[ $h == "$lhost" ]] || survivors+=("$h"); done
+	t0=$EPOCHREALTIME
+	rc_kill_node "$lhost"
+	# shellcheck disable=SC2317  # called through rc_wait_for
+	rc_new_leader() { rc_gagree tg "$want" "${survivors[@]}" && [[ $RC_G_LEADER != "$leader" ]] && ((RC_G_TERM > term0)); }
+	rc=0
+	RC_G_LEADER='' RC_G_TERM=0
+	rc_wait_for "${RC_FAILOVER_WAIT:-60}" rc_new_leader || rc=1
+	secs=$(rc_elapsed "$t0")
+	newleader=$(rc_host_of "${RC_G_LEADER:-}") term1=${RC_G_TERM:-0}
+	rc_check "failover" "$rc" "\"killed\":\"$lhost\",\"new_leader\":\"$newleader\",\"failover_seconds\":$secs,\"term_before\":$term0,\"term_after\":$term1,\"survivors\":${#survivors[@]},\"seen\":\"${RC_G_SEEN% }\""
+	((rc == 0)) || return 0
+
+	# Restart the killed node on its data dir: a follower of the new leader, same identity.
+	t0=$EPOCHREALTIME
+	rc_restart_node "$lhost"
+	rc=0
+	wait_api "$lhost" 60 || rc=$?
+	rc_check "restart $lhost" "$rc"
+	((rc == 0)) || return 0
+	local pid_after
+	pid_after=$(rc_peer_of "$lhost")
+	# Back as a follower of the leader every member agrees on (the new leader, unless a
+	# loaded machine moved the leadership meanwhile), at the new term or later.
+	# shellcheck disable=SC2317  # called through rc_wait_for
+	rc_rejoined() {
+		local e=" $RC_G_SEEN"
+		e=${e#*" $lhost:"}
+		rc_gagree tg "$want" "${members[@]}" && [[ ${e%% *} == *",state=follower,"* ]] && ((RC_G_TERM >= term1))
+	}
+	rc=0
+	RC_G_LEADER='' RC_G_TERM=0
+	rc_wait_for "${RC_REJOIN_WAIT:-60}" rc_rejoined || rc=1
+	[[ $pid_after == "${RC_PEER[$lhost]}" ]] || rc=1
+	rc_check "rejoined as follower $lhost" "$rc" "\"seconds\":$(rc_elapsed "$t0"),\"leader\":\"$(rc_host_of "${RC_G_LEADER:-}")\",\"term\":${RC_G_TERM:-0},\"same_peer_id\":$([[ $pid_after == "${RC_PEER[$lhost]}" ]] && echo true || echo false),\"seen\":\"${RC_G_SEEN% }\""
+	rc=0
+	RC_G_LEADER='' RC_G_TERM=0
+	rc_wait_for 30 rc_gagree tg "$want" "${members[@]}" || rc=1
+	rc_check "group agrees" "$rc" "\"seen\":\"${RC_G_SEEN% }\",\"leader\":\"$(rc_host_of "${RC_G_LEADER:-}")\",\"term\":${RC_G_TERM:-0},\"members\":$want"
+}
+
+# rc_pipe_listener NODE NAME KIND: bind pipe NAME (KIND unicast or propagate) on NODE with the
+# rcnet pipe listener (each message as a JSON line with its carrier, in
+# logs/NODE-pipe-NAME.log); waits until the daemon bound it. PID in RC_PID.
+rc_pipe_listener() {
+	local node=$1 name=$2 kind=$3 ready
+	ready=$RC_DIR/pipes/$node-$name.ready
+	mkdir -p "$RC_DIR/pipes"
+	rc_bg "$node" "pipe-$name" "$RCNET" pipelisten -data "$(rc_data "$node")" -name "$name" -kind "$kind" \
+		-ready "$ready" -timeout "${RC_TIMEOUT:-300}s"
+	rc_wait_for 30 test -f "$ready" || rc_die "pipe $name not bound on $node (log: $RC_DIR/logs/$node-pipe-$name.log)"
+}
+
+# rc_pipe_got NODE NAME PREFIX: the data of the messages NODE's listener of NAME received
+# whose data is PREFIX followed by digits, one a line, in arrival order.
+rc_pipe_got() {
+	grep -o "\"data\":\"$3[0-9]*\"" "$RC_DIR/logs/$1-pipe-$2.log" 2>/dev/null | cut -d'"' -f4 || true
+}
+
+# rc_pipe_carrier NODE NAME PREFIX CARRIER: how many of those came by CARRIER.
+rc_pipe_carrier() {
+	grep "\"data\":\"$3[0-9]*\"" "$RC_DIR/logs/$1-pipe-$2.log" 2>/dev/null | grep -c "\"carrier\":\"$4\"" || true
+}
+
+# rc_pipe_send NODE NAME KIND PREFIX FIRST LAST: send PREFIXFIRST..PREFIXLAST, one message a
+# line of stdin, with `raftcast pipe send`; the count the sender reports delivered in
+# RC_DELIVERED; fails when the command fails.
+rc_pipe_send() {
+	local node=$1 name=$2 kind=$3 p=$4 out
+	out=$(seq "$5" "$6" | sed "s/^/$p/" | ip netns exec "$(rc_ns "$node")" "$RAFTCAST_BIN" \
+		--data "$(rc_data "$node")" pipe send "$name" --kind "$kind" --timeout 60s --json \
+		2>>"$RC_DIR/logs/$node-pipe-send.log") || return 1
+	RC_DELIVERED=$(rc_fnum delivered "$(rc_flat <<<"$out")")
+}
+
+# rc_pipe_has N NAME PREFIX NODE...: true when the NODEs' listeners of NAME hold N messages
+# PREFIX<digits> or more between them.
+rc_pipe_has() {
+	local n=$1 name=$2 p=$3 h got=0
+	shift 3
+	for h in "$@"; do got=$((got + $(rc_pipe_got "$h" "$name" "$p" | wc -l))); done
+	((got >= n))
+}
+
+# rc_pipe_all NAME PREFIX N NODE...: true when every NODE's listener has N distinct messages
+# PREFIX1..PREFIXN.
+rc_pipe_all() {
+	local name=$1 p=$2 n=$3 h
+	shift 3
+	for h in "$@"; do
+		(($(rc_pipe_got "$h" "$name" "$p" | sort -u | wc -l) >= n)) || return 1
+	done
+}
+
+# pipes: propagate and unicast pipes between node daemons (the rendezvous takes no part).
+# The sender is h21 on paper (else the first node); every other node listens.
+# - propagate "news": after warm-up messages reach every listener, the sender sends
+#   RC_PIPE_COUNT (20) numbered messages; every listener must get each exactly once. Each
+#   listener's check counts them per carrier: a listener in the sender's multicast domain
+#   must get some by native multicast; one outside it (segment 1 on paper, across the
+#   router) none by multicast, all by gossipsub.
+# - unicast "jobs": two listeners (the first two nodes besides the sender); a batch goes to
+#   exactly one of them, in order; that one's daemon is SIGKILLed; the next batch must all
+#   reach the other, in order (the sender fails over from the dead binding).
+scenario_pipes() {
+	local src h rc n=${RC_PIPE_COUNT:-20} listeners=() pids=() t0
+	rc_tools
+	rc_raftcast_bin
+	rc_nodes_net
+	src=${RC_NODES[0]}
+	[[ " ${RC_NODES[*]} " == *" h21 "* ]] && src=h21
+	for h in "${RC_NODES[@]}"; do [[ $h == "$src" ]] || listeners+=("$h"); done
+	((${#listeners[@]} >= 2)) || rc_die "pipes needs 3 nodes or more besides the rendezvous (e.g. lan --hosts 4)"
+	sleep "${RC_BEACON_WAIT:-3}" # multicast beacons: every node learns its domain
+
+	# Propagate.
+	for h in "${listeners[@]}"; do
+		rc_pipe_listener "$h" news propagate
+		pids+=("$RC_PID")
+	done
+	local i=0
+	t0=$EPOCHREALTIME
+	until rc_pipe_all news w 1 "${listeners[@]}"; do
+		i=$((i + 1))
+		((i <= 60)) || break
+		rc_pipe_send "$src" news propagate w "$i" "$i" || true
+		sleep 0.5
+	done
+	rc=0
+	rc_pipe_all news w 1 "${listeners[@]}" || rc=1
+	rc_check "propagate warm-up" "$rc" "\"messages\":$i,\"seconds\":$(rc_elapsed "$t0")"
+	t0=$EPOCHREALTIME
+	rc=0
+	rc_pipe_send "$src" news propagate m 1 "$n" || rc=1
+	rc_check "propagate send $src" "$rc" "\"sent\":$n,\"delivered\":${RC_DELIVERED:-0}"
+	rc_wait_for 60 rc_pipe_all news m "$n" "${listeners[@]}" || true
+	local secs
+	secs=$(rc_elapsed "$t0")
+	sleep 1 # late duplicates, if any, would show now
+	rc_stop "${pids[@]}"
+	local sseg lseg got uniq mc gs st same
+	sseg=$(rc_segment_of "$src")
+	for h in "${listeners[@]}"; do
+		lseg=$(rc_segment_of "$h")
+		got=$(rc_pipe_got "$h" news m | wc -l)
+		uniq=$(rc_pipe_got "$h" news m | sort -u | wc -l)
+		mc=$(rc_pipe_carrier "$h" news m multicast)
+		gs=$(rc_pipe_carrier "$h" news m gossipsub)
+		st=$(rc_pipe_carrier "$h" news m stream)
+		rc=0
+		((uniq == n && got == n)) || rc=1
+		if rc_same_mdomain "$sseg" "$lseg"; then
+			same=true
+			((mc > 0)) || rc=1
+		else
+			same=false
+			((mc == 0)) || rc=1
+		fi
+		rc_check "propagate $src->$h" "$rc" "\"segment\":\"$lseg\",\"same_domain\":$same,\"sent\":$n,\"received\":$got,\"distinct\":$uniq,\"multicast\":$mc,\"gossipsub\":$gs,\"stream\":$st,\"seconds\":$secs"
+	done
+
+	# Unicast: delivery to one listener, then failover to the other.
+	local a=${listeners[0]} b=${listeners[1]} x y pa pb want
+	rc_pipe_listener "$a" jobs unicast
+	pa=$RC_PID
+	rc_pipe_listener "$b" jobs unicast
+	pb=$RC_PID
+	sleep "${RC_BIND_WAIT:-2}" # both bindings published
+	want=$(seq 1 "$n" | sed 's/^/u/')
+	rc=0
+	rc_pipe_send "$src" jobs unicast u 1 "$n" || rc=1
+	local delivered=${RC_DELIVERED:-0}
+	rc_wait_for 30 rc_pipe_has "$n" jobs u "$a" "$b" || true
+	x=$a y=$b
+	if [[ $(rc_pipe_got "$b" jobs u) == "$want" ]]; then x=$b y=$a; fi
+	[[ $(rc_pipe_got "$x" jobs u) == "$want" && -z $(rc_pipe_got "$y" jobs u) && $delivered == "$n" ]] || rc=1
+	rc_check "unicast $src->$x" "$rc" "\"sent\":$n,\"delivered\":$delivered,\"received\":$(rc_pipe_got "$x" jobs u | wc -l),\"other_listener\":\"$y\",\"other_received\":$(rc_pipe_got "$y" jobs u | wc -l),\"in_order\":$([[ $(rc_pipe_got "$x" jobs u) == "$want" ]] && echo true || echo false)"
+	# A hung listener: X's daemon is frozen (SIGSTOP), so a stream to it opens but never
+	# answers; the batch must reach Y all the same, in order (after the sender's handshake
+	# timeout if it tried X first).
+	local xpid
+	xpid=$(rc_node_pid "$x")
+	kill -STOP "$xpid"
+	rc_log "froze $x's daemon (PID $xpid)"
+	want=$(seq 1 "$n" | sed 's/^/f/')
+	t0=$EPOCHREALTIME
+	rc=0
+	rc_pipe_send "$src" jobs unicast f 1 "$n" || rc=1
+	secs=$(rc_elapsed "$t0")
+	delivered=${RC_DELIVERED:-0}
+	rc_wait_for 30 rc_pipe_has "$n" jobs f "$y" || true
+	[[ $(rc_pipe_got "$y" jobs f) == "$want" && $delivered == "$n" && -z $(rc_pipe_got "$x" jobs f) ]] || rc=1
+	rc_check "unicast failover from hung $x->$y" "$rc" "\"frozen\":\"$x\",\"sent\":$n,\"delivered\":$delivered,\"received\":$(rc_pipe_got "$y" jobs f | wc -l),\"in_order\":$([[ $(rc_pipe_got "$y" jobs f) == "$want" ]] && echo true || echo false),\"send_seconds\":$secs"
+	# A dead listener: X's daemon is killed (its binding stays advertised); the next batch
+	# must reach Y, in order.
+	rc_kill_node "$x"
+	want=$(seq 1 "$n" | sed 's/^/g/')
+	t0=$EPOCHREALTIME
+	rc=0
+	rc_pipe_send "$src" jobs unicast g 1 "$n" || rc=1
+	secs=$(rc_elapsed "$t0")
+	delivered=${RC_DELIVERED:-0}
+	rc_wait_for 30 rc_pipe_has "$n" jobs g "$y" || true
+	[[ $(rc_pipe_got "$y" jobs g) == "$want" && $delivered == "$n" ]] || rc=1
+	rc_check "unicast failover from dead $x->$y" "$rc" "\"killed\":\"$x\",\"sent\":$n,\"delivered\":$delivered,\"received\":$(rc_pipe_got "$y" jobs g | wc -l),\"in_order\":$([[ $(rc_pipe_got "$y" jobs g) == "$want" ]] && echo true || echo false),\"send_seconds\":$secs"
+	rc_stop "$pa" "$pb"
+}
+
+# rc_done_bytes NODE: done_bytes of NODE's first transfer (`transfers --json`; 0 if none).
+rc_done_bytes() {
+	local out
+	out=$(rc_raftcast "$1" transfers --json 2>/dev/null) || { echo 0; return; }
+	rc_fnum done_bytes "$(rc_flat <<<"$out")"
+}
+
+# rc_mbit RATE: a tc rate (30mbit, 1gbit, 500kbit) in Mbit/s.
+rc_mbit() {
+	awk -v r="$1" 'BEGIN { n = r + 0; u = tolower(substr(r, length(n "") + 1))
+		m = (u == "gbit") ? 1000 : (u == "mbit") ? 1 : (u == "kbit") ? 0.001 : 0.000001; print n * m }'
+}
+
+# faults: one distribution (share/get, as in `distribution`) under three faults at once.
+# The rendezvous is rv (else the first host), the source h21 (else the second host), every
+# other host receives; three receivers or more are needed (lan --hosts 5).
+# - loss: RC_FAULT_LOSS percent (5) random loss at both ends of every link, from before the
+#   share to the end (with --loss, that instead);
+# - kill: once the first receiver K holds RC_KILL_AT bytes (half the file, at least 9 MiB so
+#   that its store has saved its bitmap of slices), its daemon is SIGKILLed by PID; after
+#   RC_RESTART_AFTER seconds (2) it restarts on its data dir and `get` runs again: it must
+#   resume (bytes_resumed > 0) and complete;
+# - partition: at the same moment the second receiver P is cut off (nftables drop in its
+#   namespace, all but loopback) for RC_PARTITION_SECONDS (8), then healed: its `get`, still
+#   running, must complete.
+# Links are shaped to --rate, else RC_FAULT_RATE (30mbit), so that the faults land
+# mid-transfer; the source shares at 90 % of that. Every copy must be byte-identical.
+# --bytes sets the file (24MiB; at least 12MiB).
+scenario_faults() {
+	local hosts rvh src h rc size file linkrate loss kill_at k p others=() receivers=()
+	rc_raftcast_bin
+	mapfile -t hosts < <(rc_hosts)
+	rvh=${hosts[0]}
+	[[ -n $(rc_q node rv host) ]] && rvh=rv
+	src=h21
+	[[ " ${hosts[*]} " == *" h21 "* ]] || src=${hosts[1]}
+	for h in "${hosts[@]}"; do [[ $h == "$rvh" || $h == "$src" ]] || receivers+=("$h"); done
+	((${#receivers[@]} >= 3)) || rc_die "faults needs 3 receivers or more besides the rendezvous and the source (e.g. lan --hosts 5)"
+	k=${receivers[0]} p=${receivers[1]}
+	others=("${receivers[@]:2}")
+	size=$(rc_size_bytes "${RC_BYTES:-24MiB}")
+	((size >= 12 << 20)) || rc_die "faults needs --bytes 12MiB or more (the killed receiver must have saved slices)"
+	kill_at=${RC_KILL_AT:-$((size / 2))}
+	((kill_at >= 9 << 20)) || kill_at=$((9 << 20))
+	linkrate=${RC_DEFAULT_RATE:-}
+	if [[ -z $linkrate ]]; then
+		linkrate=${RC_FAULT_RATE:-30mbit}
+		rc_links_shape "$linkrate"
+	fi
+	start_rendezvous "$rvh"
+	for h in "$src" "${receivers[@]}"; do start_node "$h"; done
+	for h in "$src" "${receivers[@]}"; do
+		rc=0
+		wait_api "$h" 60 || rc=$?
+		rc_check "ready $h" "$rc"
+		((rc == 0)) || rc_die "node $h not ready"
+	done
+	rc_group_form "$src" "${receivers[@]}"
+	sleep "${RC_BEACON_WAIT:-3}" # multicast beacons: every node learns its domain
+	loss=${RC_DEFAULT_LOSS:-}
+	if [[ -z $loss ]]; then
+		loss=${RC_FAULT_LOSS:-5}
+		rc_links_loss "$loss"
+	fi
+	rc_check "faults set" 0 "\"link_rate\":\"$linkrate\",\"loss_percent\":$loss,\"bytes\":$size,\"killed\":\"$k\",\"kill_at\":$kill_at,\"partitioned\":\"$p\",\"partition_seconds\":${RC_PARTITION_SECONDS:-8}"
+	file=$RC_DIR/share.bin
+	rc_make_file "$file" "$size"
+	rc=0
+	rc_raftcast "$src" share "$file" --name faults.bin --rate "$(awk -v m="$(rc_mbit "$linkrate")" 'BEGIN { printf "%.1fMbit", m * 0.9 }')" \
+		--json >"$RC_DIR/logs/$src-share.json" || rc=$?
+	rc_check "share $src" "$rc"
+	((rc == 0)) || return 0
+	local gt=${RC_GET_TIMEOUT:-240} start=$SECONDS
+	declare -A getpid=()
+	mkdir -p "$RC_DIR/recv"
+	for h in "${receivers[@]}"; do
+		rc_bg "$h" get "$RAFTCAST_BIN" --data "$(rc_data "$h")" get faults.bin \
+			--out "$RC_DIR/recv/$h.bin" --timeout "${gt}s" --json
+		getpid[$h]=$RC_PID
+	done
+
+	# Wait until K holds kill_at bytes, then kill K and cut P off.
+	local kdone=0 pdone=0 t0 deadline=$((SECONDS + gt))
+	while ((SECONDS < deadline)); do
+		kdone=$(rc_done_bytes "$k")
+		((kdone >= kill_at)) && break
+		kill -0 "${getpid[$k]}" 2>/dev/null || break # K finished (or failed) first
+		sleep 0.1
+	done
+	rc_kill_node "$k"
+	pdone=$(rc_done_bytes "$p")
+	rc_partition "$p"
+	t0=$SECONDS
+	rc_log "partitioned $p (it held $pdone bytes; $k held $kdone when killed)"
+	rc=0
+	((kdone >= kill_at && kdone < size)) || rc=1
+	rc_check "kill mid-transfer $k" "$rc" "\"done_bytes\":$kdone,\"size\":$size"
+	rc=0
+	((pdone < size)) || rc=1
+	rc_check "partition mid-transfer $p" "$rc" "\"done_bytes\":$pdone,\"size\":$size"
+	rc_wait_pid "${getpid[$k]}" 30 || true # its get ends with its daemon
+
+	sleep "${RC_RESTART_AFTER:-2}"
+	rc_restart_node "$k"
+	rc=0
+	wait_api "$k" 60 || rc=$?
+	rc_check "restart $k" "$rc"
+	if ((rc == 0)); then
+		rc_bg "$k" get-resume "$RAFTCAST_BIN" --data "$(rc_data "$k")" get faults.bin \
+			--out "$RC_DIR/recv/$k.bin" --timeout "${gt}s" --json
+		getpid[$k]=$RC_PID
+	fi
+	local rest=$((${RC_PARTITION_SECONDS:-8} - (SECONDS - t0)))
+	((rest <= 0)) || sleep "$rest"
+	local pheld
+	pheld=$(rc_done_bytes "$p")
+	rc_heal "$p"
+	rc_log "healed $p after $((SECONDS - t0)) s (it holds $pheld bytes)"
+
+	# Every receiver completes with an identical copy.
+	local log mc peers srcb resumed secs
+	for h in "${receivers[@]}"; do
+		rc=0
+		rc_wait_pid "${getpid[$h]}" "$((gt + 30))" || rc=$?
+		log=$RC_DIR/logs/$h-get.log
+		[[ $h == "$k" ]] && log=$RC_DIR/logs/$h-get-resume.log
+		cmp -s "$file" "$RC_DIR/recv/$h.bin" || rc=1
+		mc=$(rc_jnum bytes_multicast "$log")
+		peers=$(rc_jnum bytes_peers "$log")
+		srcb=$(rc_jnum bytes_source "$log")
+		resumed=$(rc_jnum bytes_resumed "$log")
+		secs=$(rc_jnum seconds "$log")
+		local role=healthy
+		[[ $h == "$k" ]] && role=killed
+		[[ $h == "$p" ]] && role=partitioned
+		rc_check "identical $h" "$rc" "\"fault\":\"$role\",\"bytes_multicast\":$mc,\"bytes_peers\":$peers,\"bytes_source\":$srcb,\"bytes_resumed\":$resumed,\"seconds\":$secs"
+		if [[ $h == "$k" ]]; then
+			rc=0
+			((resumed > 0)) || rc=1
+			rc_check "resumed $k" "$rc" "\"bytes_resumed\":$resumed,\"held_when_killed\":$kdone"
+		fi
+		if [[ $h == "$p" ]]; then
+			rc_check "completed after partition $p" "$([[ $rc == 0 ]] && echo 0 || echo 1)" "\"held_at_partition\":$pdone,\"held_at_heal\":$pheld"
+		fi
+	done
+	rc_check "faults distribution time" 0 "\"seconds\":$((SECONDS - start)),\"bytes\":$size,\"receivers\":${#receivers[@]}"
 }

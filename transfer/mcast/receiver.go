@@ -90,6 +90,8 @@ type Receiver struct {
 	lastRecv atomic.Int64 // unix nanos of the last datagram for us; read by the watchdog
 	started  atomic.Bool  // a datagram for us has arrived
 
+	acc ReceiverStats // counted by Run since the last flush (owned by Run)
+
 	statsMu sync.Mutex // guards stats
 	stats   ReceiverStats
 }
@@ -122,10 +124,23 @@ func (r *Receiver) Stats() ReceiverStats {
 	return r.stats
 }
 
-func (r *Receiver) count(f func(*ReceiverStats)) {
+// flush adds what Run counted since the last flush to the counters Stats returns.
+func (r *Receiver) flush() {
+	a := &r.acc
 	r.statsMu.Lock()
-	f(&r.stats)
+	s := &r.stats
+	s.Datagrams += a.Datagrams
+	s.Foreign += a.Foreign
+	s.Malformed += a.Malformed
+	s.SlicesNew += a.SlicesNew
+	s.BytesNew += a.BytesNew
+	s.SlicesDup += a.SlicesDup
+	s.Corrupt += a.Corrupt
+	s.Evicted += a.Evicted
+	s.Partial += a.Partial
+	s.LostReports += a.LostReports
 	r.statsMu.Unlock()
+	*a = ReceiverStats{}
 }
 
 // Run receives until the store is complete (nil; also when another carrier completed it), ctx
@@ -137,12 +152,27 @@ func (r *Receiver) Run(ctx context.Context) error {
 		cancel()
 		wg.Wait()
 	}()
+	defer r.flush()
 	r.lastRecv.Store(r.cfg.Now().UnixNano())
 	outer := ctx
 	wg.Go(func() { r.watchdog(ctx, cancel) })
-	buf := make([]byte, 65536)
+	br, batched := r.ch.(BatchReceiver)
+	var buf []byte
+	if !batched {
+		buf = make([]byte, 65536)
+	}
+	b := new(Batch)
 	for !r.st.Complete() {
-		n, err := r.ch.Recv(ctx, buf)
+		var err error
+		if batched {
+			err = br.RecvBatch(ctx, b)
+		} else {
+			var n int
+			if n, err = r.ch.Recv(ctx, buf); err == nil {
+				b.Reset()
+				b.Append(buf[:n])
+			}
+		}
 		if err != nil {
 			if r.st.Complete() {
 				return nil // completed by another carrier while we waited
@@ -152,9 +182,12 @@ func (r *Receiver) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("mcast: receive: %w", err)
 		}
-		if err := r.handle(buf[:n]); err != nil {
-			return err
+		for i := range b.Len() {
+			if err := r.handle(b.At(i)); err != nil {
+				return err
+			}
 		}
+		r.flush()
 	}
 	return nil
 }
@@ -190,12 +223,12 @@ func (r *Receiver) watchdog(ctx context.Context, stop context.CancelFunc) {
 func (r *Receiver) handle(b []byte) error {
 	h, payload, err := parse(b)
 	if err != nil || h.tag != r.tag {
-		r.count(func(s *ReceiverStats) { s.Foreign++ })
+		r.acc.Foreign++
 		return nil
 	}
 	r.lastRecv.Store(r.cfg.Now().UnixNano())
 	r.started.Store(true)
-	r.count(func(s *ReceiverStats) { s.Datagrams++ })
+	r.acc.Datagrams++
 	i := int(h.slice)
 	switch h.typ {
 	case typeEnd:
@@ -209,14 +242,14 @@ func (r *Receiver) handle(b []byte) error {
 			r.reported = store.NewBitmap(r.m.NumSlices())
 		}
 	default:
-		r.count(func(s *ReceiverStats) { s.Malformed++ })
+		r.acc.Malformed++
 		return nil
 	}
 	sliceLen := r.m.SliceLen(i)
 	chunk := int(h.chunk)
 	off := int(h.offset)
 	if sliceLen == 0 || chunk == 0 || off%chunk != 0 || off >= sliceLen || len(payload) != min(chunk, sliceLen-off) {
-		r.count(func(s *ReceiverStats) { s.Malformed++ })
+		r.acc.Malformed++
 		return nil
 	}
 	if i > r.front {
@@ -252,17 +285,19 @@ func (r *Receiver) handle(b []byte) error {
 	switch {
 	case errors.Is(err, store.ErrCorrupt):
 		r.log.Warn("multicast slice failed verification", "slice", i)
-		r.count(func(s *ReceiverStats) { s.Corrupt++ })
+		r.acc.Corrupt++
 		r.lost(i)
 	case err != nil:
 		return fmt.Errorf("mcast: store slice %d: %w", i, err)
 	case added:
-		r.count(func(s *ReceiverStats) { s.SlicesNew++; s.BytesNew += int64(sliceLen) })
+		r.acc.SlicesNew++
+		r.acc.BytesNew += int64(sliceLen)
 		if r.cfg.OnStored != nil {
+			r.flush() // callbacks see counters that include what they are told
 			r.cfg.OnStored(i, sliceLen)
 		}
 	default:
-		r.count(func(s *ReceiverStats) { s.SlicesDup++ })
+		r.acc.SlicesDup++
 	}
 	return nil
 }
@@ -291,11 +326,11 @@ func (r *Receiver) giveUp(i int) {
 		return
 	}
 	delete(r.asm, i)
-	r.count(func(s *ReceiverStats) { s.Evicted++ })
+	r.acc.Evicted++
 	need := a.needMask()
 	all := content.PartMask(len(a.buf), 0, len(a.buf))
 	if r.cfg.MaxPartial > 0 && need != 0 && need != all && r.partials.put(i, a.buf, need) {
-		r.count(func(s *ReceiverStats) { s.Partial++ })
+		r.acc.Partial++
 		return // the partial store owns the buffer now
 	}
 	r.free = append(r.free, a.buf[:cap(a.buf)])
@@ -343,7 +378,8 @@ func (r *Receiver) reportLost(lost []int) {
 	if len(lost) == 0 {
 		return
 	}
-	r.count(func(s *ReceiverStats) { s.LostReports += int64(len(lost)) })
+	r.acc.LostReports += int64(len(lost))
+	r.flush()
 	if r.cfg.OnLost != nil {
 		r.cfg.OnLost(lost)
 	}
@@ -368,6 +404,7 @@ func (r *Receiver) endOfPass() {
 	}
 	r.reportLost(lost)
 	r.ended = true
+	r.flush()
 	if r.cfg.OnIdle != nil {
 		r.cfg.OnIdle()
 	}

@@ -1,11 +1,17 @@
 // Command rcnet is the testnet's probe: ICMP echo and native UDP multicast
-// send/receive, each printing one JSON document on stdout. It runs inside the
-// network namespaces that testnet/lib.sh builds (so it needs no ping, socat or
-// python on the machine) and measures multicast goodput on shaped links.
+// send/receive, each printing one JSON document on stdout; an HTTP origin with a
+// per-client-IP cap and a one-connection fetch (cooperative-download scenarios,
+// also on remote hosts); and a pipe listener that shows each message's carrier. It
+// runs inside the network namespaces that testnet/lib.sh builds (so it needs no
+// ping, socat, curl, nginx or python on the machine) and measures multicast
+// goodput on shaped links.
 //
 //	rcnet ping  -addr ADDR [-count N] [-replies N] [-timeout D]
 //	rcnet mrecv -group G -port P -iface IF [-ready FILE] [-expect N] [-idle D] [-timeout D]
 //	rcnet msend -group G -port P -iface IF (-count N | -bytes B) [-size S] [-rate R] [-ttl T]
+//	rcnet serve -dir D [-addr A] [-ip-rate R] [-ready FILE] [-timeout D]   (http.go)
+//	rcnet fetch -url U -out FILE [-timeout D]
+//	rcnet pipelisten -data DIR -name N [-kind K] [-group G] [-ready FILE] [-timeout D]   (pipe.go)
 //
 // Multicast datagrams carry a 16-byte header (magic "RCMC", a 32-bit sender
 // tag and a 64-bit sequence number); the receiver counts distinct sequence
@@ -35,6 +41,12 @@ func main() {
 		err = runRecv(os.Args[2:])
 	case "msend":
 		err = runSend(os.Args[2:])
+	case "serve":
+		err = runServe(os.Args[2:])
+	case "fetch":
+		err = runFetch(os.Args[2:])
+	case "pipelisten":
+		err = runPipeListen(os.Args[2:])
 	case "-h", "--help", "help":
 		usage()
 	default:
@@ -51,7 +63,10 @@ func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
   rcnet ping  -addr ADDR [-count N] [-replies N] [-timeout D]
   rcnet mrecv -group G -port P -iface IF [-ready FILE] [-expect N] [-idle D] [-timeout D]
-  rcnet msend -group G -port P -iface IF (-count N | -bytes B) [-size S] [-rate R] [-ttl T]`)
+  rcnet msend -group G -port P -iface IF (-count N | -bytes B) [-size S] [-rate R] [-ttl T]
+  rcnet serve -dir D [-addr A] [-ip-rate R] [-ready FILE] [-timeout D]
+  rcnet fetch -url U -out FILE [-timeout D]
+  rcnet pipelisten -data DIR -name N [-kind K] [-group G] [-ready FILE] [-timeout D]`)
 	os.Exit(2)
 }
 
