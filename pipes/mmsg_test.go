@@ -173,4 +173,26 @@ func TestMmsgMulticast(t *testing.T) {
 		}
 		t.Logf("gso=%v (still on: %v): %d datagrams", gso, w.gso.Load(), got)
 	}
+
+	// Out of the group nothing arrives; back in, datagrams do again.
+	w := newMmsgWriter(ss, netip.AddrPortFrom(group, port), ifi.Index, ifi.MTU-28)
+	one := [][]byte{[]byte("after leaving")}
+	if err := rs.leave(group, ifi.Index); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.write(one); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := r.read(true); k != 0 || err != nil {
+		t.Fatalf("out of the group: read %d datagrams (%v)", k, err)
+	}
+	if err := rs.join(group, ifi.Index); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.write(one); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := r.read(true); k != 1 || err != nil {
+		t.Fatalf("back in the group: read %d datagrams (%v)", k, err)
+	}
 }

@@ -63,6 +63,9 @@ type multicast struct {
 
 	recvMu  sync.Mutex // guards pending
 	pending []Datagram // received in a batch by Recv, not yet returned
+
+	memberMu  sync.Mutex // guards receiving and serialises joining and leaving the data group
+	receiving bool       // the data sockets are members of the data group
 }
 
 // mcIface is one interface taking part in native multicast.
@@ -111,6 +114,7 @@ func startMulticast(s *Service) (*multicast, error) {
 		bySrc:   make(map[netip.AddrPort]peer.ID),
 	}
 	m.channel = &MulticastChannel{m: m}
+	m.receiving = true
 	m.batches.New = func() any { return &DatagramBatch{m: m} }
 	ifis, err := chooseInterfaces(cfg.Interfaces)
 	if err != nil {
@@ -1016,6 +1020,43 @@ func pick(ok bool, w *mmsgWriter) *mmsgWriter {
 		return w
 	}
 	return nil
+}
+
+// SetReceiving joins (on) or leaves (off) the data group on every interface where it was
+// joined at start. The channel starts joined. While it is off no datagram reaches this node
+// (no CPU is spent on a stream nobody reads, and a snooping switch stops forwarding it here)
+// and Recv waits; sending is not affected.
+func (c *MulticastChannel) SetReceiving(on bool) error {
+	m := c.m
+	m.memberMu.Lock()
+	defer m.memberMu.Unlock()
+	if m.receiving == on {
+		return nil
+	}
+	var errs []error
+	for _, mi := range m.ifaces {
+		for _, f := range []struct {
+			ok    bool
+			ds    *dataSock
+			group netip.Addr
+		}{{mi.dv4, m.data4, m.cfg.Group4}, {mi.dv6, m.data6, m.cfg.Group6}} {
+			if !f.ok || f.ds == nil {
+				continue
+			}
+			var err error
+			if on {
+				err = f.ds.join(f.group, mi.ifi.Index)
+			} else {
+				err = f.ds.leave(f.group, mi.ifi.Index)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s %v: %w", mi.ifi.Name, f.group, err))
+			}
+		}
+	}
+	m.receiving = on
+	m.s.log.Debug("multicast data group", "receiving", on)
+	return errors.Join(errs...)
 }
 
 // DatagramBatch is datagrams from peers of the domain that arrived together on the data

@@ -82,9 +82,9 @@ RC_MC4=239.1.2.3
 RC_MC6=ff05::1:3
 
 # rc_mcast_round SENDER COUNT: every other host joins the IPv4 and the IPv6 group on its
-# interface, SENDER sends COUNT datagrams to each, and each receiver's count is checked:
-# at least 90% where the receiver shares SENDER's multicast domain (the first datagrams
-# may wait for smcroute to install a route), less 4 times the configured loss percentage
+# interface, SENDER primes the routes (5 datagrams to another port) then sends COUNT
+# datagrams to each, and each receiver's count is checked: at least 90% where the receiver
+# shares SENDER's multicast domain, less 4 times the configured loss percentage
 # (a routed path crosses four lossy link ends), and none elsewhere.
 rc_mcast_round() {
 	local sender=$1 count=$2 dir h fam sseg rseg want ok got pids=() rx=() sp=()
@@ -106,6 +106,16 @@ rc_mcast_round() {
 	for r in "${rx[@]}"; do
 		rc_wait_for 15 test -f "$dir/${r%%:*}.${r##*:}.ready" || rc_die "receiver $r did not join"
 	done
+	# Prime the routers: a router's smcrouted installs a (source, group) route when the
+	# first datagram arrives, and under load the datagrams before that are lost. A few to
+	# another port (nobody counts them) install it; the counted ones follow.
+	for fam in 4 6; do
+		local g=$RC_MC4
+		[[ $fam == 6 ]] && g=$RC_MC6
+		rc_exec "$sender" "$RCNET" msend -group "$g" -port 5010 -iface "$(rc_iface "$sender")" \
+			-count 5 -rate 1mbit -ttl 8 >/dev/null 2>&1 || true
+	done
+	sleep 1
 	for fam in 4 6; do
 		local g=$RC_MC4 port=5004
 		[[ $fam == 6 ]] && g=$RC_MC6 port=5006
@@ -519,12 +529,15 @@ scenario_remote_smoke() {
 # (8MiB) that every other node gets; then an `rcnet serve` origin on the first host (the
 # rendezvous), capped per client IP at RC_IP_RATE (25mbit), and a cooperative download by the
 # first node through the group, then a one-connection fetch for the speed-up. lan --hosts 4.
+# RC_REMOTE_BIN_DIR: a directory holding raftcast and rcnet, used in place (--bin-dir).
 scenario_remote_dist() {
 	rc_raftcast_bin
 	rc_tools
 	rc_sshd_hosts
+	local more=()
+	[[ -n ${RC_REMOTE_BIN_DIR:-} ]] && more=(--bin-dir "$RC_REMOTE_BIN_DIR")
 	RC_TOOLS=$(dirname "$RCNET") rc_remote_run --scenario "${RC_REMOTE_SCENARIO:-distribution,download}" \
-		--bytes "${RC_BYTES:-8MiB}" --ip-rate "${RC_IP_RATE:-25mbit}"
+		--bytes "${RC_BYTES:-8MiB}" --ip-rate "${RC_IP_RATE:-25mbit}" "${more[@]}"
 }
 
 # ---- groups, pipes, faults ---------------------------------------------------------------

@@ -629,7 +629,27 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 			report(st.Count(), sess.Stats())
 		}
 		rcfg.OnLost = func(idx []int) { sess.Release(idx...) }
-		rcfg.OnIdle = func() { sess.ReleaseAll() }
+		rcfg.OnIdle = func() {
+			missing := st.Missing()
+			if len(missing) == 0 {
+				return
+			}
+			if front := recv.Front(); front >= 0 && !recv.Ended() && !recv.Gone() {
+				// The sender paused mid-pass (starved of CPU, say): repair only what it has
+				// passed; fetching what it is about to send would take the same link.
+				behind := missing[:0:0]
+				for _, i := range missing {
+					if i <= front {
+						behind = append(behind, i)
+					}
+				}
+				e.log.Info("multicast paused: repairing what the sender passed", "content", m.ID(), "slices", len(behind), "front", front)
+				sess.Release(behind...)
+				return
+			}
+			e.log.Info("multicast ended or gone: repairing from peers", "content", m.ID(), "missing", len(missing))
+			sess.ReleaseAll()
+		}
 		var err error
 		if recv, err = mcast.NewReceiver(req.Multicast, m, st, rcfg, e.log); err != nil {
 			return err

@@ -68,3 +68,10 @@ func (b *Batch) Append(p []byte) {
 	b.buf = append(b.buf, p...)
 	b.ends = append(b.ends, len(b.buf))
 }
+
+// Membership is a Channel whose receiving can be turned off (leaving the multicast group), so
+// that a node that reads nothing spends nothing on the stream. The Demux turns it on while it
+// has a sub-channel open and off otherwise.
+type Membership interface {
+	SetReceiving(on bool) error
+}

@@ -13,6 +13,9 @@ import (
 // one goroutine and hands each datagram to the sub-channel of its content tag. Datagrams for
 // content nobody opened are discarded; a full sub-channel queue drops (both counted).
 //
+// When the channel is a Membership, the Demux receives only while a sub-channel is open: a
+// node that gets nothing (a rendezvous, a source) does not take the stream in.
+//
 // Datagrams move in batches: when the channel is a BatchReceiver, what one read returns is
 // split by content into one batch per sub-channel, so a receiver wakes once per batch, not
 // once per datagram.
@@ -30,16 +33,39 @@ type Demux struct {
 	subs map[tag]*Sub
 	err  error // set when the underlying channel failed: every Recv returns it
 
+	memberMu sync.Mutex // guards member and serialises SetReceiving calls
+	member   int        // the channel's receiving state: -1 unknown, 0 off, 1 on
+
 	Unclaimed, Dropped atomic.Int64
 }
 
 // NewDemux starts reading ch. Each sub-channel buffers up to queue datagrams.
 func NewDemux(ch Channel, queue int) *Demux {
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &Demux{ch: ch, queue: max(queue, 1), ctx: ctx, cancel: cancel, subs: make(map[tag]*Sub)}
+	d := &Demux{ch: ch, queue: max(queue, 1), ctx: ctx, cancel: cancel, subs: make(map[tag]*Sub), member: -1}
 	d.pool.New = func() any { return new(Batch) }
+	d.updateMembership()
 	d.wg.Go(d.read)
 	return d
+}
+
+// updateMembership has a Membership channel receive exactly while a sub-channel is open.
+func (d *Demux) updateMembership() {
+	mc, ok := d.ch.(Membership)
+	if !ok {
+		return
+	}
+	d.memberMu.Lock()
+	defer d.memberMu.Unlock()
+	d.mu.Lock()
+	want := 0
+	if len(d.subs) > 0 {
+		want = 1
+	}
+	d.mu.Unlock()
+	if want != d.member && mc.SetReceiving(want == 1) == nil {
+		d.member = want
+	}
 }
 
 func (d *Demux) getBatch() *Batch {
@@ -122,11 +148,12 @@ func tagOfDatagram(p []byte) (tag, bool) {
 func (d *Demux) Open(id content.ID) *Sub {
 	s := &Sub{d: d, t: tagOf(id), q: make(chan *Batch, d.queue), done: make(chan struct{})}
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if d.err != nil {
 		close(s.done)
 	}
 	d.subs[s.t] = s
+	d.mu.Unlock()
+	d.updateMembership()
 	return s
 }
 
@@ -271,5 +298,6 @@ func (s *Sub) Close() error {
 	}
 	s.d.mu.Unlock()
 	s.closeOnce.Do(func() { close(s.done) })
+	s.d.updateMembership()
 	return nil
 }

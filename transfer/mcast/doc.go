@@ -49,8 +49,10 @@
 // unverified is stored). It reports a slice lost (OnLost) when the sender has moved Lag
 // slices beyond it without completing it, when it fails verification (a forged or damaged
 // datagram), when it is evicted for memory, and, for everything still missing, when END
-// arrives. OnIdle fires on END and after IdleTimeout without a datagram: the pass is over or
-// the sender is gone, so every missing slice must be repaired from peers. The swarm session
+// arrives. OnIdle fires on END, after IdleTimeout without a datagram and again after
+// GoneTimeout: after END or GoneTimeout the pass is over or the sender is gone, so every
+// missing slice must be repaired from peers; after a shorter silence mid-pass only those up to
+// Front (the sender may just be starved of CPU). The swarm session
 // does that repair (the transfer package wires OnStored/OnLost/OnIdle to Session.Stored,
 // Release and ReleaseAll).
 //

@@ -30,13 +30,19 @@ type ReceiverConfig struct {
 	// StartTimeout replaces IdleTimeout until the first datagram of the content arrives (a
 	// sender or proxy may start late). Default 5s.
 	StartTimeout time.Duration
+	// GoneTimeout: no datagram for this long calls OnIdle again (once): a sender silent this
+	// long in the middle of a pass is taken for gone. A shorter silence may be a sender
+	// starved of CPU. Default 5 × IdleTimeout.
+	GoneTimeout time.Duration
 	// OnStored is called when a slice reassembled from multicast is verified and stored new.
 	OnStored func(index, n int)
 	// OnLost is called with slices multicast will not deliver in this pass: repair them.
 	OnLost func(index []int)
 	// OnIdle is called (from another goroutine) when the channel has been idle IdleTimeout
-	// (StartTimeout before the first datagram), and when an END arrives: every missing slice
-	// should now be repaired.
+	// (StartTimeout before the first datagram) and again at GoneTimeout, and when an END
+	// arrives. After END, before any datagram, or once Gone, every missing slice should be
+	// repaired; after a shorter silence in the middle of a pass (Front >= 0, not Ended), only
+	// those up to Front: the sender has not sent the others yet.
 	OnIdle func()
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
@@ -89,6 +95,8 @@ type Receiver struct {
 
 	lastRecv atomic.Int64 // unix nanos of the last datagram for us; read by the watchdog
 	started  atomic.Bool  // a datagram for us has arrived
+	frontA   atomic.Int64 // front, for Front
+	endedA   atomic.Bool  // ended, for Ended
 
 	acc ReceiverStats // counted by Run since the last flush (owned by Run)
 
@@ -107,14 +115,30 @@ func NewReceiver(ch Channel, m *content.Manifest, st *store.Store, cfg ReceiverC
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.GoneTimeout <= 0 {
+		cfg.GoneTimeout = 5 * cfg.IdleTimeout
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Receiver{
+	r := &Receiver{
 		ch: ch, m: m, st: st, cfg: cfg, log: log, tag: tagOf(m.ID()),
 		asm: make(map[int]*assembly), front: -1, reported: store.NewBitmap(m.NumSlices()),
 		partials: NewPartialStore(st, cfg.MaxPartial),
-	}, nil
+	}
+	r.frontA.Store(-1)
+	return r, nil
+}
+
+// Front returns the highest slice seen in the current pass (-1 before any).
+func (r *Receiver) Front() int { return int(r.frontA.Load()) }
+
+// Ended reports whether the current pass ended (an END arrived, no DATA since).
+func (r *Receiver) Ended() bool { return r.endedA.Load() }
+
+// Gone reports whether no datagram arrived for GoneTimeout.
+func (r *Receiver) Gone() bool {
+	return r.cfg.Now().Sub(time.Unix(0, r.lastRecv.Load())) >= r.cfg.GoneTimeout
 }
 
 // Stats returns a snapshot of the counters.
@@ -197,7 +221,7 @@ func (r *Receiver) Run(ctx context.Context) error {
 func (r *Receiver) watchdog(ctx context.Context, stop context.CancelFunc) {
 	t := time.NewTicker(min(r.cfg.IdleTimeout/4, r.cfg.StartTimeout/4, 250*time.Millisecond))
 	defer t.Stop()
-	idle := false
+	idle, gone := false, false
 	for {
 		select {
 		case <-ctx.Done():
@@ -212,11 +236,13 @@ func (r *Receiver) watchdog(ctx context.Context, stop context.CancelFunc) {
 		if !r.started.Load() {
 			limit = r.cfg.StartTimeout
 		}
-		quiet := r.cfg.Now().Sub(time.Unix(0, r.lastRecv.Load())) >= limit
-		if quiet && !idle && r.cfg.OnIdle != nil {
+		q := r.cfg.Now().Sub(time.Unix(0, r.lastRecv.Load()))
+		quiet := q >= limit
+		long := q >= max(limit, r.cfg.GoneTimeout)
+		if r.cfg.OnIdle != nil && ((quiet && !idle) || (long && !gone)) {
 			r.cfg.OnIdle()
 		}
-		idle = quiet
+		idle, gone = quiet, long
 	}
 }
 
@@ -239,6 +265,8 @@ func (r *Receiver) handle(b []byte) error {
 	case typeData:
 		if r.ended { // a new pass
 			r.ended, r.front, r.behind = false, -1, 0
+			r.endedA.Store(false)
+			r.frontA.Store(-1)
 			r.reported = store.NewBitmap(r.m.NumSlices())
 		}
 	default:
@@ -254,6 +282,7 @@ func (r *Receiver) handle(b []byte) error {
 	}
 	if i > r.front {
 		r.front = i
+		r.frontA.Store(int64(i))
 		r.reportBehind()
 	}
 	if r.st.Has(i) {
@@ -404,6 +433,7 @@ func (r *Receiver) endOfPass() {
 	}
 	r.reportLost(lost)
 	r.ended = true
+	r.endedA.Store(true)
 	r.flush()
 	if r.cfg.OnIdle != nil {
 		r.cfg.OnIdle()

@@ -19,6 +19,7 @@ var (
 	_ mcast.Channel       = Channel{}
 	_ mcast.BatchSender   = Channel{}
 	_ mcast.BatchReceiver = Channel{}
+	_ mcast.Membership    = Channel{}
 )
 
 // MaxDatagram implements mcast.Channel.
@@ -82,3 +83,6 @@ func (c Channel) RecvBatch(ctx context.Context, b *mcast.Batch) error {
 	db.Release()
 	return nil
 }
+
+// SetReceiving implements mcast.Membership: it joins or leaves the data group.
+func (c Channel) SetReceiving(on bool) error { return c.C.SetReceiving(on) }
