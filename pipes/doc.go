@@ -115,8 +115,12 @@
 // The data channel moves datagrams in batches (mmsg.go): its sockets are plain blocking
 // sockets outside Go's netpoller (whose epoll registration would wake a thread for every
 // datagram that arrives and every send buffer freed), SendBatch hands sendmmsg up to 64
-// datagrams per call, and the reader takes up to 64 per recvmmsg, pausing between reads while
-// datagrams flow so that each read finds about 48 (RecvBatch returns them together). The data
+// messages per call, each run of equal-sized datagrams one UDP segmentation offload message
+// (UDP_SEGMENT; one message per datagram where the kernel refuses it), and the reader takes
+// up to 64 per recvmmsg, pausing between reads while datagrams flow so that each read finds
+// about 48 (RecvBatch returns them together). SetReceiving(false) leaves the data group (a
+// node that reads nothing takes nothing in; the transfer engine's Demux does this while no
+// content is being received). The data
 // sending socket of an interface shares the port of its beacon socket (so a datagram's source
 // names the peer beaconing from it) and loops its datagrams back to this host only while a
 // peer is heard from one of this host's own addresses.

@@ -596,10 +596,11 @@ rc_nmatch() { awk -v p="$1" '{ n += gsub(p, "") } END { print n + 0 }' <<<"$2"; 
 
 # rc_gagree GROUP MEMBERS NODE...: true when every NODE reports the same non-empty leader and
 # term and MEMBERS members; the agreed leader and term are left in RC_G_LEADER and RC_G_TERM.
-# RC_G_SEEN holds what each node reported last ("h3:leader=h4,term=3,state=follower,members=3
-# h4:..."), for the check when they do not agree.
+# With RC_G_VOTERS set, each must also count that many voters. RC_G_SEEN holds what each
+# node reported last ("h3:leader=h4,term=3,state=follower,members=3,voters=3 h4:..."), for
+# the check when they do not agree.
 rc_gagree() {
-	local group=$1 want=$2 h leader='' term='' ok=0 l t n
+	local group=$1 want=$2 h leader='' term='' ok=0 l t n v
 	shift 2
 	RC_G_SEEN=
 	for h in "$@"; do
@@ -611,8 +612,10 @@ rc_gagree() {
 		l=$(rc_fstr leader "$RC_GS")
 		t=$(rc_fnum term "$RC_GS")
 		n=$(rc_nmatch '"peer_id"' "$RC_GS")
-		RC_G_SEEN+="$h:leader=$(rc_host_of "$l"),term=$t,state=$(rc_fstr state "$RC_GS"),members=$n "
+		v=$(rc_nmatch '"voter":true' "$RC_GS")
+		RC_G_SEEN+="$h:leader=$(rc_host_of "$l"),term=$t,state=$(rc_fstr state "$RC_GS"),members=$n,voters=$v "
 		[[ -n $l && $n == "$want" ]] || ok=1
+		[[ -z ${RC_G_VOTERS:-} || $v == "$RC_G_VOTERS" ]] || ok=1
 		if [[ -z $leader ]]; then
 			leader=$l term=$t
 		elif [[ $l != "$leader" || $t != "$term" ]]; then
@@ -675,11 +678,16 @@ scenario_groups() {
 		rc_check "group join $h" "$rc"
 	done
 	rc=0
+	# Formed means every member is in, agreed, and the joiners promoted to voters (they join
+	# as non-voters; killing the leader before that leaves no quorum): peergroup keeps an odd
+	# number of voters, at most 5.
+	local voters=$((want < 5 ? want : 5))
+	((voters % 2 == 1)) || voters=$((voters - 1))
 	RC_G_LEADER='' RC_G_TERM=0
-	rc_wait_for "${RC_GROUP_WAIT:-60}" rc_gagree tg "$want" "${members[@]}" || rc=1
+	RC_G_VOTERS=$voters rc_wait_for "${RC_GROUP_WAIT:-60}" rc_gagree tg "$want" "${members[@]}" || rc=1
 	leader=${RC_G_LEADER:-} term0=${RC_G_TERM:-0}
 	lhost=$(rc_host_of "$leader")
-	rc_check "group formed" "$rc" "\"seen\":\"${RC_G_SEEN% }\",\"members\":$want,\"seconds\":$(rc_elapsed "$t0"),\"leader\":\"$lhost\",\"term\":$term0,\"leader_is_creator\":$([[ $lhost == "${members[0]}" ]] && echo true || echo false)"
+	rc_check "group formed" "$rc" "\"seen\":\"${RC_G_SEEN% }\",\"members\":$want,\"voters\":$voters,\"seconds\":$(rc_elapsed "$t0"),\"leader\":\"$lhost\",\"term\":$term0,\"leader_is_creator\":$([[ $lhost == "${members[0]}" ]] && echo true || echo false)"
 	((rc == 0)) || return 0
 
 	# Kill the leader; the survivors must agree on another leader with a higher term.
