@@ -344,6 +344,27 @@ scenario_raftcast_smoke() {
 	done
 }
 
+# rc_join NODE GROUP ARGS...: `group join GROUP ARGS --timeout 60s --json` on NODE, tried
+# again (for up to RC_JOIN_WAIT, 60 s) while it fails only because the group's
+# advertisement has not reached the overlay yet: raftcast's join looks it up once
+# (findGroup in internal/daemon/groups.go), not until its --timeout, and right after
+# `group create` under loss that lookup can come too early. The check records the attempts.
+rc_join() {
+	local node=$1 group=$2 rc n=0 deadline=$((SECONDS + ${RC_JOIN_WAIT:-60}))
+	shift 2
+	while :; do
+		n=$((n + 1))
+		rc=0
+		rc_raftcast "$node" group join "$group" "$@" --timeout 60s --json \
+			>"$RC_DIR/logs/$node-group.json" 2>"$RC_DIR/logs/$node-group.err" || rc=$?
+		if ((rc == 0 || SECONDS >= deadline)) || ! grep -q 'no advertisement of a group' "$RC_DIR/logs/$node-group.err"; then
+			break
+		fi
+		sleep 1
+	done
+	rc_check "group join $node" "$rc" "\"attempts\":$n"
+}
+
 rc_peers_connected() {
 	local out
 	out=$(rc_raftcast "$1" peers --json) && [[ $out =~ \"connected\":\ *true ]]
@@ -403,9 +424,7 @@ scenario_download() {
 	rc_check "group create on $req" "$rc"
 	for h in "${members[@]}"; do
 		[[ $h == "$req" ]] && continue
-		rc=0
-		rc_raftcast "$h" group join coop --timeout 60s --json >"$RC_DIR/logs/$h-group-join.json" || rc=$?
-		rc_check "group join $h" "$rc"
+		rc_join "$h" coop
 	done
 	rc=0
 	mkdir -p "$RC_DIR/out/$req"
@@ -673,9 +692,7 @@ scenario_groups() {
 	rc_check "group create ${members[0]}" "$rc"
 	((rc == 0)) || return 0
 	for h in "${members[@]:1}"; do
-		rc=0
-		rc_raftcast "$h" group join tg --secret tn-secret --timeout 60s --json >"$RC_DIR/logs/$h-group.json" || rc=$?
-		rc_check "group join $h" "$rc"
+		rc_join "$h" tg --secret tn-secret
 	done
 	rc=0
 	# Formed means every member is in, agreed, and the joiners promoted to voters (they join
@@ -717,9 +734,10 @@ scenario_groups() {
 	# loaded machine moved the leadership meanwhile), at the new term or later.
 	# shellcheck disable=SC2317  # called through rc_wait_for
 	rc_rejoined() {
+		rc_gagree tg "$want" "${members[@]}" || return 1
 		local e=" $RC_G_SEEN"
 		e=${e#*" $lhost:"}
-		rc_gagree tg "$want" "${members[@]}" && [[ ${e%% *} == *",state=follower,"* ]] && ((RC_G_TERM >= term1))
+		[[ ${e%% *} == *",state=follower,"* ]] && ((RC_G_TERM >= term1))
 	}
 	rc=0
 	RC_G_LEADER='' RC_G_TERM=0
@@ -921,9 +939,9 @@ rc_mbit() {
 #   that its store has saved its bitmap of slices), its daemon is SIGKILLed by PID; after
 #   RC_RESTART_AFTER seconds (2) it restarts on its data dir and `get` runs again: it must
 #   resume (bytes_resumed > 0) and complete;
-# - partition: at the same moment the second receiver P is cut off (nftables drop in its
-#   namespace, all but loopback) for RC_PARTITION_SECONDS (8), then healed: its `get`, still
-#   running, must complete.
+# - partition: once the second receiver P holds RC_PARTITION_AT bytes (a quarter of the
+#   file), it is cut off (nftables drop in its namespace, all but loopback) for
+#   RC_PARTITION_SECONDS (8), then healed: its `get`, still running, must complete.
 # Links are shaped to --rate, else RC_FAULT_RATE (30mbit), so that the faults land
 # mid-transfer; the source shares at 90 % of that. Every copy must be byte-identical.
 # --bytes sets the file (24MiB; at least 12MiB).
@@ -956,14 +974,17 @@ scenario_faults() {
 		rc_check "ready $h" "$rc"
 		((rc == 0)) || rc_die "node $h not ready"
 	done
-	rc_group_form "$src" "${receivers[@]}"
+	rc=0
+	rc_raftcast "$src" group create tn --json >"$RC_DIR/logs/$src-group.json" || rc=$?
+	rc_check "group create $src" "$rc"
+	for h in "${receivers[@]}"; do rc_join "$h" tn; done
 	sleep "${RC_BEACON_WAIT:-3}" # multicast beacons: every node learns its domain
 	loss=${RC_DEFAULT_LOSS:-}
 	if [[ -z $loss ]]; then
 		loss=${RC_FAULT_LOSS:-5}
 		rc_links_loss "$loss"
 	fi
-	rc_check "faults set" 0 "\"link_rate\":\"$linkrate\",\"loss_percent\":$loss,\"bytes\":$size,\"killed\":\"$k\",\"kill_at\":$kill_at,\"partitioned\":\"$p\",\"partition_seconds\":${RC_PARTITION_SECONDS:-8}"
+	rc_check "faults set" 0 "\"link_rate\":\"$linkrate\",\"loss_percent\":$loss,\"bytes\":$size,\"killed\":\"$k\",\"kill_at\":$kill_at,\"partitioned\":\"$p\",\"partition_at\":${RC_PARTITION_AT:-$((size / 4))},\"partition_seconds\":${RC_PARTITION_SECONDS:-8}"
 	file=$RC_DIR/share.bin
 	rc_make_file "$file" "$size"
 	rc=0
@@ -980,43 +1001,56 @@ scenario_faults() {
 		getpid[$h]=$RC_PID
 	done
 
-	# Wait until K holds kill_at bytes, then kill K and cut P off.
-	local kdone=0 pdone=0 t0 deadline=$((SECONDS + gt))
-	while ((SECONDS < deadline)); do
-		kdone=$(rc_done_bytes "$k")
-		((kdone >= kill_at)) && break
-		kill -0 "${getpid[$k]}" 2>/dev/null || break # K finished (or failed) first
+	# The faults as the transfer goes, each on its own trigger (the receivers do not
+	# progress alike): P is cut off once it holds part_at bytes and healed
+	# RC_PARTITION_SECONDS later; K is killed once it holds kill_at bytes and restarted
+	# RC_RESTART_AFTER seconds later. A receiver that finished (or failed) before its
+	# trigger gets the fault all the same, and its "mid-transfer" check fails.
+	local part_at=${RC_PARTITION_AT:-$((size / 4))} psecs=${RC_PARTITION_SECONDS:-8}
+	local kdone=0 pdone=0 pheld=0 tk=-1 tp=-1 healed=0 restarted=0 deadline=$((SECONDS + gt))
+	while ((SECONDS < deadline)) && ! ((healed && restarted)); do
+		if ((tp < 0)); then
+			pdone=$(rc_done_bytes "$p")
+			if ((pdone >= part_at)) || ! kill -0 "${getpid[$p]}" 2>/dev/null; then
+				rc_partition "$p"
+				tp=$SECONDS
+				rc_log "partitioned $p (it held $pdone bytes)"
+				rc=0
+				((pdone < size)) || rc=1
+				rc_check "partition mid-transfer $p" "$rc" "\"done_bytes\":$pdone,\"size\":$size"
+			fi
+		elif ((!healed && SECONDS - tp >= psecs)); then
+			pheld=$(rc_done_bytes "$p")
+			rc_heal "$p"
+			healed=1
+			rc_log "healed $p after $((SECONDS - tp)) s (it holds $pheld bytes)"
+		fi
+		if ((tk < 0)); then
+			kdone=$(rc_done_bytes "$k")
+			if ((kdone >= kill_at)) || ! kill -0 "${getpid[$k]}" 2>/dev/null; then
+				rc_kill_node "$k"
+				tk=$SECONDS
+				rc_log "$k held $kdone bytes when killed"
+				rc=0
+				((kdone >= kill_at && kdone < size)) || rc=1
+				rc_check "kill mid-transfer $k" "$rc" "\"done_bytes\":$kdone,\"size\":$size"
+				rc_wait_pid "${getpid[$k]}" 30 || true # its get ends with its daemon
+			fi
+		elif ((!restarted && SECONDS - tk >= ${RC_RESTART_AFTER:-2})); then
+			restarted=1
+			rc_restart_node "$k"
+			rc=0
+			wait_api "$k" 60 || rc=$?
+			rc_check "restart $k" "$rc"
+			if ((rc == 0)); then
+				rc_bg "$k" get-resume "$RAFTCAST_BIN" --data "$(rc_data "$k")" get faults.bin \
+					--out "$RC_DIR/recv/$k.bin" --timeout "${gt}s" --json
+				getpid[$k]=$RC_PID
+			fi
+		fi
 		sleep 0.1
 	done
-	rc_kill_node "$k"
-	pdone=$(rc_done_bytes "$p")
-	rc_partition "$p"
-	t0=$SECONDS
-	rc_log "partitioned $p (it held $pdone bytes; $k held $kdone when killed)"
-	rc=0
-	((kdone >= kill_at && kdone < size)) || rc=1
-	rc_check "kill mid-transfer $k" "$rc" "\"done_bytes\":$kdone,\"size\":$size"
-	rc=0
-	((pdone < size)) || rc=1
-	rc_check "partition mid-transfer $p" "$rc" "\"done_bytes\":$pdone,\"size\":$size"
-	rc_wait_pid "${getpid[$k]}" 30 || true # its get ends with its daemon
-
-	sleep "${RC_RESTART_AFTER:-2}"
-	rc_restart_node "$k"
-	rc=0
-	wait_api "$k" 60 || rc=$?
-	rc_check "restart $k" "$rc"
-	if ((rc == 0)); then
-		rc_bg "$k" get-resume "$RAFTCAST_BIN" --data "$(rc_data "$k")" get faults.bin \
-			--out "$RC_DIR/recv/$k.bin" --timeout "${gt}s" --json
-		getpid[$k]=$RC_PID
-	fi
-	local rest=$((${RC_PARTITION_SECONDS:-8} - (SECONDS - t0)))
-	((rest <= 0)) || sleep "$rest"
-	local pheld
-	pheld=$(rc_done_bytes "$p")
-	rc_heal "$p"
-	rc_log "healed $p after $((SECONDS - t0)) s (it holds $pheld bytes)"
+	((healed && restarted)) || rc_check "faults applied" 1 "\"healed\":$healed,\"restarted\":$restarted"
 
 	# Every receiver completes with an identical copy.
 	local log mc peers srcb resumed secs
@@ -1041,7 +1075,7 @@ scenario_faults() {
 			rc_check "resumed $k" "$rc" "\"bytes_resumed\":$resumed,\"held_when_killed\":$kdone"
 		fi
 		if [[ $h == "$p" ]]; then
-			rc_check "completed after partition $p" "$([[ $rc == 0 ]] && echo 0 || echo 1)" "\"held_at_partition\":$pdone,\"held_at_heal\":$pheld"
+			rc_check "completed after partition $p" "$([[ $rc == 0 ]] && echo 0 || echo 1)" "\"held_at_partition\":$pdone,\"held_at_heal\":$pheld,\"partition_at\":$part_at"
 		fi
 	done
 	rc_check "faults distribution time" 0 "\"seconds\":$((SECONDS - start)),\"bytes\":$size,\"receivers\":${#receivers[@]}"
