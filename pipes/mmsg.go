@@ -100,32 +100,35 @@ func openDataSock(v6 bool, port, buf int) (*dataSock, error) {
 
 // join joins group on the interface.
 func (s *dataSock) join(group netip.Addr, ifindex int) error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return ErrClosed
-	}
-	if s.v6 {
-		mreq := &unix.IPv6Mreq{Multiaddr: group.As16(), Interface: uint32(ifindex)}
-		return unix.SetsockoptIPv6Mreq(s.fd, unix.IPPROTO_IPV6, unix.IPV6_JOIN_GROUP, mreq)
-	}
-	mreq := &unix.IPMreqn{Multiaddr: group.As4(), Ifindex: int32(ifindex)}
-	return unix.SetsockoptIPMreqn(s.fd, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq)
+	return s.membership(group, ifindex, true)
 }
 
 // leave leaves group on the interface.
 func (s *dataSock) leave(group netip.Addr, ifindex int) error {
+	return s.membership(group, ifindex, false)
+}
+
+// membership joins or leaves group on the interface.
+func (s *dataSock) membership(group netip.Addr, ifindex int, join bool) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
 		return ErrClosed
 	}
 	if s.v6 {
+		opt := unix.IPV6_LEAVE_GROUP
+		if join {
+			opt = unix.IPV6_JOIN_GROUP
+		}
 		mreq := &unix.IPv6Mreq{Multiaddr: group.As16(), Interface: uint32(ifindex)}
-		return unix.SetsockoptIPv6Mreq(s.fd, unix.IPPROTO_IPV6, unix.IPV6_LEAVE_GROUP, mreq)
+		return unix.SetsockoptIPv6Mreq(s.fd, unix.IPPROTO_IPV6, opt, mreq)
+	}
+	opt := unix.IP_DROP_MEMBERSHIP
+	if join {
+		opt = unix.IP_ADD_MEMBERSHIP
 	}
 	mreq := &unix.IPMreqn{Multiaddr: group.As4(), Ifindex: int32(ifindex)}
-	return unix.SetsockoptIPMreqn(s.fd, unix.IPPROTO_IP, unix.IP_DROP_MEMBERSHIP, mreq)
+	return unix.SetsockoptIPMreqn(s.fd, unix.IPPROTO_IP, opt, mreq)
 }
 
 // setSender makes the socket send multicast out of the interface with the hop limit, looping
