@@ -21,6 +21,7 @@ require (
 	github.com/spf13/pflag v1.0.5
 	github.com/zeebo/blake3 v0.2.4
 	go.etcd.io/bbolt v1.3.5
+	golang.org/x/image v0.25.0
 	golang.org/x/net v0.57.0
 	golang.org/x/sys v0.47.0
 	golang.org/x/term v0.45.0

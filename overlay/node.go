@@ -132,8 +132,11 @@ func (n *Node) build() error {
 		libp2p.ListenAddrs(listen...),
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.Transport(quic.NewTransport),
-		libp2p.Security(noise.ID, noise.New),
+		// TLS first: TLS 1.3 negotiates AES-GCM, which AES-NI makes cheaper than Noise's
+		// ChaCha20-Poly1305 (about 15% fewer CPU-seconds per GB on one stream between two
+		// hosts here); Noise stays for peers that prefer it.
 		libp2p.Security(tls.ID, tls.New),
+		libp2p.Security(noise.ID, noise.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ResourceManager(rm),
 		libp2p.BandwidthReporter(n.bw),

@@ -6,6 +6,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/raftcast/raftcast/internal/bincodec"
 )
 
 // Commands change the replicated group state. Each is a typed struct encoded as
@@ -58,8 +60,8 @@ func (k CommandKind) String() string {
 // structs of this file.
 type Command interface {
 	Kind() CommandKind
-	encode(e *encoder)
-	decode(d *decoder)
+	encode(e *bincodec.Encoder)
+	decode(d *bincodec.Decoder)
 	// check validates the command's structure, independent of the state.
 	check() error
 }
@@ -72,14 +74,14 @@ func EncodeCommand(c Command) ([]byte, error) {
 	if err := c.check(); err != nil {
 		return nil, err
 	}
-	e := encoder{b: make([]byte, 0, 64)}
-	e.u8(commandVersion)
-	e.u8(uint8(c.Kind()))
+	e := bincodec.Encoder{B: make([]byte, 0, 64)}
+	e.U8(commandVersion)
+	e.U8(uint8(c.Kind()))
 	c.encode(&e)
-	if len(e.b) > maxCommandSize {
-		return nil, fmt.Errorf("%w: command of %d bytes (limit %d)", ErrMalformed, len(e.b), maxCommandSize)
+	if len(e.B) > maxCommandSize {
+		return nil, fmt.Errorf("%w: command of %d bytes (limit %d)", ErrMalformed, len(e.B), maxCommandSize)
 	}
-	return e.b, nil
+	return e.B, nil
 }
 
 // DecodeCommand decodes and checks a command.
@@ -87,20 +89,20 @@ func DecodeCommand(b []byte) (Command, error) {
 	if len(b) > maxCommandSize {
 		return nil, fmt.Errorf("%w: command of %d bytes (limit %d)", ErrMalformed, len(b), maxCommandSize)
 	}
-	d := decoder{b: b}
-	if v := d.u8(); d.err == nil && v != commandVersion {
+	d := bincodec.NewDecoder(b, ErrMalformed)
+	if v := d.U8(); d.Err() == nil && v != commandVersion {
 		return nil, fmt.Errorf("%w: command version %d (this node knows %d)", ErrMalformed, v, commandVersion)
 	}
-	k := CommandKind(d.u8())
-	if d.err != nil {
-		return nil, d.err
+	k := CommandKind(d.U8())
+	if d.Err() != nil {
+		return nil, d.Err()
 	}
 	c := newCommand(k)
 	if c == nil {
 		return nil, fmt.Errorf("%w: unknown command kind %d", ErrMalformed, uint8(k))
 	}
 	c.decode(&d)
-	if err := d.finish(); err != nil {
+	if err := d.Finish(); err != nil {
 		return nil, fmt.Errorf("%s: %w", k, err)
 	}
 	if err := c.check(); err != nil {
@@ -174,19 +176,19 @@ func checkAddrs(k CommandKind, as []ma.Multiaddr) error {
 type GroupInit struct{ Header Header }
 
 func (*GroupInit) Kind() CommandKind { return KindGroupInit }
-func (c *GroupInit) encode(e *encoder) {
-	e.str(c.Header.ID)
-	e.str(c.Header.Name)
-	e.u8(uint8(c.Header.Policy))
-	e.peer(c.Header.Creator)
-	e.time(c.Header.Created)
+func (c *GroupInit) encode(e *bincodec.Encoder) {
+	e.Str(c.Header.ID)
+	e.Str(c.Header.Name)
+	e.U8(uint8(c.Header.Policy))
+	e.Peer(c.Header.Creator)
+	e.Time(c.Header.Created)
 }
-func (c *GroupInit) decode(d *decoder) {
-	c.Header.ID = d.str(maxIDLen, "group ID")
-	c.Header.Name = d.str(maxNameLen, "name")
-	c.Header.Policy = Policy(d.u8())
-	c.Header.Creator = d.peer()
-	c.Header.Created = d.time()
+func (c *GroupInit) decode(d *bincodec.Decoder) {
+	c.Header.ID = d.Str(maxIDLen, "group ID")
+	c.Header.Name = d.Str(maxNameLen, "name")
+	c.Header.Policy = Policy(d.U8())
+	c.Header.Creator = d.Peer()
+	c.Header.Created = d.Time()
 }
 func (c *GroupInit) check() error {
 	if err := checkID(KindGroupInit, "group ID", c.Header.ID); err != nil {
@@ -205,19 +207,19 @@ func (c *GroupInit) check() error {
 type MemberAdd struct{ Member Member }
 
 func (*MemberAdd) Kind() CommandKind { return KindMemberAdd }
-func (c *MemberAdd) encode(e *encoder) {
-	e.peer(c.Member.PeerID)
-	e.addrs(c.Member.Addrs)
-	e.str(c.Member.Domain)
-	e.uvarint(c.Member.Capacity)
-	e.time(c.Member.Joined)
+func (c *MemberAdd) encode(e *bincodec.Encoder) {
+	e.Peer(c.Member.PeerID)
+	e.Addrs(c.Member.Addrs)
+	e.Str(c.Member.Domain)
+	e.Uvarint(c.Member.Capacity)
+	e.Time(c.Member.Joined)
 }
-func (c *MemberAdd) decode(d *decoder) {
-	c.Member.PeerID = d.peer()
-	c.Member.Addrs = d.addrs()
-	c.Member.Domain = d.str(maxNameLen, "domain")
-	c.Member.Capacity = d.uvarint()
-	c.Member.Joined = d.time()
+func (c *MemberAdd) decode(d *bincodec.Decoder) {
+	c.Member.PeerID = d.Peer()
+	c.Member.Addrs = d.Addrs(maxAddrs, maxAddrLen)
+	c.Member.Domain = d.Str(maxNameLen, "domain")
+	c.Member.Capacity = d.Uvarint()
+	c.Member.Joined = d.Time()
 }
 func (c *MemberAdd) check() error {
 	if err := checkPeer(KindMemberAdd, "peer", c.Member.PeerID); err != nil {
@@ -240,19 +242,19 @@ type MemberUpdate struct {
 }
 
 func (*MemberUpdate) Kind() CommandKind { return KindMemberUpdate }
-func (c *MemberUpdate) encode(e *encoder) {
-	e.peer(c.PeerID)
-	e.addrs(c.Addrs)
-	e.str(c.Domain)
-	e.uvarint(c.Capacity)
-	e.time(c.At)
+func (c *MemberUpdate) encode(e *bincodec.Encoder) {
+	e.Peer(c.PeerID)
+	e.Addrs(c.Addrs)
+	e.Str(c.Domain)
+	e.Uvarint(c.Capacity)
+	e.Time(c.At)
 }
-func (c *MemberUpdate) decode(d *decoder) {
-	c.PeerID = d.peer()
-	c.Addrs = d.addrs()
-	c.Domain = d.str(maxNameLen, "domain")
-	c.Capacity = d.uvarint()
-	c.At = d.time()
+func (c *MemberUpdate) decode(d *bincodec.Decoder) {
+	c.PeerID = d.Peer()
+	c.Addrs = d.Addrs(maxAddrs, maxAddrLen)
+	c.Domain = d.Str(maxNameLen, "domain")
+	c.Capacity = d.Uvarint()
+	c.At = d.Time()
 }
 func (c *MemberUpdate) check() error {
 	if err := checkPeer(KindMemberUpdate, "peer", c.PeerID); err != nil {
@@ -281,15 +283,15 @@ type MemberRemove struct {
 }
 
 func (*MemberRemove) Kind() CommandKind { return KindMemberRemove }
-func (c *MemberRemove) encode(e *encoder) {
-	e.peer(c.PeerID)
-	e.u8(uint8(c.Reason))
-	e.time(c.At)
+func (c *MemberRemove) encode(e *bincodec.Encoder) {
+	e.Peer(c.PeerID)
+	e.U8(uint8(c.Reason))
+	e.Time(c.At)
 }
-func (c *MemberRemove) decode(d *decoder) {
-	c.PeerID = d.peer()
-	c.Reason = RemoveReason(d.u8())
-	c.At = d.time()
+func (c *MemberRemove) decode(d *bincodec.Decoder) {
+	c.PeerID = d.Peer()
+	c.Reason = RemoveReason(d.U8())
+	c.At = d.Time()
 }
 func (c *MemberRemove) check() error {
 	if c.Reason != ReasonLeave && c.Reason != ReasonExpel {
@@ -306,15 +308,15 @@ type MemberLive struct {
 }
 
 func (*MemberLive) Kind() CommandKind { return KindMemberLive }
-func (c *MemberLive) encode(e *encoder) {
-	e.peer(c.PeerID)
-	e.boolean(c.Alive)
-	e.time(c.At)
+func (c *MemberLive) encode(e *bincodec.Encoder) {
+	e.Peer(c.PeerID)
+	e.Bool(c.Alive)
+	e.Time(c.At)
 }
-func (c *MemberLive) decode(d *decoder) {
-	c.PeerID = d.peer()
-	c.Alive = d.boolean()
-	c.At = d.time()
+func (c *MemberLive) decode(d *bincodec.Decoder) {
+	c.PeerID = d.Peer()
+	c.Alive = d.Bool()
+	c.At = d.Time()
 }
 func (c *MemberLive) check() error { return checkPeer(KindMemberLive, "peer", c.PeerID) }
 
@@ -323,31 +325,31 @@ func (c *MemberLive) check() error { return checkPeer(KindMemberLive, "peer", c.
 type TaskAdd struct{ Task Task }
 
 func (*TaskAdd) Kind() CommandKind { return KindTaskAdd }
-func (c *TaskAdd) encode(e *encoder) {
+func (c *TaskAdd) encode(e *bincodec.Encoder) {
 	t := &c.Task
-	e.str(t.ID)
-	e.u8(uint8(t.Kind))
-	e.str(t.URL)
-	e.str(t.ContentID)
-	e.varint(t.Size)
-	e.varint(t.SliceSize)
-	e.str(t.Validators.ETag)
-	e.str(t.Validators.LastModified)
-	e.peer(t.Requester)
-	e.time(t.Created)
+	e.Str(t.ID)
+	e.U8(uint8(t.Kind))
+	e.Str(t.URL)
+	e.Str(t.ContentID)
+	e.Varint(t.Size)
+	e.Varint(t.SliceSize)
+	e.Str(t.Validators.ETag)
+	e.Str(t.Validators.LastModified)
+	e.Peer(t.Requester)
+	e.Time(t.Created)
 }
-func (c *TaskAdd) decode(d *decoder) {
+func (c *TaskAdd) decode(d *bincodec.Decoder) {
 	t := &c.Task
-	t.ID = d.str(maxIDLen, "task ID")
-	t.Kind = TaskKind(d.u8())
-	t.URL = d.str(maxURLLen, "URL")
-	t.ContentID = d.str(maxIDLen, "content ID")
-	t.Size = d.varint()
-	t.SliceSize = d.varint()
-	t.Validators.ETag = d.str(maxShortLen, "etag")
-	t.Validators.LastModified = d.str(maxShortLen, "last-modified")
-	t.Requester = d.peer()
-	t.Created = d.time()
+	t.ID = d.Str(maxIDLen, "task ID")
+	t.Kind = TaskKind(d.U8())
+	t.URL = d.Str(maxURLLen, "URL")
+	t.ContentID = d.Str(maxIDLen, "content ID")
+	t.Size = d.Varint()
+	t.SliceSize = d.Varint()
+	t.Validators.ETag = d.Str(maxShortLen, "etag")
+	t.Validators.LastModified = d.Str(maxShortLen, "last-modified")
+	t.Requester = d.Peer()
+	t.Created = d.Time()
 }
 func (c *TaskAdd) check() error {
 	t := &c.Task
@@ -394,31 +396,31 @@ type TaskAssign struct {
 }
 
 func (*TaskAssign) Kind() CommandKind { return KindTaskAssign }
-func (c *TaskAssign) encode(e *encoder) {
-	e.str(c.TaskID)
-	e.uvarint(c.Term)
-	e.count(len(c.Assignments))
+func (c *TaskAssign) encode(e *bincodec.Encoder) {
+	e.Str(c.TaskID)
+	e.Uvarint(c.Term)
+	e.Count(len(c.Assignments))
 	for _, a := range c.Assignments {
-		e.uvarint(uint64(a.Slice))
-		e.peer(a.Member)
+		e.Uvarint(uint64(a.Slice))
+		e.Peer(a.Member)
 	}
-	e.peers(c.Exclude)
+	e.Peers(c.Exclude)
 }
-func (c *TaskAssign) decode(d *decoder) {
-	c.TaskID = d.str(maxIDLen, "task ID")
-	c.Term = d.uvarint()
-	n := d.count(maxSlices, "assignments")
+func (c *TaskAssign) decode(d *bincodec.Decoder) {
+	c.TaskID = d.Str(maxIDLen, "task ID")
+	c.Term = d.Uvarint()
+	n := d.Count(maxSlices, "assignments")
 	if n > 0 {
 		c.Assignments = make([]Assignment, 0, n)
 	}
-	for i := 0; i < n && d.err == nil; i++ {
-		s := d.uvarint()
+	for i := 0; i < n && d.Err() == nil; i++ {
+		s := d.Uvarint()
 		if s > maxSlices {
-			d.fail("slice %d out of range", s)
+			d.Fail("slice %d out of range", s)
 		}
-		c.Assignments = append(c.Assignments, Assignment{Slice: uint32(s), Member: d.peer()})
+		c.Assignments = append(c.Assignments, Assignment{Slice: uint32(s), Member: d.Peer()})
 	}
-	c.Exclude = d.peers(maxListLen, "exclude")
+	c.Exclude = d.Peers(maxListLen, "exclude")
 }
 func (c *TaskAssign) check() error {
 	k := KindTaskAssign
@@ -458,25 +460,25 @@ type SlicesDone struct {
 }
 
 func (*SlicesDone) Kind() CommandKind { return KindSlicesDone }
-func (c *SlicesDone) encode(e *encoder) {
-	e.str(c.TaskID)
-	e.peer(c.Member)
-	e.count(len(c.Slices))
+func (c *SlicesDone) encode(e *bincodec.Encoder) {
+	e.Str(c.TaskID)
+	e.Peer(c.Member)
+	e.Count(len(c.Slices))
 	for _, s := range c.Slices {
-		e.uvarint(uint64(s))
+		e.Uvarint(uint64(s))
 	}
 }
-func (c *SlicesDone) decode(d *decoder) {
-	c.TaskID = d.str(maxIDLen, "task ID")
-	c.Member = d.peer()
-	n := d.count(maxSlices, "slices")
+func (c *SlicesDone) decode(d *bincodec.Decoder) {
+	c.TaskID = d.Str(maxIDLen, "task ID")
+	c.Member = d.Peer()
+	n := d.Count(maxSlices, "slices")
 	if n > 0 {
 		c.Slices = make([]uint32, 0, n)
 	}
-	for i := 0; i < n && d.err == nil; i++ {
-		s := d.uvarint()
+	for i := 0; i < n && d.Err() == nil; i++ {
+		s := d.Uvarint()
 		if s > maxSlices {
-			d.fail("slice %d out of range", s)
+			d.Fail("slice %d out of range", s)
 		}
 		c.Slices = append(c.Slices, uint32(s))
 	}
@@ -496,28 +498,28 @@ func (c *SlicesDone) check() error {
 // slices.
 type TaskRemove struct{ TaskID string }
 
-func (*TaskRemove) Kind() CommandKind   { return KindTaskRemove }
-func (c *TaskRemove) encode(e *encoder) { e.str(c.TaskID) }
-func (c *TaskRemove) decode(d *decoder) { c.TaskID = d.str(maxIDLen, "task ID") }
-func (c *TaskRemove) check() error      { return checkID(KindTaskRemove, "task ID", c.TaskID) }
+func (*TaskRemove) Kind() CommandKind            { return KindTaskRemove }
+func (c *TaskRemove) encode(e *bincodec.Encoder) { e.Str(c.TaskID) }
+func (c *TaskRemove) decode(d *bincodec.Decoder) { c.TaskID = d.Str(maxIDLen, "task ID") }
+func (c *TaskRemove) check() error               { return checkID(KindTaskRemove, "task ID", c.TaskID) }
 
 // ContentAdd adds (or replaces) an entry of the content catalogue.
 type ContentAdd struct{ Content Content }
 
 func (*ContentAdd) Kind() CommandKind { return KindContentAdd }
-func (c *ContentAdd) encode(e *encoder) {
-	e.str(c.Content.ID)
-	e.str(c.Content.Name)
-	e.varint(c.Content.Size)
-	e.peer(c.Content.Source)
-	e.time(c.Content.Added)
+func (c *ContentAdd) encode(e *bincodec.Encoder) {
+	e.Str(c.Content.ID)
+	e.Str(c.Content.Name)
+	e.Varint(c.Content.Size)
+	e.Peer(c.Content.Source)
+	e.Time(c.Content.Added)
 }
-func (c *ContentAdd) decode(d *decoder) {
-	c.Content.ID = d.str(maxIDLen, "content ID")
-	c.Content.Name = d.str(maxNameLen, "name")
-	c.Content.Size = d.varint()
-	c.Content.Source = d.peer()
-	c.Content.Added = d.time()
+func (c *ContentAdd) decode(d *bincodec.Decoder) {
+	c.Content.ID = d.Str(maxIDLen, "content ID")
+	c.Content.Name = d.Str(maxNameLen, "name")
+	c.Content.Size = d.Varint()
+	c.Content.Source = d.Peer()
+	c.Content.Added = d.Time()
 }
 func (c *ContentAdd) check() error {
 	k := KindContentAdd
@@ -536,9 +538,9 @@ func (c *ContentAdd) check() error {
 // ContentRemove removes an entry of the content catalogue.
 type ContentRemove struct{ ContentID string }
 
-func (*ContentRemove) Kind() CommandKind   { return KindContentRemove }
-func (c *ContentRemove) encode(e *encoder) { e.str(c.ContentID) }
-func (c *ContentRemove) decode(d *decoder) { c.ContentID = d.str(maxIDLen, "content ID") }
+func (*ContentRemove) Kind() CommandKind            { return KindContentRemove }
+func (c *ContentRemove) encode(e *bincodec.Encoder) { e.Str(c.ContentID) }
+func (c *ContentRemove) decode(d *bincodec.Decoder) { c.ContentID = d.Str(maxIDLen, "content ID") }
 func (c *ContentRemove) check() error {
 	return checkID(KindContentRemove, "content ID", c.ContentID)
 }

@@ -17,14 +17,19 @@ type Config struct {
 	// The leader keeps the number of voters odd (an even cap acts as the odd number below).
 	MaxVoters int
 
-	// Raft timing. The defaults elect a leader and fail over in well under 1.5 s on
-	// loopback: a follower starts an election after HeartbeatTimeout..2×HeartbeatTimeout
+	// Raft timing: a follower starts an election after HeartbeatTimeout..2×HeartbeatTimeout
 	// without hearing from the leader; the leader heartbeats every ~HeartbeatTimeout/10 and
 	// steps down when it has not reached a quorum for LeaderLeaseTimeout (must be ≤
-	// HeartbeatTimeout).
-	HeartbeatTimeout   time.Duration // default 300ms
-	ElectionTimeout    time.Duration // default 300ms
-	LeaderLeaseTimeout time.Duration // default 150ms
+	// HeartbeatTimeout). Raft's messages share each peer pair's one connection with bulk
+	// transfers, so a heartbeat can wait behind megabytes of queued data, and on a loaded
+	// machine behind the scheduler too: with 300 ms timeouts a group downloading through
+	// testnet/bench's links re-elected its leader every second or so (terms 6 to 31 in 40 s)
+	// and its commits failed with "no leader". The defaults trade failover time (a new
+	// leader 1-2 s after the old one dies; 0.6-0.9 s with 300/300/150 ms) for a group that
+	// stays put while it works.
+	HeartbeatTimeout   time.Duration // default 1s
+	ElectionTimeout    time.Duration // default 1s
+	LeaderLeaseTimeout time.Duration // default 500ms
 	CommitTimeout      time.Duration // default 20ms
 	// TransportTimeout bounds dialing and each Raft RPC (default 2s).
 	TransportTimeout time.Duration
@@ -68,9 +73,9 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		MaxVoters:          5,
-		HeartbeatTimeout:   300 * time.Millisecond,
-		ElectionTimeout:    300 * time.Millisecond,
-		LeaderLeaseTimeout: 150 * time.Millisecond,
+		HeartbeatTimeout:   time.Second,
+		ElectionTimeout:    time.Second,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
 		CommitTimeout:      20 * time.Millisecond,
 		TransportTimeout:   2 * time.Second,
 		SnapshotThreshold:  1024,

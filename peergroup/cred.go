@@ -9,6 +9,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/raftcast/raftcast/internal/bincodec"
 )
 
 // Credential is what a joiner presents: the group secret (PolicySecret) or an invitation
@@ -44,12 +46,12 @@ func deriveGroupKey(secret, groupID string) ([]byte, error) {
 
 func proof(key []byte, role string, nonce []byte, who peer.ID, groupID string) []byte {
 	m := hmac.New(sha256.New, key)
-	var e encoder
-	e.str("raftcast/group-" + role + "-proof/v1")
-	e.bytes(nonce)
-	e.peer(who)
-	e.str(groupID)
-	m.Write(e.b)
+	var e bincodec.Encoder
+	e.Str("raftcast/group-" + role + "-proof/v1")
+	e.Bytes(nonce)
+	e.Peer(who)
+	e.Str(groupID)
+	m.Write(e.B)
 	return m.Sum(nil)
 }
 
@@ -77,13 +79,13 @@ type Invitation struct {
 const invitationDomain = "raftcast/group-invitation/v1"
 
 func (inv *Invitation) signedBytes() []byte {
-	var e encoder
-	e.str(invitationDomain)
-	e.str(inv.GroupID)
-	e.peer(inv.Invitee)
-	e.time(inv.Expires)
-	e.peer(inv.Issuer)
-	return e.b
+	var e bincodec.Encoder
+	e.Str(invitationDomain)
+	e.Str(inv.GroupID)
+	e.Peer(inv.Invitee)
+	e.Time(inv.Expires)
+	e.Peer(inv.Issuer)
+	return e.B
 }
 
 // SignInvitation returns an invitation signed with key (whose peer ID becomes the issuer).
@@ -101,10 +103,10 @@ func SignInvitation(key crypto.PrivKey, groupID string, invitee peer.ID, expires
 	if err != nil {
 		return nil, err
 	}
-	e := encoder{b: inv.signedBytes()}
-	e.bytes(pub)
-	e.bytes(sig)
-	return e.b, nil
+	e := bincodec.Encoder{B: inv.signedBytes()}
+	e.Bytes(pub)
+	e.Bytes(sig)
+	return e.B, nil
 }
 
 // OpenInvitation decodes an invitation and verifies its signature against the issuer's key.
@@ -113,14 +115,14 @@ func OpenInvitation(b []byte) (*Invitation, error) {
 	if len(b) > 8<<10 {
 		return nil, fmt.Errorf("%w: %d bytes", ErrBadInvitation, len(b))
 	}
-	d := decoder{b: b}
-	if dom := d.str(64, "domain"); d.err == nil && dom != invitationDomain {
+	d := bincodec.NewDecoder(b, ErrMalformed)
+	if dom := d.Str(64, "domain"); d.Err() == nil && dom != invitationDomain {
 		return nil, fmt.Errorf("%w: not an invitation", ErrBadInvitation)
 	}
-	inv := &Invitation{GroupID: d.str(maxIDLen, "group ID"), Invitee: d.peer(), Expires: d.time(), Issuer: d.peer()}
-	pubBytes := d.bytes(2<<10, "public key")
-	sig := d.bytes(2<<10, "signature")
-	if err := d.finish(); err != nil {
+	inv := &Invitation{GroupID: d.Str(maxIDLen, "group ID"), Invitee: d.Peer(), Expires: d.Time(), Issuer: d.Peer()}
+	pubBytes := d.Bytes(2<<10, "public key")
+	sig := d.Bytes(2<<10, "signature")
+	if err := d.Finish(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadInvitation, err)
 	}
 	pub, err := crypto.UnmarshalPublicKey(pubBytes)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/raftcast/raftcast/internal/bincodec"
 )
 
 // GroupInfo is what a peer needs to join a group: what goes into the body of the group's
@@ -38,45 +40,45 @@ const (
 
 // EncodeGroupInfo encodes a group info (the advertisement body).
 func EncodeGroupInfo(gi GroupInfo) []byte {
-	e := encoder{b: make([]byte, 0, 256)}
-	e.u8(groupInfoVersion)
+	e := bincodec.Encoder{B: make([]byte, 0, 256)}
+	e.U8(groupInfoVersion)
 	(&GroupInit{Header: Header{ID: gi.ID, Name: gi.Name, Policy: gi.Policy, Creator: gi.Creator, Created: gi.Created}}).encode(&e)
-	e.uvarint(uint64(gi.Members))
-	e.uvarint(gi.Capacity)
+	e.Uvarint(uint64(gi.Members))
+	e.Uvarint(gi.Capacity)
 	domains := gi.Domains[:min(len(gi.Domains), maxDomains)]
-	e.count(len(domains))
+	e.Count(len(domains))
 	for _, d := range domains {
-		e.str(d)
+		e.Str(d)
 	}
 	contacts := gi.Contacts[:min(len(gi.Contacts), maxContacts)]
-	e.count(len(contacts))
+	e.Count(len(contacts))
 	for _, c := range contacts {
-		e.peer(c.ID)
-		e.addrs(c.Addrs[:min(len(c.Addrs), maxAddrs)])
+		e.Peer(c.ID)
+		e.Addrs(c.Addrs[:min(len(c.Addrs), maxAddrs)])
 	}
-	return e.b
+	return e.B
 }
 
 // DecodeGroupInfo decodes and checks a group info.
 func DecodeGroupInfo(b []byte) (GroupInfo, error) {
-	d := decoder{b: b}
-	if v := d.u8(); d.err == nil && v != groupInfoVersion {
+	d := bincodec.NewDecoder(b, ErrMalformed)
+	if v := d.U8(); d.Err() == nil && v != groupInfoVersion {
 		return GroupInfo{}, fmt.Errorf("%w: group info version %d (this node knows %d)", ErrMalformed, v, groupInfoVersion)
 	}
 	var gi GroupInit
 	gi.decode(&d)
 	info := GroupInfo{ID: gi.Header.ID, Name: gi.Header.Name, Policy: gi.Header.Policy, Creator: gi.Header.Creator, Created: gi.Header.Created}
-	info.Members = int(min(d.uvarint(), 1<<20))
-	info.Capacity = d.uvarint()
-	n := d.count(maxDomains, "domains")
-	for i := 0; i < n && d.err == nil; i++ {
-		info.Domains = append(info.Domains, d.str(maxNameLen, "domain"))
+	info.Members = int(min(d.Uvarint(), 1<<20))
+	info.Capacity = d.Uvarint()
+	n := d.Count(maxDomains, "domains")
+	for i := 0; i < n && d.Err() == nil; i++ {
+		info.Domains = append(info.Domains, d.Str(maxNameLen, "domain"))
 	}
-	n = d.count(maxContacts, "contacts")
-	for i := 0; i < n && d.err == nil; i++ {
-		info.Contacts = append(info.Contacts, peer.AddrInfo{ID: d.peer(), Addrs: d.addrs()})
+	n = d.Count(maxContacts, "contacts")
+	for i := 0; i < n && d.Err() == nil; i++ {
+		info.Contacts = append(info.Contacts, peer.AddrInfo{ID: d.Peer(), Addrs: d.Addrs(maxAddrs, maxAddrLen)})
 	}
-	if err := d.finish(); err != nil {
+	if err := d.Finish(); err != nil {
 		return GroupInfo{}, fmt.Errorf("group info: %w", err)
 	}
 	if err := gi.check(); err != nil {
@@ -95,12 +97,12 @@ func (gi GroupInfo) Load() GroupLoad {
 func newGroupID(creator peer.ID, name string) string {
 	nonce := make([]byte, 16)
 	_, _ = rand.Read(nonce)
-	var e encoder
-	e.str("raftcast/group-id/v1")
-	e.peer(creator)
-	e.str(name)
-	e.bytes(nonce)
-	sum := sha256.Sum256(e.b)
+	var e bincodec.Encoder
+	e.Str("raftcast/group-id/v1")
+	e.Peer(creator)
+	e.Str(name)
+	e.Bytes(nonce)
+	sum := sha256.Sum256(e.B)
 	return hex.EncodeToString(sum[:12])
 }
 
@@ -132,12 +134,12 @@ const (
 )
 
 func (gm *groupMeta) marshal() []byte {
-	e := encoder{}
-	e.fixed([]byte(metaMagic))
-	e.u8(1)
+	e := bincodec.Encoder{}
+	e.Fixed([]byte(metaMagic))
+	e.U8(1)
 	(&GroupInit{Header: gm.Header}).encode(&e)
-	e.bytes(gm.Key)
-	return e.b
+	e.Bytes(gm.Key)
+	return e.B
 }
 
 func readMeta(dir string) (*groupMeta, error) {
@@ -145,17 +147,17 @@ func readMeta(dir string) (*groupMeta, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := decoder{b: b}
-	if m := d.fixed(4); d.err == nil && string(m) != metaMagic {
+	d := bincodec.NewDecoder(b, ErrMalformed)
+	if m := d.Fixed(4); d.Err() == nil && string(m) != metaMagic {
 		return nil, fmt.Errorf("%w: %s is not a group meta file", ErrMalformed, dir)
 	}
-	if v := d.u8(); d.err == nil && v != 1 {
+	if v := d.U8(); d.Err() == nil && v != 1 {
 		return nil, fmt.Errorf("%w: group meta version %d", ErrMalformed, v)
 	}
 	var gi GroupInit
 	gi.decode(&d)
-	gm := &groupMeta{Header: gi.Header, Key: d.bytes(keyLen, "key")}
-	if err := d.finish(); err != nil {
+	gm := &groupMeta{Header: gi.Header, Key: d.Bytes(keyLen, "key")}
+	if err := d.Finish(); err != nil {
 		return nil, err
 	}
 	if err := gi.check(); err != nil {
@@ -188,15 +190,15 @@ func writeFileAtomic(path string, b []byte) error {
 // The members file is this node's address book of the group (peer IDs and addresses), kept
 // so that after a restart it can reach the group before its log is replayed.
 func marshalBook(ps []peer.AddrInfo) []byte {
-	e := encoder{}
-	e.fixed([]byte(bookMagic))
-	e.u8(1)
-	e.count(len(ps))
+	e := bincodec.Encoder{}
+	e.Fixed([]byte(bookMagic))
+	e.U8(1)
+	e.Count(len(ps))
 	for _, p := range ps {
-		e.peer(p.ID)
-		e.addrs(p.Addrs[:min(len(p.Addrs), maxAddrs)])
+		e.Peer(p.ID)
+		e.Addrs(p.Addrs[:min(len(p.Addrs), maxAddrs)])
 	}
-	return e.b
+	return e.B
 }
 
 func readBook(dir string) ([]peer.AddrInfo, error) {
@@ -204,15 +206,15 @@ func readBook(dir string) ([]peer.AddrInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := decoder{b: b}
-	if m := d.fixed(4); d.err == nil && string(m) != bookMagic {
+	d := bincodec.NewDecoder(b, ErrMalformed)
+	if m := d.Fixed(4); d.Err() == nil && string(m) != bookMagic {
 		return nil, fmt.Errorf("%w: not a members file", ErrMalformed)
 	}
-	d.u8()
-	n := d.count(maxListLen, "members")
+	d.U8()
+	n := d.Count(maxListLen, "members")
 	var out []peer.AddrInfo
-	for i := 0; i < n && d.err == nil; i++ {
-		out = append(out, peer.AddrInfo{ID: d.peer(), Addrs: d.addrs()})
+	for i := 0; i < n && d.Err() == nil; i++ {
+		out = append(out, peer.AddrInfo{ID: d.Peer(), Addrs: d.Addrs(maxAddrs, maxAddrLen)})
 	}
-	return out, d.finish()
+	return out, d.Finish()
 }

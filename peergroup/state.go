@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/raftcast/raftcast/internal/bincodec"
 )
 
 // state is the replicated group state: what every replica's FSM holds. It is not safe for
@@ -243,108 +245,108 @@ const (
 )
 
 func (s *state) marshal() []byte {
-	e := encoder{b: make([]byte, 0, 1024)}
-	e.fixed([]byte(snapshotMagic))
-	e.u8(snapshotVersion)
-	e.uvarint(s.index)
+	e := bincodec.Encoder{B: make([]byte, 0, 1024)}
+	e.Fixed([]byte(snapshotMagic))
+	e.U8(snapshotVersion)
+	e.Uvarint(s.index)
 	(&GroupInit{Header: s.header}).encode(&e)
 
 	ids := slices.Sorted(maps.Keys(s.members))
-	e.count(len(ids))
+	e.Count(len(ids))
 	for _, p := range ids {
 		m := s.members[p]
-		e.peer(m.PeerID)
-		e.addrs(m.Addrs)
-		e.str(m.Domain)
-		e.uvarint(m.Capacity)
-		e.boolean(m.Ready)
-		e.boolean(m.Alive)
-		e.time(m.Joined)
-		e.time(m.LastSeen)
-		e.varint(s.load[p])
+		e.Peer(m.PeerID)
+		e.Addrs(m.Addrs)
+		e.Str(m.Domain)
+		e.Uvarint(m.Capacity)
+		e.Bool(m.Ready)
+		e.Bool(m.Alive)
+		e.Time(m.Joined)
+		e.Time(m.LastSeen)
+		e.Varint(s.load[p])
 	}
 
 	tids := slices.Sorted(maps.Keys(s.tasks))
-	e.count(len(tids))
+	e.Count(len(tids))
 	for _, id := range tids {
 		t := s.tasks[id]
 		(&TaskAdd{Task: *t}).encode(&e)
-		e.uvarint(t.Term)
-		e.count(len(t.Slices))
+		e.Uvarint(t.Term)
+		e.Count(len(t.Slices))
 		for _, sl := range t.Slices {
-			e.peer(sl.Assignee)
-			e.uvarint(sl.Term)
-			e.u8(uint8(sl.State))
+			e.Peer(sl.Assignee)
+			e.Uvarint(sl.Term)
+			e.U8(uint8(sl.State))
 		}
-		e.peers(t.Excluded)
+		e.Peers(t.Excluded)
 	}
 
 	cids := slices.Sorted(maps.Keys(s.catalogue))
-	e.count(len(cids))
+	e.Count(len(cids))
 	for _, id := range cids {
 		(&ContentAdd{Content: *s.catalogue[id]}).encode(&e)
 	}
-	e.peers(slices.Sorted(maps.Keys(s.banned)))
-	return e.b
+	e.Peers(slices.Sorted(maps.Keys(s.banned)))
+	return e.B
 }
 
 func unmarshalState(b []byte) (*state, error) {
-	d := decoder{b: b}
-	if m := d.fixed(len(snapshotMagic)); d.err == nil && string(m) != snapshotMagic {
+	d := bincodec.NewDecoder(b, ErrMalformed)
+	if m := d.Fixed(len(snapshotMagic)); d.Err() == nil && string(m) != snapshotMagic {
 		return nil, fmt.Errorf("%w: not a group snapshot", ErrMalformed)
 	}
-	if v := d.u8(); d.err == nil && v != snapshotVersion {
+	if v := d.U8(); d.Err() == nil && v != snapshotVersion {
 		return nil, fmt.Errorf("%w: snapshot version %d (this node knows %d)", ErrMalformed, v, snapshotVersion)
 	}
 	s := newState()
-	s.index = d.uvarint()
+	s.index = d.Uvarint()
 	var gi GroupInit
 	gi.decode(&d)
 	s.header = gi.Header
 
-	n := d.count(maxListLen, "members")
-	for i := 0; i < n && d.err == nil; i++ {
-		m := &Member{PeerID: d.peer(), Addrs: d.addrs(), Domain: d.str(maxNameLen, "domain")}
-		m.Capacity = d.uvarint()
-		m.Ready = d.boolean()
-		m.Alive = d.boolean()
-		m.Joined = d.time()
-		m.LastSeen = d.time()
-		s.load[m.PeerID] = d.varint()
+	n := d.Count(maxListLen, "members")
+	for i := 0; i < n && d.Err() == nil; i++ {
+		m := &Member{PeerID: d.Peer(), Addrs: d.Addrs(maxAddrs, maxAddrLen), Domain: d.Str(maxNameLen, "domain")}
+		m.Capacity = d.Uvarint()
+		m.Ready = d.Bool()
+		m.Alive = d.Bool()
+		m.Joined = d.Time()
+		m.LastSeen = d.Time()
+		s.load[m.PeerID] = d.Varint()
 		s.members[m.PeerID] = m
 	}
 
-	n = d.count(maxListLen, "tasks")
-	for i := 0; i < n && d.err == nil; i++ {
+	n = d.Count(maxListLen, "tasks")
+	for i := 0; i < n && d.Err() == nil; i++ {
 		var ta TaskAdd
 		ta.decode(&d)
 		t := ta.Task
-		t.Term = d.uvarint()
-		ns := d.count(maxSlices, "slices")
-		if d.err == nil && ns != NumSlices(t.Size, t.SliceSize) {
-			d.fail("task %q has %d slices, want %d", t.ID, ns, NumSlices(t.Size, t.SliceSize))
+		t.Term = d.Uvarint()
+		ns := d.Count(maxSlices, "slices")
+		if d.Err() == nil && ns != NumSlices(t.Size, t.SliceSize) {
+			d.Fail("task %q has %d slices, want %d", t.ID, ns, NumSlices(t.Size, t.SliceSize))
 		}
-		if d.err == nil {
+		if d.Err() == nil {
 			t.Slices = make([]Slice, ns)
 		}
-		for j := 0; j < ns && d.err == nil; j++ {
-			t.Slices[j] = Slice{Assignee: d.peerOpt(), Term: d.uvarint(), State: SliceState(d.u8())}
+		for j := 0; j < ns && d.Err() == nil; j++ {
+			t.Slices[j] = Slice{Assignee: d.PeerOpt(), Term: d.Uvarint(), State: SliceState(d.U8())}
 		}
-		t.Excluded = d.peers(maxListLen, "excluded")
+		t.Excluded = d.Peers(maxListLen, "excluded")
 		s.tasks[t.ID] = &t
 	}
 
-	n = d.count(maxListLen, "catalogue")
-	for i := 0; i < n && d.err == nil; i++ {
+	n = d.Count(maxListLen, "catalogue")
+	for i := 0; i < n && d.Err() == nil; i++ {
 		var ca ContentAdd
 		ca.decode(&d)
 		c := ca.Content
 		s.catalogue[c.ID] = &c
 	}
-	for _, p := range d.peers(maxListLen, "banned") {
+	for _, p := range d.Peers(maxListLen, "banned") {
 		s.banned[p] = true
 	}
-	if err := d.finish(); err != nil {
+	if err := d.Finish(); err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
 	return s, nil

@@ -9,6 +9,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/raftcast/raftcast/internal/bincodec"
 )
 
 // Wire messages of the join and apply protocols. A stream carries frames:
@@ -57,7 +59,7 @@ func readFrame(r *bufio.Reader, max int) (uint8, []byte, error) {
 }
 
 // expectFrame reads a frame and decodes it as want; an error frame becomes its error.
-func expectFrame(r *bufio.Reader, max int, want uint8, dec func(*decoder)) error {
+func expectFrame(r *bufio.Reader, max int, want uint8, dec func(*bincodec.Decoder)) error {
 	typ, payload, err := readFrame(r, max)
 	if err != nil {
 		return err
@@ -75,16 +77,16 @@ func expectFrame(r *bufio.Reader, max int, want uint8, dec func(*decoder)) error
 	return decodeMsg(payload, dec)
 }
 
-func decodeMsg(b []byte, dec func(*decoder)) error {
-	d := decoder{b: b}
+func decodeMsg(b []byte, dec func(*bincodec.Decoder)) error {
+	d := bincodec.NewDecoder(b, ErrMalformed)
 	dec(&d)
-	return d.finish()
+	return d.Finish()
 }
 
-func encodeMsg(enc func(*encoder)) []byte {
-	var e encoder
+func encodeMsg(enc func(*bincodec.Encoder)) []byte {
+	var e bincodec.Encoder
 	enc(&e)
-	return e.b
+	return e.B
 }
 
 type errorMsg struct {
@@ -92,8 +94,11 @@ type errorMsg struct {
 	Msg  string
 }
 
-func (m *errorMsg) encode(e *encoder) { e.u8(m.Code); e.str(m.Msg) }
-func (m *errorMsg) decode(d *decoder) { m.Code = d.u8(); m.Msg = d.str(maxShortLen, "message") }
+func (m *errorMsg) encode(e *bincodec.Encoder) { e.U8(m.Code); e.Str(m.Msg) }
+func (m *errorMsg) decode(d *bincodec.Decoder) {
+	m.Code = d.U8()
+	m.Msg = d.Str(maxShortLen, "message")
+}
 
 // newErrorMsg builds the error frame for err (message truncated to the wire limit).
 func newErrorMsg(err error) *errorMsg {
@@ -113,21 +118,21 @@ type joinRequest struct {
 	Invitation []byte
 }
 
-func (m *joinRequest) encode(e *encoder) {
-	e.str(m.GroupID)
-	e.bytes(m.Nonce)
-	e.addrs(m.Addrs)
-	e.str(m.Domain)
-	e.uvarint(m.Capacity)
-	e.bytes(m.Invitation)
+func (m *joinRequest) encode(e *bincodec.Encoder) {
+	e.Str(m.GroupID)
+	e.Bytes(m.Nonce)
+	e.Addrs(m.Addrs)
+	e.Str(m.Domain)
+	e.Uvarint(m.Capacity)
+	e.Bytes(m.Invitation)
 }
-func (m *joinRequest) decode(d *decoder) {
-	m.GroupID = d.str(maxIDLen, "group ID")
-	m.Nonce = d.bytes(nonceLen, "nonce")
-	m.Addrs = d.addrs()
-	m.Domain = d.str(maxNameLen, "domain")
-	m.Capacity = d.uvarint()
-	m.Invitation = d.bytes(8<<10, "invitation")
+func (m *joinRequest) decode(d *bincodec.Decoder) {
+	m.GroupID = d.Str(maxIDLen, "group ID")
+	m.Nonce = d.Bytes(nonceLen, "nonce")
+	m.Addrs = d.Addrs(maxAddrs, maxAddrLen)
+	m.Domain = d.Str(maxNameLen, "domain")
+	m.Capacity = d.Uvarint()
+	m.Invitation = d.Bytes(8<<10, "invitation")
 }
 
 type joinRedirect struct {
@@ -135,18 +140,21 @@ type joinRedirect struct {
 	Addrs  []ma.Multiaddr
 }
 
-func (m *joinRedirect) encode(e *encoder) { e.peer(m.Leader); e.addrs(m.Addrs) }
-func (m *joinRedirect) decode(d *decoder) { m.Leader = d.peer(); m.Addrs = d.addrs() }
+func (m *joinRedirect) encode(e *bincodec.Encoder) { e.Peer(m.Leader); e.Addrs(m.Addrs) }
+func (m *joinRedirect) decode(d *bincodec.Decoder) {
+	m.Leader = d.Peer()
+	m.Addrs = d.Addrs(maxAddrs, maxAddrLen)
+}
 
 type joinChallenge struct{ Nonce []byte }
 
-func (m *joinChallenge) encode(e *encoder) { e.bytes(m.Nonce) }
-func (m *joinChallenge) decode(d *decoder) { m.Nonce = d.bytes(nonceLen, "nonce") }
+func (m *joinChallenge) encode(e *bincodec.Encoder) { e.Bytes(m.Nonce) }
+func (m *joinChallenge) decode(d *bincodec.Decoder) { m.Nonce = d.Bytes(nonceLen, "nonce") }
 
 type joinProofMsg struct{ Proof []byte }
 
-func (m *joinProofMsg) encode(e *encoder) { e.bytes(m.Proof) }
-func (m *joinProofMsg) decode(d *decoder) { m.Proof = d.bytes(64, "proof") }
+func (m *joinProofMsg) encode(e *bincodec.Encoder) { e.Bytes(m.Proof) }
+func (m *joinProofMsg) decode(d *bincodec.Decoder) { m.Proof = d.Bytes(64, "proof") }
 
 type wireMember struct {
 	PeerID peer.ID
@@ -162,28 +170,28 @@ type joinAccept struct {
 	LeaderProof []byte // secret groups: the leader's proof over the joiner's nonce
 }
 
-func (m *joinAccept) encode(e *encoder) {
-	e.bytes(m.LeaderProof)
+func (m *joinAccept) encode(e *bincodec.Encoder) {
+	e.Bytes(m.LeaderProof)
 	(&GroupInit{Header: m.Header}).encode(e)
-	e.peer(m.Leader)
-	e.uvarint(m.Term)
-	e.count(len(m.Members))
+	e.Peer(m.Leader)
+	e.Uvarint(m.Term)
+	e.Count(len(m.Members))
 	for _, w := range m.Members {
-		e.peer(w.PeerID)
-		e.addrs(w.Addrs)
-		e.boolean(w.Voter)
+		e.Peer(w.PeerID)
+		e.Addrs(w.Addrs)
+		e.Bool(w.Voter)
 	}
 }
-func (m *joinAccept) decode(d *decoder) {
-	m.LeaderProof = d.bytes(64, "proof")
+func (m *joinAccept) decode(d *bincodec.Decoder) {
+	m.LeaderProof = d.Bytes(64, "proof")
 	var gi GroupInit
 	gi.decode(d)
 	m.Header = gi.Header
-	m.Leader = d.peer()
-	m.Term = d.uvarint()
-	n := d.count(maxListLen, "members")
-	for i := 0; i < n && d.err == nil; i++ {
-		m.Members = append(m.Members, wireMember{PeerID: d.peer(), Addrs: d.addrs(), Voter: d.boolean()})
+	m.Leader = d.Peer()
+	m.Term = d.Uvarint()
+	n := d.Count(maxListLen, "members")
+	for i := 0; i < n && d.Err() == nil; i++ {
+		m.Members = append(m.Members, wireMember{PeerID: d.Peer(), Addrs: d.Addrs(maxAddrs, maxAddrLen), Voter: d.Bool()})
 	}
 }
 
@@ -192,18 +200,18 @@ type applyRequest struct {
 	Cmd     []byte
 }
 
-func (m *applyRequest) encode(e *encoder) { e.str(m.GroupID); e.bytes(m.Cmd) }
-func (m *applyRequest) decode(d *decoder) {
-	m.GroupID = d.str(maxIDLen, "group ID")
-	m.Cmd = d.bytes(maxCommandSize, "command")
+func (m *applyRequest) encode(e *bincodec.Encoder) { e.Str(m.GroupID); e.Bytes(m.Cmd) }
+func (m *applyRequest) decode(d *bincodec.Decoder) {
+	m.GroupID = d.Str(maxIDLen, "group ID")
+	m.Cmd = d.Bytes(maxCommandSize, "command")
 }
 
 type applyResponse struct {
 	Index uint64
 }
 
-func (m *applyResponse) encode(e *encoder) { e.uvarint(m.Index) }
-func (m *applyResponse) decode(d *decoder) { m.Index = d.uvarint() }
+func (m *applyResponse) encode(e *bincodec.Encoder) { e.Uvarint(m.Index) }
+func (m *applyResponse) decode(d *bincodec.Decoder) { m.Index = d.Uvarint() }
 
 // Wire error codes (one byte) used by the join and apply protocols.
 const (
@@ -277,10 +285,10 @@ func (e *remoteError) Unwrap() error { return e.base }
 // gets Raft RPCs from a peer it does not know yet checks with the members it knows.
 type membersRequest struct{ GroupID string }
 
-func (m *membersRequest) encode(e *encoder) { e.str(m.GroupID) }
-func (m *membersRequest) decode(d *decoder) { m.GroupID = d.str(maxIDLen, "group ID") }
+func (m *membersRequest) encode(e *bincodec.Encoder) { e.Str(m.GroupID) }
+func (m *membersRequest) decode(d *bincodec.Decoder) { m.GroupID = d.Str(maxIDLen, "group ID") }
 
 type membersResponse struct{ Peers []peer.ID }
 
-func (m *membersResponse) encode(e *encoder) { e.peers(m.Peers) }
-func (m *membersResponse) decode(d *decoder) { m.Peers = d.peers(maxListLen, "members") }
+func (m *membersResponse) encode(e *bincodec.Encoder) { e.Peers(m.Peers) }
+func (m *membersResponse) decode(d *bincodec.Decoder) { m.Peers = d.Peers(maxListLen, "members") }

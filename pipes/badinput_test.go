@@ -1,6 +1,7 @@
 package pipes_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -83,18 +84,24 @@ func TestBadInputStreams(t *testing.T) {
 		eventually(t, 10*time.Second, "malformed counted", func() bool { return rejected().Malformed == before+1 })
 	})
 	t.Run("oversized frame", func(t *testing.T) {
-		before := rejected().OversizedFrames
-		st := open(pipes.ProtocolUnicast)
-		_, _ = st.Write(helloFrame(spec.ID))
-		status := make([]byte, len(okStatus))
-		if _, err := io.ReadFull(st, status); err != nil || !bytes.Equal(status, okStatus) {
-			t.Fatalf("status %x, %v", status, err)
+		big := uint64(pipes.DefaultConfig().MaxFrameSize + 1)
+		for proto, prefix := range map[protocol.ID]uint64{
+			pipes.ProtocolUnicast:   big << 1, // length<<1 | ack flag
+			pipes.ProtocolUnicastV1: big,
+		} {
+			before := rejected().OversizedFrames
+			st := open(proto)
+			_, _ = st.Write(helloFrame(spec.ID))
+			status := make([]byte, len(okStatus))
+			if _, err := io.ReadFull(st, status); err != nil || !bytes.Equal(status, okStatus) {
+				t.Fatalf("%s: status %x, %v", proto, status, err)
+			}
+			_, _ = st.Write(binary.AppendUvarint(nil, prefix))
+			if _, err := readUntilEnd(t, st); err == nil {
+				t.Fatalf("%s: oversized frame: stream ended cleanly, want reset", proto)
+			}
+			eventually(t, 10*time.Second, "oversized counted", func() bool { return rejected().OversizedFrames == before+1 })
 		}
-		_, _ = st.Write(binary.AppendUvarint(nil, uint64(pipes.DefaultConfig().MaxFrameSize+1)))
-		if _, err := readUntilEnd(t, st); err == nil {
-			t.Fatal("oversized frame: stream ended cleanly, want reset")
-		}
-		eventually(t, 10*time.Second, "oversized counted", func() bool { return rejected().OversizedFrames == before+1 })
 	})
 	t.Run("unknown pipe", func(t *testing.T) {
 		for _, proto := range []protocol.ID{pipes.ProtocolUnicast, pipes.ProtocolBidi} {
@@ -182,6 +189,75 @@ func (w *scoreWatch) score(p peer.ID) float64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.scores[p]
+}
+
+// A bound peer that acknowledges more messages than it was sent is dropped as broken: nothing
+// counts as delivered on its word, and the messages go, in order, to an honest bound peer.
+func TestBadInputOverAck(t *testing.T) {
+	nodes := newNodes(t, 3, testConfig())
+	sender, liar, honest := nodes[0], nodes[1], nodes[2]
+	ctx := testCtx(t, 60*time.Second)
+	spec, _ := pipes.PipeSpec{Name: "over-ack", Kind: pipes.Unicast}.Normalize()
+	// The liar binds the pipe (publishing its binding), then answers its streams by hand.
+	if _, err := liar.svc.Listen(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	lied := make(chan struct{}, 16)
+	liar.h.SetStreamHandler(pipes.ProtocolUnicast, func(st network.Stream) {
+		defer st.Reset()
+		r := bufio.NewReader(st)
+		n, err := binary.ReadUvarint(r)
+		if err != nil || n > 1024 {
+			return
+		}
+		if _, err := io.ReadFull(r, make([]byte, n)); err != nil {
+			return
+		}
+		if _, err := st.Write(frame([]byte{0, 0})); err != nil {
+			return
+		}
+		if _, err := r.ReadByte(); err != nil { // a message has started arriving
+			return
+		}
+		_, _ = st.Write(binary.AppendUvarint(nil, 1000)) // acknowledges 1000 messages
+		lied <- struct{}{}
+		_, _ = readUntilEnd(t, st)
+	})
+	out, err := sender.svc.Output(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 5
+	for i := range n {
+		if err := out.Send(ctx, fmt.Appendf(nil, "m%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-lied:
+	case <-ctx.Done():
+		t.Fatal("the sender never reached the lying peer")
+	}
+	eventually(t, 20*time.Second, "the lying peer dropped", func() bool { return sender.svc.Stats().Unicast.Failovers > 0 })
+	if d := out.Delivered(); d != 0 {
+		t.Fatalf("Delivered = %d after a false acknowledgement, want 0", d)
+	}
+	in, err := honest.svc.Listen(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		m, err := in.Recv(ctx)
+		if err != nil {
+			t.Fatalf("honest peer, message %d: %v", i, err)
+		}
+		if want := fmt.Sprintf("m%d", i); string(m.Data) != want {
+			t.Fatalf("honest peer got %q, want %q", m.Data, want)
+		}
+	}
+	if err := out.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // A forged and a replayed propagate message on gossipsub are rejected and counted; the

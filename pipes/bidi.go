@@ -411,7 +411,7 @@ func (s *Service) DialBidi(ctx context.Context, spec PipeSpec) (*BidiConn, error
 				continue
 			}
 			tried[p] = true
-			st, r, _, err := s.openPipeStream(ctx, p, ProtocolBidi, spec.ID)
+			st, r, _, err := s.openPipeStream(ctx, p, spec.ID, ProtocolBidi)
 			if err != nil {
 				errs = append(errs, err)
 				continue

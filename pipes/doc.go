@@ -29,13 +29,22 @@
 //
 // # Unicast pipes
 //
-// The output end keeps one stream to one bound peer and writes each message as one frame,
-// batching whatever is queued before a flush. The receiver answers with cumulative
-// acknowledgements (uvarint count of messages it has queued for Recv on this stream) every 64
-// messages or 1 MiB, and 2 ms after its read buffer ran dry with messages unacknowledged. The
-// sender holds up to
-// WindowMessages / WindowBytes unacknowledged messages (Send blocks beyond: back-pressure,
-// down to the receiver's Recv). When the stream fails (the input end closed, the peer went
+// The output end keeps one stream to one bound peer (ProtocolUnicast, or ProtocolUnicastV1 to
+// a peer that knows no newer one) and writes each message as one frame, batching whatever is
+// queued before a flush. On ProtocolUnicast a message frame's length prefix is
+// uvarint(length<<1 | ackNow); the sender sets ackNow on the last frame it writes when nothing
+// more is queued. The receiver answers with cumulative acknowledgements (uvarint count of
+// messages it has queued for Recv on this stream) every 64 messages or 1 MiB, and at once after
+// a message with ackNow (ProtocolUnicastV1: plain length prefixes, and instead 2 ms after its
+// read buffer ran dry with messages unacknowledged). The sender holds up to WindowMessages /
+// WindowBytes unacknowledged messages (Send blocks beyond: back-pressure, down to the
+// receiver's Recv).
+//
+// Copies: Send copies the message once, into a pooled buffer with room for its length prefix
+// (kept for re-sending until acknowledged); SendNoCopy keeps the caller's buffer instead. A
+// large frame goes to the stream in one write; the receiver reads a large payload straight
+// from the stream into the message's buffer, which comes from a pool: Message.Release hands it
+// back. When the stream fails (the input end closed, the peer went
 // away, a write failed) every unacknowledged message is re-sent, in order, to the next bound
 // peer: peers that have not failed in the last FailedPeerTTL first, connected ones before
 // others, this node last (it delivers to its own input end in-process). Delivery is in order
@@ -102,6 +111,19 @@
 // socket buffer is full, so a shaped link slows the sender rather than dropping; it prefers
 // IPv4 (smaller headers) and UnfragmentedSize gives the largest datagram that IP does not
 // fragment. Pacing, repair and verification are the transfer engine's.
+//
+// The data channel moves datagrams in batches (mmsg.go): its sockets are plain blocking
+// sockets outside Go's netpoller (whose epoll registration would wake a thread for every
+// datagram that arrives and every send buffer freed), SendBatch hands sendmmsg up to 64
+// messages per call, each run of equal-sized datagrams one UDP segmentation offload message
+// (UDP_SEGMENT; one message per datagram where the kernel refuses it), and the reader takes
+// up to 64 per recvmmsg, pausing between reads while datagrams flow so that each read finds
+// about 48 (RecvBatch returns them together). SetReceiving(false) leaves the data group (a
+// node that reads nothing takes nothing in; the transfer engine's Demux does this while no
+// content is being received). The data
+// sending socket of an interface shares the port of its beacon socket (so a datagram's source
+// names the peer beaconing from it) and loops its datagrams back to this host only while a
+// peer is heard from one of this host's own addresses.
 //
 // # Tests and defaults
 //

@@ -38,8 +38,35 @@ type Message struct {
 	Pipe    string  // pipe ID
 	From    peer.ID // sender (verified for propagate messages and streams)
 	Seq     uint64  // propagate: the sender's sequence number; unicast: 0
-	Data    []byte  // owned by the receiver
+	Data    []byte  // owned by the receiver until it calls Release (if it ever does)
 	Carrier Carrier
+
+	buf  []byte   // the recyclable buffer under Data (nil if none)
+	pool *bufPool // where buf goes back on Release
+}
+
+// Release hands m.Data back to the pipe service, which reuses its memory for a later message
+// (unicast pipes: fewer allocations and a warm cache at high message rates). Calling it is
+// optional: a receiver that keeps Data, or hands it on, just does not call it and the garbage
+// collector frees it as usual.
+//
+// Ownership rule: after Release, m.Data and every slice of it belong to the service again and
+// must not be read or written. Release each message at most once: Release clears m.Data, but
+// a copy of m made before Release still points at the buffer, and releasing that copy too
+// would give one buffer to two later messages. Release is a no-op for a message with no
+// recyclable buffer (propagate messages, a zero Message).
+func (m *Message) Release() {
+	if m.buf != nil && m.pool != nil {
+		m.pool.put(m.buf)
+	}
+	m.Data, m.buf, m.pool = nil, nil, nil
+}
+
+// pooledMessage returns a Message whose Data is n bytes of a buffer from pool, to be filled by
+// the caller. Data's capacity is n, so appending to it never writes into the pooled buffer.
+func pooledMessage(pool *bufPool, n int) Message {
+	b := pool.get(n)
+	return Message{Data: b[:n:n], buf: b, pool: pool}
 }
 
 // InputPipe is the bound input end of a unicast or propagate pipe.
@@ -67,7 +94,8 @@ func newInputPipe(s *Service, spec PipeSpec) *InputPipe {
 func (p *InputPipe) Spec() PipeSpec { return p.spec }
 
 // Recv returns the next message. After Close it returns the messages still buffered, then
-// ErrClosed.
+// ErrClosed. The caller owns the message's Data; when done with it, it may hand the buffer
+// back with Message.Release (see there for the rule).
 func (p *InputPipe) Recv(ctx context.Context) (Message, error) {
 	select {
 	case m := <-p.q:

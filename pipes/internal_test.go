@@ -3,8 +3,11 @@ package pipes
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"io"
 	"testing"
+	"testing/iotest"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -194,9 +197,113 @@ func TestBufPool(t *testing.T) {
 		}
 		p.put(b)
 	}
-	big := p.get(200 << 20) // above the classes: plain allocation
+	// A power of two and the same message with room for its length prefix share a class.
+	for _, n := range []int{1 << 10, 64 << 10, 1 << 20, maxFrameLimit} {
+		c1, ok1 := bufClass(n)
+		c2, ok2 := bufClass(n + frameHeadroom)
+		if !ok1 || !ok2 || c1 != c2 || classCap(c1) < n+frameHeadroom {
+			t.Fatalf("%d bytes in class %d, its frame in class %d", n, c1, c2)
+		}
+		if c, _ := bufClass(n + bufSlack + 1); c != c1+1 {
+			t.Fatalf("%d bytes in class %d, want %d", n+bufSlack+1, c, c1+1)
+		}
+	}
+	// A recycled buffer comes back with the length asked for.
+	b := p.get(5000)
+	p.put(b)
+	if b2 := p.get(6000); len(b2) != 6000 || cap(b2) != classCap(3) {
+		t.Fatalf("get(6000): length %d, capacity %d", len(b2), cap(b2))
+	}
+	p.put(make([]byte, 8192)) // not from get: ignored
+	big := p.get(200 << 20)   // above the classes: plain allocation
 	if len(big) != 200<<20 {
 		t.Fatal("big buffer")
 	}
 	p.put(big)
+}
+
+func TestMessageRelease(t *testing.T) {
+	var p bufPool
+	m := pooledMessage(&p, 3000)
+	if len(m.Data) != 3000 || cap(m.Data) != 3000 {
+		t.Fatalf("Data has length %d and capacity %d, want 3000 and 3000", len(m.Data), cap(m.Data))
+	}
+	if cap(m.buf) != classCap(2) {
+		t.Fatalf("pooled buffer has capacity %d, want its class's %d", cap(m.buf), classCap(2))
+	}
+	// Appending to Data reallocates: it never writes into the rest of the pooled buffer.
+	whole := m.buf[:cap(m.buf)]
+	whole[3000] = 7
+	d := append(m.Data, 1)
+	if whole[3000] != 7 || &d[0] == &m.Data[0] {
+		t.Fatal("append to Data wrote into the pooled buffer")
+	}
+	m.Release()
+	if m.Data != nil || m.buf != nil {
+		t.Fatal("Release left Data or the buffer set")
+	}
+	m.Release() // a second Release of the same variable is a no-op
+	var zero Message
+	zero.Release() // so is releasing a message without a pooled buffer
+	plain := Message{Data: []byte("propagate")}
+	plain.Release()
+}
+
+// frameReader returns every frame intact whatever the mix of sizes and however the stream
+// cuts its reads, ends cleanly between frames and reports a frame cut short.
+func TestFrameReader(t *testing.T) {
+	sizes := []int{0, 1, 100, directReadMin - 1, directReadMin, 70000, 3, 5000, 200000, 17, 0, 64 << 10}
+	var wire []byte
+	for i, n := range sizes {
+		wire = binary.AppendUvarint(wire, uint64(n))
+		for j := range n {
+			wire = append(wire, byte(i*31+j))
+		}
+	}
+	readers := map[string]func(io.Reader) io.Reader{
+		"whole":    func(r io.Reader) io.Reader { return r },
+		"one byte": iotest.OneByteReader,
+		"half":     iotest.HalfReader,
+		"data+err": iotest.DataErrReader,
+	}
+	for name, wrap := range readers {
+		t.Run(name, func(t *testing.T) {
+			st := wrap(bytes.NewReader(wire))
+			// Start as handleUnicast does: some bytes already in the hello's buffered reader.
+			br := bufio.NewReaderSize(st, 4096)
+			if _, err := br.Peek(1); err != nil {
+				t.Fatal(err)
+			}
+			f := newFrameReader(st, br, 4096)
+			for i, n := range sizes {
+				got, err := readFrameLen(f, 1<<20)
+				if err != nil || got != n {
+					t.Fatalf("frame %d: length %d, %v; want %d", i, got, err, n)
+				}
+				p := make([]byte, n)
+				if err := f.readFull(p); err != nil {
+					t.Fatalf("frame %d: %v", i, err)
+				}
+				for j := range p {
+					if p[j] != byte(i*31+j) {
+						t.Fatalf("frame %d: byte %d is %d, want %d", i, j, p[j], byte(i*31+j))
+					}
+				}
+			}
+			if _, err := readFrameLen(f, 1<<20); err != io.EOF {
+				t.Fatalf("after the last frame: %v, want io.EOF", err)
+			}
+		})
+	}
+	// A payload cut short.
+	cut := binary.AppendUvarint(nil, 10000)
+	cut = append(cut, make([]byte, 6000)...)
+	st := bytes.NewReader(cut)
+	f := newFrameReader(st, bufio.NewReader(st), 4096)
+	if n, err := readFrameLen(f, 1<<20); err != nil || n != 10000 {
+		t.Fatalf("length %d, %v", n, err)
+	}
+	if err := f.readFull(make([]byte, 10000)); err != io.ErrUnexpectedEOF {
+		t.Fatalf("payload cut short: %v, want io.ErrUnexpectedEOF", err)
+	}
 }

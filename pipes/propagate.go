@@ -409,6 +409,9 @@ func (o *propagateOut) plan(size int) (ifaces []mcTarget, gossip bool) {
 	return ifaces, len(ifaces) == 0 && len(bound) == 0
 }
 
+// SendNoCopy is Send: a propagate message is signed into a new buffer at once.
+func (o *propagateOut) SendNoCopy(ctx context.Context, b []byte) error { return o.Send(ctx, b) }
+
 // Send signs b and sends it to every peer bound to the pipe: by native multicast on each
 // interface whose domain holds a bound peer, and by gossipsub when some bound or subscribed
 // peer is outside this node's domains (or the bindings are not resolved yet, or b is too large

@@ -5,8 +5,13 @@ import "github.com/libp2p/go-libp2p/core/protocol"
 // Stream protocols. Both open with a hello naming the pipe and a status reply (see doc.go).
 const (
 	// ProtocolUnicast carries the messages of one unicast pipe from a sender to a bound peer,
-	// with cumulative acknowledgements flowing back.
-	ProtocolUnicast protocol.ID = "/raftcast/pipe/unicast/1.0.0"
+	// with cumulative acknowledgements flowing back. A message frame's length prefix also says
+	// whether the sender wants an acknowledgement at once (it has nothing more queued).
+	ProtocolUnicast protocol.ID = "/raftcast/pipe/unicast/1.1.0"
+	// ProtocolUnicastV1 is the first unicast protocol: plain length prefixes, and the receiver
+	// acknowledges the end of a burst after a short delay. Still accepted, and spoken to peers
+	// that do not know ProtocolUnicast.
+	ProtocolUnicastV1 protocol.ID = "/raftcast/pipe/unicast/1.0.0"
 	// ProtocolBidi carries one bidirectional pipe connection (JXTA's BiDiPipe / JxtaSocket).
 	ProtocolBidi protocol.ID = "/raftcast/pipe/bidi/1.0.0"
 )

@@ -84,6 +84,7 @@ func New(n Overlay, cfg Config) (*Service, error) {
 		}
 	}
 	h.SetStreamHandler(ProtocolUnicast, s.handleUnicast)
+	h.SetStreamHandler(ProtocolUnicastV1, s.handleUnicast)
 	h.SetStreamHandler(ProtocolBidi, s.handleBidi)
 	s.goFunc(s.refreshLoop)
 	return s, nil
@@ -142,6 +143,7 @@ func (s *Service) Close() error {
 	s.mu.Unlock()
 
 	s.h.RemoveStreamHandler(ProtocolUnicast)
+	s.h.RemoveStreamHandler(ProtocolUnicastV1)
 	s.h.RemoveStreamHandler(ProtocolBidi)
 	for _, c := range closers {
 		_ = c.Close()

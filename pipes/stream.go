@@ -11,13 +11,14 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
-// openPipeStream opens a stream of protocol proto to p for pipe id, sends the hello and
-// reads the status, all within HandshakeTimeout. Relayed (limited) connections are allowed.
-func (s *Service) openPipeStream(ctx context.Context, p peer.ID, proto protocol.ID, id string) (network.Stream, *bufio.Reader, *bufio.Writer, error) {
+// openPipeStream opens a stream to p for pipe id, of the first of protos that p speaks, sends
+// the hello and reads the status, all within HandshakeTimeout. Relayed (limited) connections
+// are allowed.
+func (s *Service) openPipeStream(ctx context.Context, p peer.ID, id string, protos ...protocol.ID) (network.Stream, *bufio.Reader, *bufio.Writer, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
 	defer cancel()
 	ctx = network.WithAllowLimitedConn(ctx, "raftcast pipe")
-	st, err := s.h.NewStream(ctx, p, proto)
+	st, err := s.h.NewStream(ctx, p, protos...)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -2,16 +2,15 @@ package pipes_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -22,12 +21,7 @@ import (
 // The two-process benchmark: the receiving node runs in a child process (this test binary
 // re-run as TestTwoProcessChild), so pipe and raw-stream throughput are measured across a
 // process boundary, on loopback TCP.
-const (
-	childEnv     = "RAFTCAST_PIPES_BENCH_CHILD"
-	rawProto2    = "/raftcast/bench/raw2/1.0.0"
-	twoProcTotal = 64 << 20
-	twoProcChunk = 1 << 20
-)
+const childEnv = "RAFTCAST_PIPES_BENCH_CHILD"
 
 var (
 	uniSpec  = pipes.PipeSpec{Name: "bench-2p", Kind: pipes.Unicast}
@@ -49,21 +43,18 @@ func TestTwoProcessChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer svc.Close()
-	// Raw stream sink: read everything, answer one byte.
-	h.SetStreamHandler(rawProto2, func(s network.Stream) {
-		_, _ = io.Copy(io.Discard, s)
-		_, _ = s.Write([]byte{1})
-		_ = s.Close()
-	})
+	h.SetStreamHandler(benchProto, rawSink)
 	in, err := svc.Listen(ctx, uniSpec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	go func() {
 		for {
-			if _, err := in.Recv(ctx); err != nil {
+			m, err := in.Recv(ctx)
+			if err != nil {
 				return
 			}
+			m.Release()
 		}
 	}()
 	l, err := svc.ListenBidi(ctx, bidiSpec)
@@ -77,13 +68,13 @@ func TestTwoProcessChild(t *testing.T) {
 				return
 			}
 			go func() {
-				buf := make([]byte, twoProcChunk)
+				buf := make([]byte, 1<<20)
 				var n int64
 				for {
 					k, err := c.Read(buf)
 					n += int64(k)
-					for n >= twoProcTotal { // one byte back per whole transfer
-						n -= twoProcTotal
+					for n >= roundBytes { // one byte back per round
+						n -= roundBytes
 						if _, err := c.Write([]byte{1}); err != nil {
 							return
 						}
@@ -111,14 +102,23 @@ func TestTwoProcessChild(t *testing.T) {
 	}
 }
 
-// BenchmarkTwoProcesses: unicast and bidi pipe throughput from this process to a node in a
-// child process, each as a ratio to a raw libp2p stream between the same two processes.
+// BenchmarkTwoProcesses: unicast (64 KiB and 1 MiB messages, by Send and by SendNoCopy) and
+// bidi (1 MiB writes) pipe throughput from this process to a node in a child process, each as a ratio to one raw
+// libp2p stream between the same two processes written in chunks of the same size (see
+// benchRatio: every round moves 8 MiB over each, in alternating order; "ratio" is the median
+// per-round ratio). CPU and system-call figures count both processes.
+// RAFTCAST_BENCH_CHILD_PROFILE=/abs/prefix writes the child's CPU and memory profiles to
+// prefix.cpu and prefix.mem.
 func BenchmarkTwoProcesses(b *testing.B) {
 	dir := b.TempDir()
 	if err := os.MkdirAll(filepath.Join(dir, "adverts"), 0o700); err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestTwoProcessChild$", "-test.timeout=11m")
+	args := []string{"-test.run=^TestTwoProcessChild$", "-test.timeout=11m"}
+	if p := os.Getenv("RAFTCAST_BENCH_CHILD_PROFILE"); p != "" {
+		args = append(args, "-test.cpuprofile="+p+".cpu", "-test.memprofile="+p+".mem")
+	}
+	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), childEnv+"="+dir)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -139,6 +139,7 @@ func BenchmarkTwoProcesses(b *testing.B) {
 			<-done
 		}
 	})
+	procs := benchProcs{cmd.Process.Pid}
 	var addrFile []byte
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if addrFile, err = os.ReadFile(filepath.Join(dir, "child.addr")); err == nil {
@@ -164,50 +165,46 @@ func BenchmarkTwoProcesses(b *testing.B) {
 	if err := h.Connect(ctx, peer.AddrInfo{ID: child, Addrs: []ma.Multiaddr{ma.StringCast(f[1])}}); err != nil {
 		b.Fatal(err)
 	}
-	chunk := make([]byte, twoProcChunk)
-	raw := func(total int) {
-		s, err := h.NewStream(ctx, child, rawProto2)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for sent := 0; sent < total; sent += len(chunk) {
-			if _, err := s.Write(chunk); err != nil {
-				b.Fatal(err)
+	for _, noCopy := range []bool{false, true} {
+		for _, size := range []int{64 << 10, 1 << 20} {
+			name := fmt.Sprintf("unicast/msg=%dKiB", size>>10)
+			if noCopy {
+				name = fmt.Sprintf("unicast-nocopy/msg=%dKiB", size>>10)
 			}
-		}
-		_ = s.CloseWrite()
-		if _, err := io.ReadFull(s, make([]byte, 1)); err != nil {
-			b.Fatal(err)
-		}
-		_ = s.Close()
-	}
-	b.Run("unicast", func(b *testing.B) {
-		out, err := svc.Output(ctx, uniSpec)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer out.Close()
-		benchRatio(b, twoProcTotal, raw, func(total int) {
-			for sent := 0; sent < total; sent += len(chunk) {
-				if err := out.Send(ctx, chunk); err != nil {
+			b.Run(name, func(b *testing.B) {
+				out, err := svc.Output(ctx, uniSpec)
+				if err != nil {
 					b.Fatal(err)
 				}
-			}
-			if err := out.Flush(ctx); err != nil { // every message acknowledged by the child
-				b.Fatal(err)
-			}
-		})
-	})
+				defer out.Close()
+				msg := make([]byte, size)
+				send := out.Send
+				if noCopy {
+					send = out.SendNoCopy // msg never changes
+				}
+				benchRatio(b, procs, rawSender(b, h, child, msg), func() {
+					for sent := 0; sent < roundBytes; sent += len(msg) {
+						if err := send(ctx, msg); err != nil {
+							b.Fatal(err)
+						}
+					}
+					if err := out.Flush(ctx); err != nil { // every message acknowledged by the child
+						b.Fatal(err)
+					}
+				})
+			})
+		}
+	}
 	b.Run("bidi", func(b *testing.B) {
 		c, err := svc.DialBidi(ctx, bidiSpec)
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer c.Close()
+		chunk := make([]byte, 1<<20)
 		var one [1]byte
-		var rounds atomic.Int64
-		benchRatio(b, twoProcTotal, raw, func(total int) {
-			for sent := 0; sent < total; sent += len(chunk) {
+		benchRatio(b, procs, rawSender(b, h, child, chunk), func() {
+			for sent := 0; sent < roundBytes; sent += len(chunk) {
 				if _, err := c.Write(chunk); err != nil {
 					b.Fatal(err)
 				}
@@ -215,7 +212,6 @@ func BenchmarkTwoProcesses(b *testing.B) {
 			if _, err := io.ReadFull(c, one[:]); err != nil { // the child received it all
 				b.Fatal(err)
 			}
-			rounds.Add(1)
 		})
 	})
 }

@@ -25,6 +25,12 @@ type OutputPipe interface {
 	// wrapping ErrNoListener if ctx ends while no bound peer is reachable. Propagate: it signs
 	// and sends b to every bound peer now, by multicast and/or gossipsub.
 	Send(ctx context.Context, b []byte) error
+	// SendNoCopy is Send without the copy, for data that does not change (slices of a stored
+	// file, one buffer sent on several pipes): a unicast pipe keeps b itself and reads it
+	// until a bound peer acknowledges the message, writing it again to the next bound peer on
+	// failover. The caller must not modify b after the call until Flush has returned nil or
+	// Close has returned (simplest: never). Propagate pipes treat it as Send.
+	SendNoCopy(ctx context.Context, b []byte) error
 	// Flush waits until every message sent so far is acknowledged by a bound peer (unicast);
 	// propagate pipes return at once.
 	Flush(ctx context.Context) error
@@ -38,9 +44,10 @@ type OutputPipe interface {
 // unicastOut is the output end of a unicast pipe. One writer goroutine owns the connection to
 // the current bound peer; an ack reader per stream releases acknowledged messages.
 //
-// Flow: Send appends to queue and wakes the writer; the writer connects (resolving bindings,
-// trying bound peers in turn), writes queue[sent:] and flushes; acks drop messages from the
-// head of queue. When the stream fails, every queued message (sent but unacknowledged
+// Flow: Send copies the message, already framed, into a pooled buffer, appends it to queue and
+// wakes the writer; the writer connects (resolving bindings, trying bound peers in turn),
+// writes queue[sent:] and flushes; acks drop messages from the head of queue and recycle
+// their buffers. When the stream fails, every queued message (sent but unacknowledged
 // included) is written again to the next bound peer.
 type unicastOut struct {
 	s      *Service
@@ -53,7 +60,7 @@ type unicastOut struct {
 	delivered atomic.Uint64
 
 	mu      sync.Mutex // guards queue, sent, writing, bytes, conn, lastErr, closed, changed, failed
-	queue   [][]byte   // unacknowledged messages, oldest first
+	queue   []outMsg   // unacknowledged messages, oldest first
 	sent    int        // queue[:sent] were written (or are being written) on conn
 	writing bool       // the writer is writing a batch on conn
 	bytes   int        // payload bytes in queue
@@ -62,6 +69,36 @@ type unicastOut struct {
 	closed  bool
 	changed chan struct{} // closed and replaced when room frees up or the connection changes
 	failed  map[peer.ID]time.Time
+
+	batch []outMsg // the writer goroutine's copy of the messages it is writing (run only)
+}
+
+// outMsg is one message an output end holds until a bound peer acknowledges it. A message
+// given to Send is copied into a buffer from Service.bufs behind frameHeadroom bytes where
+// the writer puts its length prefix, so that a large message goes to the stream in one write
+// with no further copy, to one peer or, after a failover, to the next. A message given to
+// SendNoCopy is the caller's slice (data).
+type outMsg struct {
+	buf  []byte // Send: headroom and payload, pooled; nil for SendNoCopy
+	data []byte // SendNoCopy: the caller's payload
+	n    int    // payload bytes
+}
+
+// frameHeadroom is the room for a length prefix before a copied message's payload.
+const frameHeadroom = binary.MaxVarintLen64
+
+func (m outMsg) payload() []byte {
+	if m.buf != nil {
+		return m.buf[frameHeadroom : frameHeadroom+m.n]
+	}
+	return m.data
+}
+
+// recycle hands a copied message's buffer back to the pool (m must not be used afterwards).
+func (m outMsg) recycle(p *bufPool) {
+	if m.buf != nil {
+		p.put(m.buf)
+	}
 }
 
 // uniConn is the output end's connection to one bound peer: a stream, or the local input end
@@ -72,7 +109,14 @@ type uniConn struct {
 	w     *bufio.Writer
 	r     *bufio.Reader
 	local *InputPipe
+	acks  bool   // the stream speaks ProtocolUnicast: message frames can ask for an ack at once
 	acked uint64 // messages acknowledged on this connection; guarded by unicastOut.mu
+	// started counts the messages whose writing began on this connection, wrote those wholly
+	// handed to the stream. A peer that acknowledges more than started is broken; one message
+	// acknowledged between the two (its last bytes arrived before the write returned) is
+	// released to the garbage collector rather than to the pool, so a buffer is never
+	// recycled while it is being written.
+	started, wrote atomic.Uint64
 }
 
 var _ OutputPipe = (*unicastOut)(nil)
@@ -104,28 +148,43 @@ func (o *unicastOut) Send(ctx context.Context, b []byte) error {
 	if len(b) > o.s.cfg.MaxFrameSize {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, len(b), o.s.cfg.MaxFrameSize)
 	}
-	m := o.s.bufs.get(len(b))
-	copy(m, b)
+	buf := o.s.bufs.get(frameHeadroom + len(b))
+	copy(buf[frameHeadroom:], b)
+	return o.enqueue(ctx, outMsg{buf: buf, n: len(b)})
+}
+
+func (o *unicastOut) SendNoCopy(ctx context.Context, b []byte) error {
+	if len(b) > o.s.cfg.MaxFrameSize {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, len(b), o.s.cfg.MaxFrameSize)
+	}
+	return o.enqueue(ctx, outMsg{data: b, n: len(b)})
+}
+
+// enqueue appends m to the send window, waiting for room, and wakes the writer.
+func (o *unicastOut) enqueue(ctx context.Context, m outMsg) error {
 	o.mu.Lock()
 	for !o.closed && len(o.queue) > 0 &&
-		(len(o.queue) >= o.s.cfg.WindowMessages || o.bytes+len(m) > o.s.cfg.WindowBytes) {
+		(len(o.queue) >= o.s.cfg.WindowMessages || o.bytes+m.n > o.s.cfg.WindowBytes) {
 		ch, last := o.changed, o.lastErr
 		o.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
+			m.recycle(&o.s.bufs)
 			return waitErr(ctx, last)
 		case <-o.ctx.Done():
+			m.recycle(&o.s.bufs)
 			return ErrClosed
 		}
 		o.mu.Lock()
 	}
 	if o.closed {
 		o.mu.Unlock()
+		m.recycle(&o.s.bufs)
 		return ErrClosed
 	}
 	o.queue = append(o.queue, m)
-	o.bytes += len(m)
+	o.bytes += m.n
 	o.mu.Unlock()
 	o.signal()
 	return nil
@@ -260,11 +319,12 @@ func (o *unicastOut) run() {
 			o.mu.Unlock()
 			continue
 		}
-		batch := slices.Clone(o.queue[o.sent:])
+		o.batch = append(o.batch[:0], o.queue[o.sent:]...)
 		o.sent = len(o.queue)
 		o.writing = true
 		o.mu.Unlock()
-		err := o.write(c, batch)
+		err := o.write(c, o.batch)
+		clear(o.batch) // drop references to buffers that acks may recycle
 		o.mu.Lock()
 		o.writing = false
 		o.mu.Unlock()
@@ -275,16 +335,26 @@ func (o *unicastOut) run() {
 	}
 }
 
-// write writes a batch of messages on c and flushes.
-func (o *unicastOut) write(c *uniConn, batch [][]byte) error {
+// write writes a batch of messages on c and flushes. Frames smaller than the write buffer go
+// through it (small messages share stream writes); larger ones go to the stream directly: a
+// copied message's frame in one write, a SendNoCopy message's payload after its length prefix
+// and first noCopyPrefix bytes went through the buffer (no write of a few bytes alone). When
+// nothing more is queued behind the batch, its last frame asks for an acknowledgement at
+// once, so Flush does not wait for the receiver's timer.
+func (o *unicastOut) write(c *uniConn, batch []outMsg) error {
 	if c.local != nil {
 		for _, m := range batch {
-			msg := Message{Pipe: o.spec.ID, From: o.s.self, Data: slices.Clone(m), Carrier: CarrierLocal}
+			msg := pooledMessage(&o.s.bufs, m.n)
+			copy(msg.Data, m.payload())
+			msg.Pipe, msg.From, msg.Carrier = o.spec.ID, o.s.self, CarrierLocal
 			if !c.local.deliverWait(o.ctx, msg) {
+				msg.Release()
 				return fmt.Errorf("local input end: %w", ErrClosed)
 			}
 			o.s.stats.uniRecv.Add(1)
-			o.s.stats.uniRecvBytes.Add(uint64(len(m)))
+			o.s.stats.uniRecvBytes.Add(uint64(m.n))
+			c.started.Add(1)
+			c.wrote.Add(1)
 			o.mu.Lock()
 			a := c.acked + 1
 			o.mu.Unlock()
@@ -299,14 +369,78 @@ func (o *unicastOut) write(c *uniConn, batch [][]byte) error {
 		o.s.stats.uniSent.Add(n)
 		o.s.stats.uniSentBytes.Add(nb)
 	}()
-	for _, m := range batch {
-		if err := writeFrame(c.w, m); err != nil {
+	var hdr [binary.MaxVarintLen64]byte
+	for i, m := range batch {
+		ackNow := false
+		if c.acks && i == len(batch)-1 {
+			o.mu.Lock()
+			ackNow = o.sent >= len(o.queue)
+			o.mu.Unlock()
+		}
+		h := appendMsgPrefix(hdr[:0], m.n, c.acks, ackNow)
+		c.started.Add(1)
+		var err error
+		if m.buf != nil {
+			start := frameHeadroom - len(h)
+			copy(m.buf[start:], h)
+			err = writeWhole(c, m.buf[start:frameHeadroom+m.n])
+		} else {
+			err = writeNoCopy(c, h, m.data)
+		}
+		if err != nil {
 			return err
 		}
+		c.wrote.Add(1)
 		n++
-		nb += uint64(len(m))
+		nb += uint64(m.n)
 	}
 	return c.w.Flush()
+}
+
+// noCopyPrefix is how much of a large SendNoCopy payload is copied behind its length prefix.
+const noCopyPrefix = 4 << 10
+
+// writeWhole writes a frame: through c.w when smaller than its buffer, else in one stream write.
+func writeWhole(c *uniConn, frame []byte) error {
+	if len(frame) < c.w.Size() {
+		_, err := c.w.Write(frame)
+		return err
+	}
+	if err := c.w.Flush(); err != nil {
+		return err
+	}
+	_, err := c.st.Write(frame)
+	return err
+}
+
+// writeNoCopy writes the frame of payload p behind length prefix hdr: small ones through c.w;
+// for a large one the prefix and the first noCopyPrefix bytes through c.w, then the rest in one
+// stream write.
+func writeNoCopy(c *uniConn, hdr, p []byte) error {
+	hl := len(hdr)
+	head := p
+	if hl+len(p) >= c.w.Size() {
+		head = p[:min(len(p), noCopyPrefix)]
+		if c.w.Available() < hl+len(head) {
+			if err := c.w.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if _, err := c.w.Write(hdr); err != nil {
+		return err
+	}
+	if _, err := c.w.Write(head); err != nil {
+		return err
+	}
+	if len(head) == len(p) {
+		return nil
+	}
+	if err := c.w.Flush(); err != nil {
+		return err
+	}
+	_, err := c.st.Write(p[len(head):])
+	return err
 }
 
 // readAcks reads the cumulative acknowledgements of one stream until it ends.
@@ -331,17 +465,20 @@ func (o *unicastOut) ack(c *uniConn, k uint64) error {
 	if o.conn != c {
 		return nil
 	}
-	if k < c.acked || k-c.acked > uint64(o.sent) {
-		return fmt.Errorf("%w: acknowledgement %d from %s, %d acknowledged and %d sent", ErrMalformed, k, c.peer, c.acked, o.sent)
+	if started := c.started.Load(); k < c.acked || k > started {
+		return fmt.Errorf("%w: acknowledgement %d from %s, %d acknowledged and %d sent", ErrMalformed, k, c.peer, c.acked, started)
 	}
 	n := int(k - c.acked)
 	if n == 0 {
 		return nil
 	}
+	wrote := c.wrote.Load()
 	for i := range n {
-		o.bytes -= len(o.queue[i])
-		o.s.bufs.put(o.queue[i])
-		o.queue[i] = nil
+		o.bytes -= o.queue[i].n
+		if c.acked+uint64(i) < wrote {
+			o.queue[i].recycle(&o.s.bufs)
+		}
+		o.queue[i] = outMsg{}
 	}
 	o.queue = o.queue[n:]
 	o.sent -= n
@@ -454,17 +591,19 @@ func (o *unicastOut) open(p peer.ID) (*uniConn, error) {
 		}
 		return &uniConn{peer: p, local: in}, nil
 	}
-	st, r, w, err := o.s.openPipeStream(o.ctx, p, ProtocolUnicast, o.spec.ID)
+	st, r, w, err := o.s.openPipeStream(o.ctx, p, o.spec.ID, ProtocolUnicast, ProtocolUnicastV1)
 	if err != nil {
 		return nil, err
 	}
-	return &uniConn{peer: p, st: st, r: r, w: w}, nil
+	return &uniConn{peer: p, st: st, r: r, w: w, acks: st.Protocol() == ProtocolUnicast}, nil
 }
 
 // Receiver side.
 
-// The receiver acknowledges after ackEveryMessages messages or ackEveryBytes bytes, and
-// ackDelay after its read buffer ran dry with messages unacknowledged.
+// The receiver acknowledges after ackEveryMessages messages or ackEveryBytes bytes, and at
+// once after a message whose frame asks for it (ProtocolUnicast: the sender has nothing more
+// queued); on ProtocolUnicastV1 streams instead ackDelay after its read buffer ran dry with
+// messages unacknowledged.
 const (
 	ackEveryMessages = 64
 	ackEveryBytes    = 1 << 20
@@ -485,13 +624,13 @@ type acker struct {
 	buf   []byte
 }
 
-// received records one message of n bytes.
-func (a *acker) received(n int) error {
+// received records one message of n bytes; ackNow acknowledges it at once.
+func (a *acker) received(n int, ackNow bool) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.count++
 	a.since += n
-	if a.count-a.acked >= ackEveryMessages || a.since >= ackEveryBytes {
+	if ackNow || a.count-a.acked >= ackEveryMessages || a.since >= ackEveryBytes {
 		return a.flushLocked()
 	}
 	return nil
@@ -570,11 +709,13 @@ func (s *Service) handleUnicast(st network.Stream) {
 	}
 	from := st.Conn().RemotePeer()
 	_ = st.SetDeadline(s.now().Add(a.idle))
+	fr := newFrameReader(st, r, s.cfg.StreamBuffer)
+	acks := st.Protocol() == ProtocolUnicast
 	for {
-		if r.Buffered() == 0 {
+		if !acks && fr.Buffered() == 0 {
 			a.dry()
 		}
-		n, err := readFrameLen(r, s.cfg.MaxFrameSize)
+		n, ackNow, err := readMsgPrefix(fr, s.cfg.MaxFrameSize, acks)
 		if err == io.EOF {
 			a.stop()
 			_ = st.Close()
@@ -589,18 +730,23 @@ func (s *Service) handleUnicast(st network.Stream) {
 			s.rejectStream(st, fmt.Errorf("pipes: unicast frame from %s: %w", from, err))
 			return
 		}
-		data := make([]byte, n)
-		if _, err := io.ReadFull(r, data); err != nil {
+		// The message's buffer comes from the service's pool: a receiver that calls
+		// Message.Release hands it back for a later message.
+		m := pooledMessage(&s.bufs, n)
+		if err := fr.readFull(m.Data); err != nil {
+			m.Release()
 			_ = st.Reset()
 			return
 		}
-		if !p.deliverWait(s.ctx, Message{Pipe: h.Pipe, From: from, Data: data, Carrier: CarrierStream}) {
+		m.Pipe, m.From, m.Carrier = h.Pipe, from, CarrierStream
+		if !p.deliverWait(s.ctx, m) {
+			m.Release()
 			_ = st.Reset()
 			return
 		}
 		s.stats.uniRecv.Add(1)
 		s.stats.uniRecvBytes.Add(uint64(n))
-		if err := a.received(n); err != nil {
+		if err := a.received(n, ackNow); err != nil {
 			_ = st.Reset()
 			return
 		}

@@ -28,6 +28,49 @@ func writeFrame(w *bufio.Writer, p []byte) error {
 // readFrameLen reads a frame's length prefix and checks it against max. io.EOF means the
 // stream ended cleanly between frames.
 func readFrameLen(r io.ByteReader, max int) (int, error) {
+	v, err := readPrefix(r)
+	if err != nil {
+		return 0, err
+	}
+	if v > uint64(max) {
+		return 0, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, v, max)
+	}
+	return int(v), nil
+}
+
+// readMsgPrefix reads the length prefix of a unicast message frame and checks the length
+// against max. With acks (ProtocolUnicast) the prefix is uvarint(length<<1 | ackNow), and
+// ackNow asks for an acknowledgement at once; without (ProtocolUnicastV1) it is the length.
+// io.EOF means the stream ended cleanly between frames.
+func readMsgPrefix(r io.ByteReader, max int, acks bool) (n int, ackNow bool, err error) {
+	v, err := readPrefix(r)
+	if err != nil {
+		return 0, false, err
+	}
+	if acks {
+		v, ackNow = v>>1, v&1 == 1
+	}
+	if v > uint64(max) {
+		return 0, false, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, v, max)
+	}
+	return int(v), ackNow, nil
+}
+
+// appendMsgPrefix appends the length prefix of an n-byte unicast message frame (see
+// readMsgPrefix).
+func appendMsgPrefix(b []byte, n int, acks, ackNow bool) []byte {
+	v := uint64(n)
+	if acks {
+		v <<= 1
+		if ackNow {
+			v |= 1
+		}
+	}
+	return binary.AppendUvarint(b, v)
+}
+
+// readPrefix reads a uvarint length prefix. io.EOF means the stream ended before it.
+func readPrefix(r io.ByteReader) (uint64, error) {
 	var v uint64
 	for i := 0; ; i++ {
 		c, err := r.ReadByte()
@@ -42,13 +85,9 @@ func readFrameLen(r io.ByteReader, max int) (int, error) {
 		}
 		v |= uint64(c&0x7f) << (7 * i)
 		if c < 0x80 {
-			break
+			return v, nil
 		}
 	}
-	if v > uint64(max) {
-		return 0, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, v, max)
-	}
-	return int(v), nil
 }
 
 // readFrame reads one whole frame of at most max bytes into a new slice.
@@ -65,6 +104,97 @@ func readFrame(r *bufio.Reader, max int) ([]byte, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// frameReader reads the frames of a unicast stream with as few copies as it can. Small
+// frames come through its buffer, many per stream read. The payload of a large frame
+// (directReadMin or more) is read straight from the stream into its destination, and after
+// one the next length prefix is read with a short read, so that when large frames follow each
+// other their payloads are never copied through the buffer. Not safe for concurrent use.
+type frameReader struct {
+	st    io.Reader
+	buf   []byte
+	r, w  int  // buf[r:w] is read from st and not yet consumed
+	short bool // the last payload was large: fill with a short read
+}
+
+const (
+	directReadMin = 4 << 10 // the least payload read straight from the stream
+	shortRead     = 16      // a fill after a large payload: a length prefix and a little more
+)
+
+// newFrameReader returns a frameReader over st with a buffer of size bytes, starting with
+// what r (a buffered reader over st, no longer used afterwards) holds.
+func newFrameReader(st io.Reader, r *bufio.Reader, size int) *frameReader {
+	f := &frameReader{st: st, buf: make([]byte, max(size, shortRead, r.Buffered()))}
+	b, _ := r.Peek(r.Buffered())
+	f.w = copy(f.buf, b)
+	return f
+}
+
+// Buffered returns the number of bytes read from the stream and not yet consumed.
+func (f *frameReader) Buffered() int { return f.w - f.r }
+
+// fill reads more of the stream into the empty buffer.
+func (f *frameReader) fill() error {
+	f.r, f.w = 0, 0
+	n := len(f.buf)
+	if f.short {
+		n = shortRead
+	}
+	for range 100 { // as bufio: a reader that keeps returning nothing is broken
+		k, err := f.st.Read(f.buf[:n])
+		f.w = k
+		if k > 0 {
+			return nil // an error with data comes back at the next read
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return io.ErrNoProgress
+}
+
+// ReadByte reads one byte (io.ByteReader, for readMsgPrefix).
+func (f *frameReader) ReadByte() (byte, error) {
+	if f.r == f.w {
+		if err := f.fill(); err != nil {
+			return 0, err
+		}
+	}
+	c := f.buf[f.r]
+	f.r++
+	return c, nil
+}
+
+// readFull fills p with the next bytes of the stream: first what the buffer holds, then a
+// large remainder straight from the stream, a small one through the buffer.
+func (f *frameReader) readFull(p []byte) error {
+	k := copy(p, f.buf[f.r:f.w])
+	f.r += k
+	rest := p[k:]
+	f.short = len(p) >= directReadMin
+	if len(rest) >= directReadMin {
+		_, err := io.ReadFull(f.st, rest) // the buffer is empty: the stream's bytes come next
+		return noEOF(err)
+	}
+	for len(rest) > 0 {
+		if err := f.fill(); err != nil {
+			return noEOF(err)
+		}
+		k := copy(rest, f.buf[f.r:f.w])
+		f.r += k
+		rest = rest[k:]
+	}
+	return nil
+}
+
+// noEOF turns io.EOF inside a frame into io.ErrUnexpectedEOF.
+func noEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // hello is the first frame on a pipe stream, sent by the opener.

@@ -53,6 +53,9 @@ scenario_distribution() {
 	rc=0
 	rc_raftcast "$src" share "$file" --name share.bin --json >"$RC_DIR/logs/$src-share.json" || rc=$?
 	rc_check "share $src" "$rc"
+	# CPU time and peak RSS of every daemon (source and receivers) around the distribution.
+	local -A cpu0=()
+	for h in "$src" "${receivers[@]}"; do cpu0[$h]=$(rc_cpu_ticks "$(rc_daemon_pid "$h")"); done
 	local pids=() start=$SECONDS
 	for h in "${receivers[@]}"; do
 		rc_bg "$h" get "$RAFTCAST_BIN" --data "$(rc_data "$h")" get share.bin \
@@ -60,10 +63,27 @@ scenario_distribution() {
 		pids+=("$RC_PID")
 	done
 	local i
+	local -A getrc=()
 	for i in "${!receivers[@]}"; do
 		h=${receivers[$i]}
 		rc=0
 		rc_wait_pid "${pids[$i]}" "$((${RC_GET_TIMEOUT:-240} + 30))" || rc=$?
+		getrc[$h]=$rc
+	done
+	local elapsed=$((SECONDS - start)) total_ticks=0
+	local -A cpujs=()
+	for h in "$src" "${receivers[@]}"; do
+		local pid t
+		pid=$(rc_daemon_pid "$h")
+		t=$(rc_cpu_ticks "$pid")
+		t=$((t - ${cpu0[$h]}))
+		total_ticks=$((total_ticks + t))
+		cpujs[$h]=$(rc_cpu_json "$t" "$size" "$(rc_vmhwm_kib "$pid")")
+	done
+	rc_check "source $src" 0 "${cpujs[$src]}"
+	for i in "${!receivers[@]}"; do
+		h=${receivers[$i]}
+		rc=${getrc[$h]}
 		rc_check "get $h" "$rc"
 		rc=0
 		cmp -s "$file" "$RC_DIR/out-$h.bin" || rc=1
@@ -73,7 +93,7 @@ scenario_distribution() {
 		srcb=$(rc_jnum bytes_source "$log")
 		proxy=false
 		grep -q '"proxy": *true' "$log" && proxy=true
-		rc_check "identical $h" "$rc" "\"segment\":\"$(rc_segment_of "$h")\",\"proxy\":$proxy,\"bytes_multicast\":$mc,\"bytes_peers\":$peers,\"bytes_source\":$srcb,\"seconds\":$(rc_jnum seconds "$log")"
+		rc_check "identical $h" "$rc" "\"segment\":\"$(rc_segment_of "$h")\",\"proxy\":$proxy,\"bytes_multicast\":$mc,\"bytes_peers\":$peers,\"bytes_source\":$srcb,\"seconds\":$(rc_jnum seconds "$log"),${cpujs[$h]}"
 		# Without loss, receivers in segment 1 other than the proxy take most bytes from its
 		# multicast (with loss, more of them come from peers).
 		if [[ $(rc_segment_of "$h") == s1 && $proxy == false && ${RC_DEFAULT_LOSS:-0} == 0 ]]; then
@@ -82,7 +102,39 @@ scenario_distribution() {
 			rc_check "multicast from proxy $h" "$rc" "\"bytes_multicast\":$mc,\"size\":$size"
 		fi
 	done
-	rc_check "distribution time" 0 "\"seconds\":$((SECONDS - start)),\"bytes\":$size,\"receivers\":${#receivers[@]}"
+	# All daemons' CPU per delivered GB (every receiver's copy counts).
+	local all
+	all=$(awk -v t="$total_ticks" -v hz="$(getconf CLK_TCK)" -v b="$size" -v n="${#receivers[@]}" \
+		'BEGIN { printf "\"cpu_seconds_all\":%.2f,\"cpu_s_per_delivered_gb\":%.2f", t/hz, (t/hz)/(b*n/1e9) }')
+	rc_check "distribution time" 0 "\"seconds\":$elapsed,\"bytes\":$size,\"receivers\":${#receivers[@]},$all"
+}
+
+# rc_daemon_pid NODE: the PID of NODE's raftcast daemon (ip netns exec execs it, so the
+# recorded PID is the daemon's own).
+rc_daemon_pid() {
+	rc_q pid "" | awk -v n="$1" '$3==n && $4=="raftcast" {p=$2} END {print p}'
+}
+
+# rc_cpu_ticks PID: user+system CPU time of PID in clock ticks (0 if it is gone).
+rc_cpu_ticks() {
+	local st
+	st=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+	# Fields after the command name (which may hold spaces): utime and stime are the 12th
+	# and 13th.
+	st=${st##*) }
+	awk '{print $12 + $13}' <<<"$st"
+}
+
+# rc_vmhwm_kib PID: peak resident set size of PID in KiB (0 if it is gone).
+rc_vmhwm_kib() {
+	awk '/^VmHWM:/ {print $2; f=1} END {if (!f) print 0}' "/proc/$1/status" 2>/dev/null || echo 0
+}
+
+# rc_cpu_json TICKS SIZE HWM_KIB: the JSON fields of one daemon's cost: CPU seconds over the
+# distribution, CPU seconds per GB of the file, peak RSS in MiB.
+rc_cpu_json() {
+	awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v b="$2" -v k="$3" \
+		'BEGIN { printf "\"cpu_seconds\":%.2f,\"cpu_s_per_gb\":%.2f,\"peak_rss_mib\":%.1f", t/hz, (t/hz)/(b/1e9), k/1024 }'
 }
 
 # rc_jnum FIELD FILE: a number in FILE's JSON (raftcast prints indented JSON), 0 if none.

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"image/png"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -348,28 +349,34 @@ func TestRaftcastSmoke(t *testing.T) {
 // The real-hosts mode (testnet/remote over ssh) is tested by TestRemoteDistribution
 // (scenarios_test.go), whose remote run begins with the smoke checks.
 
-// TestBenchSmoke runs testnet/bench on a small file with UFTP and the HTTP cases and
-// checks that every row reports a complete delivery and a ratio at or above 1 (nothing
-// beats the bound). It skips when the reference tools are not installed.
+// TestBenchSmoke runs testnet/bench on a tiny file with one case of each kind: UFTP and
+// aria2's BitTorrent in one domain, raftcast over streams only, the cooperative download
+// (curl, aria2c -x8 and a raftcast group of 2) and two members wanting the same URL. It
+// checks that every row reports a complete delivery and a ratio at or above 1 (nothing beats
+// the bound), that raftcast's rows carry CPU and peak RSS, that the origin's bytes are
+// counted (once for a raftcast group, once per client for aria2c), and that the table, the
+// PNG charts and the download profile are written. It skips when the reference tools are not installed.
 func TestBenchSmoke(t *testing.T) {
 	if testing.Short() {
-		t.Skip("-short: skipping the reference-tools bench run (about 20 s)")
+		t.Skip("-short: skipping the bench run (about 60 s)")
 	}
 	tools := needRoot(t)
-	for _, tool := range []string{"uftp", "uftpd", "nginx", "curl", "aria2c"} {
+	for _, tool := range []string{"uftp", "uftpd", "nginx", "curl", "aria2c", "opentracker", "mktorrent"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("bench needs %s (apt-get install uftp aria2 nginx-light curl)", tool)
+			t.Skipf("bench needs %s (apt-get install uftp aria2 opentracker mktorrent nginx-light curl)", tool)
 		}
 	}
+	bin := raftcastBin(t, tools)
 	before := netState(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	id := fmt.Sprintf("rcgb%d", os.Getpid())
 	csv := filepath.Join(t.TempDir(), "bench.csv")
-	cmd := exec.CommandContext(ctx, "./bench", "--cases", "uftp-1domain,http", "--size", "8MiB",
-		"--recv-a", "2", "--recv-b", "1", "--timeout", "200", "--csv", csv)
+	cmd := exec.CommandContext(ctx, "./bench", "--cases", "uftp-1domain,bt-1domain,raftcast-streams,coop,coop-same",
+		"--size", "2MiB", "--recv-a", "2", "--recv-b", "1", "--coop-k", "2", "--coop-want", "2",
+		"--timeout", "200", "--case-timeout", "60", "--csv", csv)
 	base := t.TempDir()
-	cmd.Env = append(os.Environ(), "RC_BASE="+base, "RC_TOOLS="+tools, "RC_ID="+id)
+	cmd.Env = append(os.Environ(), "RC_BASE="+base, "RC_TOOLS="+tools, "RC_ID="+id, "RAFTCAST_BIN="+bin)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.WaitDelay = 30 * time.Second
@@ -380,15 +387,13 @@ func TestBenchSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows := strings.Split(strings.TrimSpace(string(data)), "\n")
-	if len(rows) != 4 { // uftp one domain; curl, aria2c -x8, all clients
-		t.Fatalf("%d rows, want 4:\n%s", len(rows), data)
-	}
-	for _, r := range rows {
-		f := strings.Split(r, ",")
-		if len(f) != 7 {
-			t.Fatalf("row %q: %d fields, want 7", r, len(f))
+	rows := map[string][]string{}
+	for r := range strings.Lines(strings.TrimSpace(string(data))) {
+		f := strings.Split(strings.TrimSpace(r), ",")
+		if len(f) != 10 {
+			t.Fatalf("row %q: %d fields, want 10", r, len(f))
 		}
+		rows[f[0]+" "+f[1]] = f
 		var ratio float64
 		if _, err := fmt.Sscan(f[4], &ratio); err != nil || ratio < 1 {
 			t.Errorf("row %q: ratio %q", r, f[4])
@@ -397,12 +402,59 @@ func TestBenchSmoke(t *testing.T) {
 			t.Errorf("row %q: incomplete delivery %s", r, f[5])
 		}
 	}
-	table, err := os.ReadFile(filepath.Join(base, id, "bench.md"))
-	if err != nil || !strings.Contains(string(table), "| one-domain | uftp | 1 |") {
+	num := func(row, field string, i int) float64 {
+		t.Helper()
+		f, ok := rows[row]
+		if !ok {
+			t.Fatalf("no row %q in\n%s", row, data)
+		}
+		var v float64
+		if _, err := fmt.Sscan(f[i], &v); err != nil {
+			t.Errorf("row %q: %s %q", row, field, f[i])
+		}
+		return v
+	}
+	for _, r := range []string{"one-domain raftcast-streams", "coop-ipcap20mbit raftcast-k2", "same-url-2want-ipcap20mbit raftcast"} {
+		if cpu, rss := num(r, "cpu_s_per_gb", 7), num(r, "peak_rss_mib", 8); cpu <= 0 || rss <= 0 {
+			t.Errorf("row %q: cpu %v s/GB, peak RSS %v MiB", r, cpu, rss)
+		}
+	}
+	if len(rows) != 8 {
+		t.Errorf("%d rows, want 8:\n%s", len(rows), data)
+	}
+	// The origin's bytes: once for one requester; for two members wanting the URL at once,
+	// at most once each (the goal, about once, is measured at full size by the bench: a
+	// 2 MiB file is one slice, and a start racing the other's plan may fetch it again).
+	for r, lim := range map[string][2]float64{
+		"coop-ipcap20mbit curl":                     {0.99, 1.01},
+		"coop-ipcap20mbit raftcast-k2":              {0.99, 1.1},
+		"same-url-2want-ipcap20mbit raftcast":       {0.99, 2.05},
+		"same-url-2want-ipcap20mbit aria2c-x8-each": {1.9, 4},
+	} {
+		if o := num(r, "origin_bytes_per_file", 9); o < lim[0] || o > lim[1] {
+			t.Errorf("row %q: the origin sent %.3f x the file, want %v..%v", r, o, lim[0], lim[1])
+		}
+	}
+	run := filepath.Join(base, id)
+	table, err := os.ReadFile(filepath.Join(run, "bench.md"))
+	if err != nil || !strings.Contains(string(table), "| one-domain | uftp | 1 |") ||
+		!strings.Contains(string(table), "| coop-ipcap20mbit | raftcast-k2 | 1 |") {
 		t.Errorf("comparison table missing or wrong (%v):\n%s", err, table)
 	}
-	if _, err := os.Stat(filepath.Join(base, id, "plots", "one-domain.svg")); err != nil {
-		t.Errorf("chart: %v", err)
+	for _, sc := range []string{"one-domain", "coop-ipcap20mbit", "same-url-2want-ipcap20mbit"} {
+		f, err := os.Open(filepath.Join(run, "plots", sc+".png"))
+		if err != nil {
+			t.Errorf("chart: %v", err)
+			continue
+		}
+		if _, err := png.Decode(f); err != nil {
+			t.Errorf("%s.png: %v", sc, err)
+		}
+		f.Close()
+	}
+	if prof, err := os.ReadFile(filepath.Join(run, "profile-coop-k2.txt")); err != nil ||
+		!strings.Contains(string(prof), "\nog ") || !strings.Contains(string(prof), "bytes_by_peer") {
+		t.Errorf("download profile missing or wrong (%v):\n%s", err, prof)
 	}
 	if m := leftNamespaces(t, id); len(m) > 0 {
 		t.Errorf("namespaces left behind: %v", m)

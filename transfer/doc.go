@@ -43,7 +43,13 @@
 //
 // Timing a caller should know: with GetRequest.Multicast set, peers are not asked for slices
 // until the multicast reports them lost, or until the channel has been silent for
-// Receiver.StartTimeout (5 s) before the first datagram or IdleTimeout (2 s) after one. A
-// receiver that joins after the pass thus waits StartTimeout before repairing everything from
-// peers.
+// Receiver.StartTimeout (5 s) before the first datagram, or until the pass ended. A silence of
+// IdleTimeout (2 s) in the middle of a pass releases only the slices the sender has passed (a
+// sender starved of CPU pauses; fetching what it is about to send would load its link twice);
+// after GoneTimeout (10 s) the sender is taken for gone and everything missing is repaired
+// from peers. A receiver that joins after the pass thus waits StartTimeout before repairing
+// everything from peers.
+//
+// One multicast pass of a content runs at a time (Engine.Multicast): one asked for while
+// another runs follows it.
 package transfer

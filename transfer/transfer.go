@@ -119,9 +119,18 @@ type Engine struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // background goroutines and running gets
 
-	mu     sync.Mutex // guards items, closed
+	mu     sync.Mutex // guards items, closed, passes
 	items  map[content.ID]*item
 	closed bool
+	passes map[content.ID]*pass // multicast passes running
+}
+
+// pass is a running multicast pass of one content; another asked for while it runs follows
+// it instead of running beside it (two passes at once would each get half the link).
+type pass struct {
+	again bool // another pass was asked for
+	ch    mcast.Channel
+	rate  int64
 }
 
 // New starts an engine on h: it registers the transfer protocol.
@@ -140,7 +149,7 @@ func New(h host.Host, cfg Config, log *slog.Logger) (*Engine, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Engine{h: h, cfg: cfg, log: log, srv: srv, ctx: ctx, cancel: cancel, items: make(map[content.ID]*item)}, nil
+	return &Engine{h: h, cfg: cfg, log: log, srv: srv, ctx: ctx, cancel: cancel, items: make(map[content.ID]*item), passes: make(map[content.ID]*pass)}, nil
 }
 
 // Server returns the engine's transfer-protocol server (for its counters).
@@ -278,37 +287,67 @@ func (e *Engine) Share(ctx context.Context, path, name string, rate int64, opts 
 }
 
 // Multicast starts one paced multicast pass of content id (which must be held complete) on
-// ch, in the background; it ends with the engine.
+// ch, in the background; it ends with the engine. While a pass of the content runs, another
+// is not started beside it: it follows the running one (however often it is asked for).
 func (e *Engine) Multicast(id content.ID, ch mcast.Channel, rate int64) error {
 	e.mu.Lock()
 	it := e.items[id]
-	closed := e.closed
-	if !closed {
-		e.wg.Add(1)
-	}
-	e.mu.Unlock()
-	if closed {
+	if e.closed {
+		e.mu.Unlock()
 		return ErrClosed
 	}
-	fail := func(err error) error { e.wg.Done(); return err }
 	if it == nil || !it.st.Complete() {
-		return fail(fmt.Errorf("transfer: content %s is not held complete", id))
+		e.mu.Unlock()
+		return fmt.Errorf("transfer: content %s is not held complete", id)
 	}
-	snd, err := mcast.NewSender(ch, it.m, mcast.DefaultSenderConfig(rate))
-	if err != nil {
-		return fail(err)
+	if _, err := mcast.NewSender(ch, it.m, mcast.DefaultSenderConfig(rate)); err != nil {
+		e.mu.Unlock()
+		return err
 	}
+	if p := e.passes[id]; p != nil {
+		p.again, p.ch, p.rate = true, ch, rate
+		e.mu.Unlock()
+		e.log.Info("multicast pass queued behind the running one", "content", id)
+		return nil
+	}
+	e.passes[id] = &pass{}
+	e.wg.Add(1)
+	e.mu.Unlock()
 	go func() {
 		defer e.wg.Done()
-		start := time.Now()
-		if err := snd.SendAll(e.ctx, it.st); err != nil && e.ctx.Err() == nil {
-			e.log.Warn("multicast pass failed", "content", id, "err", err)
-			return
+		for {
+			e.runPass(id, it, ch, rate)
+			e.mu.Lock()
+			p := e.passes[id]
+			if !p.again || e.ctx.Err() != nil {
+				delete(e.passes, id)
+				e.mu.Unlock()
+				return
+			}
+			ch, rate = p.ch, p.rate
+			*p = pass{}
+			e.mu.Unlock()
 		}
-		st := snd.Stats()
-		e.log.Info("multicast pass done", "content", id, "bytes", st.Bytes, "datagrams", st.Datagrams, "seconds", time.Since(start).Seconds())
 	}()
 	return nil
+}
+
+// runPass multicasts every slice of it on ch once.
+func (e *Engine) runPass(id content.ID, it *item, ch mcast.Channel, rate int64) {
+	snd, err := mcast.NewSender(ch, it.m, mcast.DefaultSenderConfig(rate))
+	if err != nil {
+		e.log.Warn("multicast pass", "content", id, "err", err)
+		return
+	}
+	start := time.Now()
+	if err := snd.SendAll(e.ctx, it.st); err != nil {
+		if e.ctx.Err() == nil {
+			e.log.Warn("multicast pass failed", "content", id, "err", err)
+		}
+		return
+	}
+	st := snd.Stats()
+	e.log.Info("multicast pass done", "content", id, "bytes", st.Bytes, "datagrams", st.Datagrams, "seconds", time.Since(start).Seconds())
 }
 
 // GetRequest says what to get and from where.
@@ -324,6 +363,9 @@ type GetRequest struct {
 	Multicast mcast.Channel // optional: the domain's multicast data channel (read by this Get alone: share one channel among gets through mcast.Demux)
 	Relay     mcast.Channel // optional (proxy peer): re-multicast every slice obtained from peers here
 	RelayRate int64         // pacing of the relay, bytes/s
+	// SourceDelay: ask the source only for slices other peers have stopped gaining for this
+	// long (swarm.PlannerConfig.SourceDelay): for a proxy while the source multicasts.
+	SourceDelay time.Duration
 
 	Progress func(Progress) // optional: called after every new slice, never concurrently; must not block
 }
@@ -587,7 +629,27 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 			report(st.Count(), sess.Stats())
 		}
 		rcfg.OnLost = func(idx []int) { sess.Release(idx...) }
-		rcfg.OnIdle = func() { sess.ReleaseAll() }
+		rcfg.OnIdle = func() {
+			missing := st.Missing()
+			if len(missing) == 0 {
+				return
+			}
+			if front := recv.Front(); front >= 0 && !recv.Ended() && !recv.Gone() {
+				// The sender paused mid-pass (starved of CPU, say): repair only what it has
+				// passed; fetching what it is about to send would take the same link.
+				behind := missing[:0:0]
+				for _, i := range missing {
+					if i <= front {
+						behind = append(behind, i)
+					}
+				}
+				e.log.Info("multicast paused: repairing what the sender passed", "content", m.ID(), "slices", len(behind), "front", front)
+				sess.Release(behind...)
+				return
+			}
+			e.log.Info("multicast ended or gone: repairing from peers", "content", m.ID(), "missing", len(missing))
+			sess.ReleaseAll()
+		}
 		var err error
 		if recv, err = mcast.NewReceiver(req.Multicast, m, st, rcfg, e.log); err != nil {
 			return err
@@ -599,6 +661,7 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 	if req.Relay != nil {
 		scfg.Planner.Ascending = true // fetch in order, so the relay can multicast in order
 	}
+	scfg.Planner.SourceDelay = req.SourceDelay
 	scfg.Peers = peers
 	scfg.OnStored = func(i, n int, _ peer.ID) {
 		it.done.Add(int64(st.Layout().SliceLen(i)))

@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/raftcast/raftcast/transfer/content"
+	"github.com/raftcast/raftcast/transfer/mcast"
 	"github.com/raftcast/raftcast/transfer/mcast/mcasttest"
 	"github.com/raftcast/raftcast/transfer/store"
 	"github.com/raftcast/raftcast/transfer/swarm"
@@ -433,4 +434,76 @@ func TestShareGetEmptyFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkResult(t, res, out2, nil)
+}
+
+// countingChannel is a multicast channel that counts datagrams and how many sends overlap.
+type countingChannel struct {
+	mu        sync.Mutex // guards in, maxIn, datagrams
+	in, maxIn int
+	datagrams int
+}
+
+func (c *countingChannel) MaxDatagram() int { return 1500 }
+func (c *countingChannel) Send(ctx context.Context, p []byte) error {
+	return c.SendBatch(ctx, [][]byte{p})
+}
+func (c *countingChannel) SendBatch(ctx context.Context, ps [][]byte) error {
+	c.mu.Lock()
+	c.in++
+	c.maxIn = max(c.maxIn, c.in)
+	c.mu.Unlock()
+	time.Sleep(time.Millisecond) // let another pass overlap if it runs beside this one
+	c.mu.Lock()
+	c.in--
+	c.datagrams += len(ps)
+	c.mu.Unlock()
+	return ctx.Err()
+}
+func (c *countingChannel) Recv(ctx context.Context, _ []byte) (int, error) {
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+// TestMulticastPassesDoNotOverlap: a pass asked for while one runs follows it (two at once
+// would split the link), and asking many times while one runs adds one pass.
+func TestMulticastPassesDoNotOverlap(t *testing.T) {
+	src := newTNode(t, 16<<10)
+	path, _ := writeRandom(t, 1<<20, 9)
+	m, err := src.e.Share(t.Context(), path, "data.bin", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := &countingChannel{}
+	for range 3 {
+		if err := src.e.Multicast(m.ID(), ch, 8<<20); err != nil {
+			t.Fatal(err)
+		}
+	}
+	perPass := 0
+	for i := range m.NumSlices() {
+		perPass += (m.SliceLen(i) + mcast.DefaultDatagram - mcast.HeaderSize - 1) / (mcast.DefaultDatagram - mcast.HeaderSize)
+	}
+	perPass += 3 // END
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ch.mu.Lock()
+		n, maxIn := ch.datagrams, ch.maxIn
+		ch.mu.Unlock()
+		if maxIn > 1 {
+			t.Fatalf("%d sends at once: passes overlap", maxIn)
+		}
+		if n >= 2*perPass {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d datagrams sent, want two passes of %d", n, perPass)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // a third pass would have started by now
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.datagrams != 2*perPass {
+		t.Fatalf("%d datagrams sent, want exactly two passes of %d", ch.datagrams, perPass)
+	}
 }

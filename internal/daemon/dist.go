@@ -10,7 +10,7 @@ package daemon
 //     coordination pipe (a propagate pipe, one per group). It receives by multicast and repairs
 //     from peers (group members and holders that advertise the content).
 //   - The source answers wants from its own multicast domain with a paced multicast pass
-//     (wants that arrive within a second share one pass).
+//     (wants that arrive within passWindow share one pass).
 //   - In a multicast domain without the source, the wanting receiver with the smallest peer ID
 //     is the domain's proxy: it pulls the content from peers and re-multicasts every slice it
 //     obtains into its domain. Every receiver of that domain computes the same choice from the
@@ -48,9 +48,13 @@ const distPipe = "raftcast.dist"
 // carries with headroom.
 const DefaultRate = 95_000_000 / 8
 
-// wantWindow is how long a receiver listens for other wants before choosing a proxy, and how
-// long the source gathers wants before one multicast pass.
+// wantWindow is how long a receiver listens for other wants before choosing a proxy.
 const wantWindow = time.Second
+
+// passWindow is how long the source gathers wants before one multicast pass: gets started
+// together arrive within it; a later one joins the pass under way and repairs the slices it
+// missed from peers. Every millisecond here adds to every receiver's time.
+const passWindow = 300 * time.Millisecond
 
 type dist struct {
 	d     *Daemon
@@ -220,7 +224,7 @@ func (ds *dist) onWant(id content.ID, from peer.ID) {
 	// they miss they repair from peers).
 	due := isSource && time.Now().After(ds.passAt[id])
 	if due {
-		ds.passAt[id] = time.Now().Add(wantWindow + time.Duration(float64(src.size)/float64(src.rate)*float64(time.Second)))
+		ds.passAt[id] = time.Now().Add(passWindow + time.Duration(float64(src.size)/float64(src.rate)*float64(time.Second)))
 	}
 	rate := src.rate
 	ds.mu.Unlock()
@@ -233,7 +237,7 @@ func (ds *dist) onWant(id content.ID, from peer.ID) {
 		select {
 		case <-ds.ctx.Done():
 			return
-		case <-time.After(wantWindow):
+		case <-time.After(passWindow):
 		}
 		ds.d.log.Info("multicast pass", "content", id, "rate", rate)
 		if err := ds.eng.Multicast(id, ds.mc, rate); err != nil {
@@ -395,6 +399,12 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 				return nil, false, ctx.Err()
 			case <-time.After(wantWindow):
 			}
+			if ds.othersWant(id, source) {
+				// Receivers elsewhere (the source's domain, by multicast) hold each slice
+				// moments after the source sends it: take slices from them and leave the
+				// source's uplink to its multicast.
+				req.SourceDelay = proxySourceDelay
+			}
 			if ds.isProxy(id) {
 				// The proxy pulls from peers at once (no multicast to wait for here) and
 				// re-multicasts what it obtains.
@@ -414,6 +424,25 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 		ds.d.log.Warn("advertising held content", "err", err)
 	}
 	return res, proxy, nil
+}
+
+// proxySourceDelay is how long a receiver outside the source's domain waits for other peers
+// to gain slices before it asks the source (transfer.GetRequest.SourceDelay).
+const proxySourceDelay = 2 * time.Second
+
+// othersWant reports whether a peer outside this node's multicast domain, other than the
+// source, wants id.
+func (ds *dist) othersWant(id content.ID, source peer.ID) bool {
+	mc := ds.d.pipes.Multicast()
+	self := ds.d.node.ID()
+	ds.mu.Lock()
+	defer ds.mu.Unlock()
+	for p := range ds.wants[id] {
+		if p != self && p != source && !mc.InDomain(p) {
+			return true
+		}
+	}
+	return false
 }
 
 // isProxy reports whether this node has the smallest peer ID among the wanting peers of id in

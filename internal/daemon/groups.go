@@ -213,14 +213,14 @@ func (gs *groups) join(r *http.Request) (any, error) {
 	return groupRef(g), nil
 }
 
-// findGroup discovers the group's advertisements (by name, or by ID) and returns the newest
-// group information among them.
-func (gs *groups) findGroup(ctx context.Context, name string) (peergroup.GroupInfo, error) {
+// newestGroupAdvert asks the overlay once for the group's advertisements, by name and then
+// by ID, and returns the newest, or nil.
+func (gs *groups) newestGroupAdvert(ctx context.Context, name string) (*advert.Signed, error) {
 	var best *advert.Signed
 	for _, q := range []advert.Query{{Kind: advert.KindGroup, Name: name}, {Kind: advert.KindGroup, ID: name}} {
 		res, err := gs.d.node.Discover(ctx, q, true)
 		if err != nil {
-			return peergroup.GroupInfo{}, err
+			return nil, err
 		}
 		for _, s := range res {
 			if best == nil || s.Advert.Created.After(best.Advert.Created) {
@@ -228,7 +228,29 @@ func (gs *groups) findGroup(ctx context.Context, name string) (peergroup.GroupIn
 			}
 		}
 		if best != nil {
+			return best, nil
+		}
+	}
+	return nil, nil
+}
+
+// findGroup discovers the group's advertisements (by name, or by ID) and returns the newest
+// group information among them. A group created moments ago may not be found at once (its
+// advertisement is still on its way to the rendezvous and the DHT): it asks again every
+// half second until ctx ends.
+func (gs *groups) findGroup(ctx context.Context, name string) (peergroup.GroupInfo, error) {
+	var best *advert.Signed
+	for {
+		var err error
+		if best, err = gs.newestGroupAdvert(ctx, name); err != nil && ctx.Err() == nil {
+			return peergroup.GroupInfo{}, err
+		}
+		if best != nil || ctx.Err() != nil {
 			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
 		}
 	}
 	if best == nil {

@@ -104,6 +104,7 @@ func (d *Daemon) pipeListen(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		pm := api.PipeMessage{From: m.From.String(), Carrier: m.Carrier.String(), Data: string(m.Data)}
+		m.Release() // Data was copied into pm: its buffer can carry a later message
 		if s, ok := d.node.Cache().Get(advert.Key{Kind: advert.KindPeer, ID: m.From.String(), Publisher: m.From}); ok {
 			pm.Name = s.Advert.Name
 		}

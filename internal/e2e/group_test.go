@@ -117,7 +117,9 @@ func TestGroupProcesses(t *testing.T) {
 		t.Fatalf("c is in %d groups, want 2: %+v", len(list), list)
 	}
 
-	// The leader's process is killed: the other two agree on a new leader within 5 s.
+	// The leader's process is killed: the other two agree on a new leader within 10 s (with
+	// 1 s Raft timeouts a failover takes 1-3 s, up to 4.2 s at load 30: BenchmarkFailover
+	// measures it; this bound only catches a group that does not fail over promptly).
 	before, _ := groupStatusOf(t, b, "g1")
 	a.stop(syscall.SIGKILL)
 	killed := time.Now()
@@ -131,8 +133,8 @@ func TestGroupProcesses(t *testing.T) {
 		}
 		return false
 	})
-	if el := time.Since(killed); el > 5*time.Second {
-		t.Errorf("new leader after %s, want <= 5s", el)
+	if el := time.Since(killed); el > 10*time.Second {
+		t.Errorf("new leader after %s, want <= 10s", el)
 	}
 	if after.Term <= before.Term {
 		t.Fatalf("term did not advance: %d -> %d", before.Term, after.Term)

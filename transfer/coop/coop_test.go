@@ -235,7 +235,10 @@ func TestGroupDownload(t *testing.T) {
 			}
 			checkFile(t, outs[i], data)
 		}
-		if body := o.body.Load(); body > size*13/10 {
+		// Two separate tasks would take 2× the size; joining takes about 1×. Under heavy CPU
+		// load a member that falls behind has slices stolen and fetched again, so the bound
+		// leaves room for that (1.38× seen at load 40).
+		if body := o.body.Load(); body > size*3/2 {
 			t.Fatalf("two concurrent requests took %.2f× the size from the origin (want about 1×)", float64(body)/size)
 		}
 		t.Logf("two requesters: origin sent %.3f× the size", float64(o.body.Load())/size)

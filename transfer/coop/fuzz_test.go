@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"testing"
+
+	"github.com/raftcast/raftcast/internal/bincodec"
 )
 
 // FuzzControlFrames feeds arbitrary bytes to the frame reader and every message decoder: they
@@ -17,13 +19,13 @@ func FuzzControlFrames(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _, _ = readFrame(bufio.NewReader(bytes.NewReader(b)), 1<<16)
 		type msg interface {
-			encode(*encoder)
-			decode(*decoder)
+			encode(*bincodec.Encoder)
+			decode(*bincodec.Decoder)
 		}
 		for _, m := range []msg{&startRequest{}, &startAnswer{}, &rearrangeRequest{}, &haveRequest{}, &haveAnswer{}, &notice{}, &errorMsg{}, &pushHeader{}} {
-			d := decoder{b: b}
+			d := bincodec.NewDecoder(b, ErrBadRequest)
 			m.decode(&d)
-			if d.finish() != nil {
+			if d.Finish() != nil {
 				continue
 			}
 			if got := encodeMsg(m.encode); !bytes.Equal(got, b) {

@@ -15,6 +15,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/raftcast/raftcast/peergroup"
+
+	"github.com/raftcast/raftcast/internal/bincodec"
 )
 
 // The member role (seed: dealDownLoad). Every node runs one groupRun per group it is in: it
@@ -642,11 +644,11 @@ func (w *worker) readAcks(st network.Stream) error {
 		if err != nil {
 			return err
 		}
-		d := decoder{b: b}
+		d := bincodec.NewDecoder(b, ErrBadRequest)
 		switch typ {
 		case msgAck:
-			i := int(d.uvarint())
-			if err := d.finish(); err != nil {
+			i := int(d.Uvarint())
+			if err := d.Finish(); err != nil {
 				return err
 			}
 			w.mu.Lock()
@@ -659,7 +661,7 @@ func (w *worker) readAcks(st network.Stream) error {
 		case msgPushRefused:
 			var em errorMsg
 			em.decode(&d)
-			if err := d.finish(); err != nil {
+			if err := d.Finish(); err != nil {
 				return err
 			}
 			return em.err()
@@ -748,18 +750,19 @@ func (s *Service) servePush(st network.Stream) error {
 		if _, err := io.ReadFull(r, body); err != nil {
 			return err
 		}
-		d := decoder{b: body}
-		idx, flags := d.uvarint(), d.u8()
-		if d.err != nil || idx >= uint64(layout.NumSlices()) {
+		d := bincodec.NewDecoder(body, ErrBadRequest)
+		idx, flags := d.Uvarint(), d.U8()
+		if d.Err() != nil || idx >= uint64(layout.NumSlices()) {
 			return refuse(fmt.Errorf("%w: bad slice frame", ErrBadRequest))
 		}
-		added, err := e.st.Put(int(idx), d.b)
+		data := d.Rest()
+		added, err := e.st.Put(int(idx), data)
 		if err != nil {
 			return refuse(fmt.Errorf("%w: slice %d: %v", ErrBadRequest, idx, err))
 		}
 		if added {
 			e.notify()
-			s.progressOf(t.ID).onSlice(s.cfg.Now(), from, int(idx), len(d.b), flags&flagFromOrigin != 0)
+			s.progressOf(t.ID).onSlice(s.cfg.Now(), from, int(idx), len(data), flags&flagFromOrigin != 0)
 		}
 		_ = st.SetWriteDeadline(time.Now().Add(s.cfg.IOTimeout))
 		if err := writeFrame(st, msgAck, binaryUvarint(idx)); err != nil {
@@ -769,9 +772,9 @@ func (s *Service) servePush(st network.Stream) error {
 }
 
 func binaryUvarint(v uint64) []byte {
-	e := encoder{}
-	e.uvarint(v)
-	return e.b
+	e := bincodec.Encoder{}
+	e.Uvarint(v)
+	return e.B
 }
 
 // deliverLocal records a slice this node fetched for its own download.

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/raftcast/raftcast/internal/bincodec"
 )
 
 func newTestClient(t testing.TB) *http.Client {
@@ -255,23 +257,23 @@ func TestParseContentRange(t *testing.T) {
 func TestWireRoundTrip(t *testing.T) {
 	ps := testPeers(t, 2)
 	msgs := []struct {
-		enc interface{ encode(*encoder) }
-		dec func(*decoder) any
+		enc interface{ encode(*bincodec.Encoder) }
+		dec func(*bincodec.Decoder) any
 	}{
-		{&startRequest{GroupID: "g", URL: "http://x/y", SliceSize: 1 << 20}, func(d *decoder) any { var m startRequest; m.decode(d); return &m }},
-		{&startAnswer{TaskID: "t1", Size: 5, SliceSize: 4096, ETag: `"e"`, LastModified: "lm", Ranges: true, Resumed: true}, func(d *decoder) any { var m startAnswer; m.decode(d); return &m }},
-		{&rearrangeRequest{GroupID: "g", TaskID: "t", Slices: []uint32{1, 5, 900000}, Exclude: ps[:1], Avoid: ps[1:], NoRanges: true}, func(d *decoder) any { var m rearrangeRequest; m.decode(d); return &m }},
-		{&haveRequest{Key: "kabc", Slices: 77}, func(d *decoder) any { var m haveRequest; m.decode(d); return &m }},
-		{&haveAnswer{Bitmap: []byte{1, 2, 3}}, func(d *decoder) any { var m haveAnswer; m.decode(d); return &m }},
-		{&notice{GroupID: "g", TaskID: "t", Code: noticeChanged, Detail: "d"}, func(d *decoder) any { var m notice; m.decode(d); return &m }},
-		{&errorMsg{Code: codeNotLeader, Msg: "m", Leader: ps[0]}, func(d *decoder) any { var m errorMsg; m.decode(d); return &m }},
-		{&pushHeader{GroupID: "g", TaskID: "t"}, func(d *decoder) any { var m pushHeader; m.decode(d); return &m }},
+		{&startRequest{GroupID: "g", URL: "http://x/y", SliceSize: 1 << 20}, func(d *bincodec.Decoder) any { var m startRequest; m.decode(d); return &m }},
+		{&startAnswer{TaskID: "t1", Size: 5, SliceSize: 4096, ETag: `"e"`, LastModified: "lm", Ranges: true, Resumed: true}, func(d *bincodec.Decoder) any { var m startAnswer; m.decode(d); return &m }},
+		{&rearrangeRequest{GroupID: "g", TaskID: "t", Slices: []uint32{1, 5, 900000}, Exclude: ps[:1], Avoid: ps[1:], NoRanges: true}, func(d *bincodec.Decoder) any { var m rearrangeRequest; m.decode(d); return &m }},
+		{&haveRequest{Key: "kabc", Slices: 77}, func(d *bincodec.Decoder) any { var m haveRequest; m.decode(d); return &m }},
+		{&haveAnswer{Bitmap: []byte{1, 2, 3}}, func(d *bincodec.Decoder) any { var m haveAnswer; m.decode(d); return &m }},
+		{&notice{GroupID: "g", TaskID: "t", Code: noticeChanged, Detail: "d"}, func(d *bincodec.Decoder) any { var m notice; m.decode(d); return &m }},
+		{&errorMsg{Code: codeNotLeader, Msg: "m", Leader: ps[0]}, func(d *bincodec.Decoder) any { var m errorMsg; m.decode(d); return &m }},
+		{&pushHeader{GroupID: "g", TaskID: "t"}, func(d *bincodec.Decoder) any { var m pushHeader; m.decode(d); return &m }},
 	}
 	for _, m := range msgs {
 		b := encodeMsg(m.enc.encode)
-		d := decoder{b: b}
+		d := bincodec.NewDecoder(b, ErrBadRequest)
 		got := m.dec(&d)
-		if err := d.finish(); err != nil {
+		if err := d.Finish(); err != nil {
 			t.Fatalf("%T: %v", m.enc, err)
 		}
 		if !reflect.DeepEqual(got, m.enc) {
@@ -279,9 +281,9 @@ func TestWireRoundTrip(t *testing.T) {
 		}
 		// Every truncation fails cleanly.
 		for n := range len(b) {
-			d := decoder{b: b[:n]}
+			d := bincodec.NewDecoder(b[:n], ErrBadRequest)
 			m.dec(&d)
-			if d.finish() == nil {
+			if d.Finish() == nil {
 				t.Fatalf("%T truncated to %d bytes decoded", m.enc, n)
 			}
 		}
@@ -302,7 +304,7 @@ func TestFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := bufio.NewReader(&buf)
-	if err := expectFrame(r, 100, msgAck, func(d *decoder) { d.u8() }); err != nil {
+	if err := expectFrame(r, 100, msgAck, func(d *bincodec.Decoder) { d.U8() }); err != nil {
 		t.Fatal(err)
 	}
 	if err := expectFrame(r, 100, msgOK, nil); !errors.Is(err, ErrChanged) || !strings.Contains(err.Error(), "gone") {
@@ -321,9 +323,9 @@ func TestFrames(t *testing.T) {
 	if err != nil || typ != msgSlice {
 		t.Fatalf("slice frame: %d %v", typ, err)
 	}
-	d := decoder{b: body}
-	if idx, fl := d.uvarint(), d.u8(); idx != 300 || fl != flagFromOrigin || !bytes.Equal(d.b, payload) {
-		t.Fatalf("slice frame decoded as %d %d (%d bytes)", idx, fl, len(d.b))
+	d := bincodec.NewDecoder(body, ErrBadRequest)
+	if idx, fl, rest := d.Uvarint(), d.U8(), d.Rest(); idx != 300 || fl != flagFromOrigin || !bytes.Equal(rest, payload) {
+		t.Fatalf("slice frame decoded as %d %d (%d bytes)", idx, fl, len(rest))
 	}
 	// Errors map to codes and back.
 	for code, sentinel := range codeErrs {

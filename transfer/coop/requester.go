@@ -19,6 +19,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/raftcast/raftcast/peergroup"
+
+	"github.com/raftcast/raftcast/internal/bincodec"
 )
 
 // Request is one cooperative download (raftcast download URL --out PATH ...).
@@ -192,8 +194,8 @@ func finalLeaderErr(err error) bool {
 
 // callLeader sends a request to the group's leader (or runs local when this node leads),
 // retrying across leader changes, elections and unreachable leaders until ctx ends.
-func (s *Service) callLeader(ctx context.Context, g *peergroup.Group, typ uint8, req interface{ encode(*encoder) },
-	local func(context.Context) error, want uint8, decode func(*decoder)) error {
+func (s *Service) callLeader(ctx context.Context, g *peergroup.Group, typ uint8, req interface{ encode(*bincodec.Encoder) },
+	local func(context.Context) error, want uint8, decode func(*bincodec.Decoder)) error {
 	body := encodeMsg(req.encode)
 	backoff := 50 * time.Millisecond
 	var last error
@@ -383,6 +385,7 @@ func (s *Service) runTask(ctx context.Context, g *peergroup.Group, req Request, 
 	}
 	res.BytesFromCache = l.fromCache
 	l.mu.Unlock()
+	finishAt := time.Now() // the last slice landed: what is left is the file's tail and fsync
 	if err == nil {
 		res.SHA256, err = x.finish(req.SHA256)
 		if errors.Is(err, ErrChecksum) {
@@ -395,17 +398,23 @@ func (s *Service) runTask(ctx context.Context, g *peergroup.Group, req Request, 
 		dropCache = true
 	}
 	if s.ctx.Err() == nil { // a closing service leaves the task for a restarted node to resume
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ControlTimeout/3)
+		// Bounded tighter than other control requests: the file is already in place, and
+		// amid an election waiting for a leader would only delay the answer.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(s.cfg.ControlTimeout/3, removeTimeout))
 		if rerr := g.Apply(rctx, &peergroup.TaskRemove{TaskID: task.ID}); rerr != nil && !errors.Is(rerr, peergroup.ErrInvalid) {
 			s.log.Warn("could not remove the task (the leader collects it later)", "task", task.ID, "err", rerr)
 		}
 		cancel()
 	}
 	if err == nil {
-		s.log.Info("download complete", "task", task.ID, "url", req.URL, "size", task.Size, "from_cache", res.BytesFromCache)
+		s.log.Info("download complete", "task", task.ID, "url", req.URL, "size", task.Size, "from_cache", res.BytesFromCache,
+			"after_last_slice", time.Since(finishAt))
 	}
 	return res, err
 }
+
+// removeTimeout bounds the requester's removal of its finished task.
+const removeTimeout = 5 * time.Second
 
 // run is the heartbeat loop (TaskListener): it ends when every slice is held, or with an
 // error.

@@ -16,6 +16,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/raftcast/raftcast/peergroup"
+
+	"github.com/raftcast/raftcast/internal/bincodec"
 )
 
 // Groups is where the service finds the groups this node is in (*peergroup.Manager fits).
@@ -170,7 +172,7 @@ func (s *Service) group(id string) (*peergroup.Group, bool) {
 }
 
 // control sends one request to p on the control protocol and decodes the answer.
-func (s *Service) control(ctx context.Context, p peer.ID, typ uint8, req []byte, want uint8, decode func(*decoder)) error {
+func (s *Service) control(ctx context.Context, p peer.ID, typ uint8, req []byte, want uint8, decode func(*bincodec.Decoder)) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ControlTimeout)
 	defer cancel()
 	st, err := s.h.NewStream(network.WithAllowLimitedConn(ctx, "coop"), p, ControlProtocol)
@@ -226,14 +228,14 @@ func (s *Service) handleControl(st network.Stream) {
 	defer cancel()
 	stop := context.AfterFunc(s.ctx, func() { st.Reset() })
 	defer stop()
-	d := decoder{b: body}
+	d := bincodec.NewDecoder(body, ErrBadRequest)
 	var answerType uint8
 	var answer []byte
 	switch typ {
 	case msgStart:
 		var req startRequest
 		req.decode(&d)
-		if err = d.finish(); err == nil {
+		if err = d.Finish(); err == nil {
 			var a *startAnswer
 			if a, err = s.serveStart(ctx, from, &req); err == nil {
 				answerType, answer = msgAccept, encodeMsg(a.encode)
@@ -242,7 +244,7 @@ func (s *Service) handleControl(st network.Stream) {
 	case msgRearrange:
 		var req rearrangeRequest
 		req.decode(&d)
-		if err = d.finish(); err == nil {
+		if err = d.Finish(); err == nil {
 			if err = s.serveRearrange(ctx, from, &req); err == nil {
 				answerType = msgOK
 			}
@@ -250,7 +252,7 @@ func (s *Service) handleControl(st network.Stream) {
 	case msgHave:
 		var req haveRequest
 		req.decode(&d)
-		if err = d.finish(); err == nil && !s.sharesGroup(from) {
+		if err = d.Finish(); err == nil && !s.sharesGroup(from) {
 			err = fmt.Errorf("%w: %s shares no group with this node", ErrNotMember, from)
 		}
 		if err == nil {
@@ -262,7 +264,7 @@ func (s *Service) handleControl(st network.Stream) {
 	case msgNotice:
 		var req notice
 		req.decode(&d)
-		if err = d.finish(); err == nil {
+		if err = d.Finish(); err == nil {
 			if err = s.serveNotice(from, &req); err == nil {
 				answerType = msgOK
 			}

@@ -10,16 +10,17 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/raftcast/raftcast/peergroup"
+
+	"github.com/raftcast/raftcast/internal/bincodec"
 )
 
 // Wire format. Every frame is
 //
 //	type (1 byte) | body length (uvarint) | body
 //
-// and bodies use a compact binary codec: unsigned varints, length-prefixed byte strings, peer
-// IDs as their bytes. Decoding is bounded (every length is checked against a limit and the
-// bytes left) and sticky (after the first error every read returns zero). Wire messages are
-// separate from the domain types; decode checks structure, the handlers check meaning.
+// and bodies use internal/bincodec (bounded, sticky decoding; errors wrap ErrBadRequest). Wire
+// messages are separate from the domain types; decode checks structure, the handlers check
+// meaning.
 
 // Frame types.
 const (
@@ -57,154 +58,6 @@ var codeErrs = map[uint8]error{
 	codeBadRequest: ErrBadRequest, codeNoSize: ErrNoSize, codeClosed: ErrClosed,
 }
 
-type encoder struct{ b []byte }
-
-func (e *encoder) u8(v uint8)       { e.b = append(e.b, v) }
-func (e *encoder) uvarint(v uint64) { e.b = binary.AppendUvarint(e.b, v) }
-func (e *encoder) bytes(b []byte)   { e.uvarint(uint64(len(b))); e.b = append(e.b, b...) }
-func (e *encoder) str(s string)     { e.uvarint(uint64(len(s))); e.b = append(e.b, s...) }
-func (e *encoder) peer(p peer.ID)   { e.str(string(p)) }
-func (e *encoder) boolean(v bool) {
-	if v {
-		e.u8(1)
-	} else {
-		e.u8(0)
-	}
-}
-func (e *encoder) slices(s []uint32) {
-	e.uvarint(uint64(len(s)))
-	for _, i := range s {
-		e.uvarint(uint64(i))
-	}
-}
-func (e *encoder) peers(ps []peer.ID) {
-	e.uvarint(uint64(len(ps)))
-	for _, p := range ps {
-		e.peer(p)
-	}
-}
-
-type decoder struct {
-	b   []byte
-	err error
-}
-
-func (d *decoder) fail(format string, args ...any) {
-	if d.err == nil {
-		d.err = fmt.Errorf("%w: "+format, append([]any{ErrBadRequest}, args...)...)
-	}
-}
-
-func (d *decoder) u8() uint8 {
-	if d.err != nil {
-		return 0
-	}
-	if len(d.b) < 1 {
-		d.fail("truncated")
-		return 0
-	}
-	v := d.b[0]
-	d.b = d.b[1:]
-	return v
-}
-
-func (d *decoder) uvarint() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 || (n > 1 && d.b[n-1] == 0) { // overflow, truncated, or not the shortest form
-		d.fail("bad varint")
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *decoder) bytes(limit int, what string) []byte {
-	n := d.uvarint()
-	if d.err != nil {
-		return nil
-	}
-	if n > uint64(limit) || n > uint64(len(d.b)) {
-		d.fail("%s of %d bytes (limit %d, %d left)", what, n, limit, len(d.b))
-		return nil
-	}
-	v := d.b[:n:n]
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *decoder) str(limit int, what string) string { return string(d.bytes(limit, what)) }
-
-func (d *decoder) boolean() bool {
-	switch d.u8() {
-	case 0:
-		return false
-	case 1:
-		return true
-	}
-	d.fail("bad boolean")
-	return false
-}
-
-func (d *decoder) peer() peer.ID {
-	b := d.bytes(128, "peer ID")
-	if d.err != nil {
-		return ""
-	}
-	p, err := peer.IDFromBytes(b)
-	if err != nil {
-		d.fail("bad peer ID")
-		return ""
-	}
-	return p
-}
-
-func (d *decoder) slices() []uint32 {
-	n := d.uvarint()
-	if d.err != nil {
-		return nil
-	}
-	if n > maxSlices || n > uint64(len(d.b)) {
-		d.fail("%d slices", n)
-		return nil
-	}
-	out := make([]uint32, 0, n)
-	for range n {
-		v := d.uvarint()
-		if v >= maxSlices {
-			d.fail("slice %d out of range", v)
-			return nil
-		}
-		out = append(out, uint32(v))
-	}
-	return out
-}
-
-func (d *decoder) peers() []peer.ID {
-	n := d.uvarint()
-	if d.err != nil {
-		return nil
-	}
-	if n > maxListLen || n > uint64(len(d.b)) {
-		d.fail("%d peers", n)
-		return nil
-	}
-	out := make([]peer.ID, 0, n)
-	for range n {
-		out = append(out, d.peer())
-	}
-	return out
-}
-
-func (d *decoder) finish() error {
-	if d.err == nil && len(d.b) != 0 {
-		d.fail("%d trailing bytes", len(d.b))
-	}
-	return d.err
-}
-
 // Messages.
 
 type startRequest struct {
@@ -213,9 +66,13 @@ type startRequest struct {
 	SliceSize uint64 // 0: the leader's default
 }
 
-func (m *startRequest) encode(e *encoder) { e.str(m.GroupID); e.str(m.URL); e.uvarint(m.SliceSize) }
-func (m *startRequest) decode(d *decoder) {
-	m.GroupID, m.URL, m.SliceSize = d.str(maxIDLen, "group ID"), d.str(maxURLLen, "URL"), d.uvarint()
+func (m *startRequest) encode(e *bincodec.Encoder) {
+	e.Str(m.GroupID)
+	e.Str(m.URL)
+	e.Uvarint(m.SliceSize)
+}
+func (m *startRequest) decode(d *bincodec.Decoder) {
+	m.GroupID, m.URL, m.SliceSize = d.Str(maxIDLen, "group ID"), d.Str(maxURLLen, "URL"), d.Uvarint()
 }
 
 type startAnswer struct {
@@ -228,20 +85,20 @@ type startAnswer struct {
 	Resumed      bool // an existing task of this requester for this URL continues
 }
 
-func (m *startAnswer) encode(e *encoder) {
-	e.str(m.TaskID)
-	e.uvarint(m.Size)
-	e.uvarint(m.SliceSize)
-	e.str(m.ETag)
-	e.str(m.LastModified)
-	e.boolean(m.Ranges)
-	e.boolean(m.Resumed)
+func (m *startAnswer) encode(e *bincodec.Encoder) {
+	e.Str(m.TaskID)
+	e.Uvarint(m.Size)
+	e.Uvarint(m.SliceSize)
+	e.Str(m.ETag)
+	e.Str(m.LastModified)
+	e.Bool(m.Ranges)
+	e.Bool(m.Resumed)
 }
-func (m *startAnswer) decode(d *decoder) {
-	m.TaskID = d.str(maxIDLen, "task ID")
-	m.Size, m.SliceSize = d.uvarint(), d.uvarint()
-	m.ETag, m.LastModified = d.str(maxShortLen, "etag"), d.str(maxShortLen, "last-modified")
-	m.Ranges, m.Resumed = d.boolean(), d.boolean()
+func (m *startAnswer) decode(d *bincodec.Decoder) {
+	m.TaskID = d.Str(maxIDLen, "task ID")
+	m.Size, m.SliceSize = d.Uvarint(), d.Uvarint()
+	m.ETag, m.LastModified = d.Str(maxShortLen, "etag"), d.Str(maxShortLen, "last-modified")
+	m.Ranges, m.Resumed = d.Bool(), d.Bool()
 }
 
 type rearrangeRequest struct {
@@ -254,18 +111,18 @@ type rearrangeRequest struct {
 	NoRanges bool
 }
 
-func (m *rearrangeRequest) encode(e *encoder) {
-	e.str(m.GroupID)
-	e.str(m.TaskID)
-	e.slices(m.Slices)
-	e.peers(m.Exclude)
-	e.peers(m.Avoid)
-	e.boolean(m.NoRanges)
+func (m *rearrangeRequest) encode(e *bincodec.Encoder) {
+	e.Str(m.GroupID)
+	e.Str(m.TaskID)
+	e.Uint32s(m.Slices)
+	e.Peers(m.Exclude)
+	e.Peers(m.Avoid)
+	e.Bool(m.NoRanges)
 }
-func (m *rearrangeRequest) decode(d *decoder) {
-	m.GroupID, m.TaskID = d.str(maxIDLen, "group ID"), d.str(maxIDLen, "task ID")
-	m.Slices, m.Exclude, m.Avoid = d.slices(), d.peers(), d.peers()
-	m.NoRanges = d.boolean()
+func (m *rearrangeRequest) decode(d *bincodec.Decoder) {
+	m.GroupID, m.TaskID = d.Str(maxIDLen, "group ID"), d.Str(maxIDLen, "task ID")
+	m.Slices, m.Exclude, m.Avoid = d.Uint32s(maxSlices, "slices"), d.Peers(maxListLen, "peers"), d.Peers(maxListLen, "peers")
+	m.NoRanges = d.Bool()
 }
 
 type haveRequest struct {
@@ -273,13 +130,15 @@ type haveRequest struct {
 	Slices uint64
 }
 
-func (m *haveRequest) encode(e *encoder) { e.str(m.Key); e.uvarint(m.Slices) }
-func (m *haveRequest) decode(d *decoder) { m.Key, m.Slices = d.str(maxIDLen, "key"), d.uvarint() }
+func (m *haveRequest) encode(e *bincodec.Encoder) { e.Str(m.Key); e.Uvarint(m.Slices) }
+func (m *haveRequest) decode(d *bincodec.Decoder) {
+	m.Key, m.Slices = d.Str(maxIDLen, "key"), d.Uvarint()
+}
 
 type haveAnswer struct{ Bitmap []byte }
 
-func (m *haveAnswer) encode(e *encoder) { e.bytes(m.Bitmap) }
-func (m *haveAnswer) decode(d *decoder) { m.Bitmap = d.bytes(maxSlices/8+8, "bitmap") }
+func (m *haveAnswer) encode(e *bincodec.Encoder) { e.Bytes(m.Bitmap) }
+func (m *haveAnswer) decode(d *bincodec.Decoder) { m.Bitmap = d.Bytes(maxSlices/8+8, "bitmap") }
 
 // Notice codes.
 const (
@@ -293,9 +152,14 @@ type notice struct {
 	Detail  string
 }
 
-func (m *notice) encode(e *encoder) { e.str(m.GroupID); e.str(m.TaskID); e.u8(m.Code); e.str(m.Detail) }
-func (m *notice) decode(d *decoder) {
-	m.GroupID, m.TaskID, m.Code, m.Detail = d.str(maxIDLen, "group ID"), d.str(maxIDLen, "task ID"), d.u8(), d.str(maxShortLen, "detail")
+func (m *notice) encode(e *bincodec.Encoder) {
+	e.Str(m.GroupID)
+	e.Str(m.TaskID)
+	e.U8(m.Code)
+	e.Str(m.Detail)
+}
+func (m *notice) decode(d *bincodec.Decoder) {
+	m.GroupID, m.TaskID, m.Code, m.Detail = d.Str(maxIDLen, "group ID"), d.Str(maxIDLen, "task ID"), d.U8(), d.Str(maxShortLen, "detail")
 }
 
 type errorMsg struct {
@@ -304,18 +168,18 @@ type errorMsg struct {
 	Leader peer.ID // with codeNotLeader: the leader as the answering peer knows it, maybe ""
 }
 
-func (m *errorMsg) encode(e *encoder) {
-	e.u8(m.Code)
-	e.str(m.Msg)
-	e.boolean(m.Leader != "")
+func (m *errorMsg) encode(e *bincodec.Encoder) {
+	e.U8(m.Code)
+	e.Str(m.Msg)
+	e.Bool(m.Leader != "")
 	if m.Leader != "" {
-		e.peer(m.Leader)
+		e.Peer(m.Leader)
 	}
 }
-func (m *errorMsg) decode(d *decoder) {
-	m.Code, m.Msg = d.u8(), d.str(maxShortLen, "message")
-	if d.boolean() {
-		m.Leader = d.peer()
+func (m *errorMsg) decode(d *bincodec.Decoder) {
+	m.Code, m.Msg = d.U8(), d.Str(maxShortLen, "message")
+	if d.Bool() {
+		m.Leader = d.Peer()
 	}
 }
 
@@ -366,9 +230,9 @@ type pushHeader struct {
 	TaskID  string
 }
 
-func (m *pushHeader) encode(e *encoder) { e.str(m.GroupID); e.str(m.TaskID) }
-func (m *pushHeader) decode(d *decoder) {
-	m.GroupID, m.TaskID = d.str(maxIDLen, "group ID"), d.str(maxIDLen, "task ID")
+func (m *pushHeader) encode(e *bincodec.Encoder) { e.Str(m.GroupID); e.Str(m.TaskID) }
+func (m *pushHeader) decode(d *bincodec.Decoder) {
+	m.GroupID, m.TaskID = d.Str(maxIDLen, "group ID"), d.Str(maxIDLen, "task ID")
 }
 
 // Slice frame flags.
@@ -378,10 +242,10 @@ const (
 
 // Framing.
 
-func encodeMsg(f func(*encoder)) []byte {
-	e := encoder{b: make([]byte, 0, 64)}
+func encodeMsg(f func(*bincodec.Encoder)) []byte {
+	e := bincodec.Encoder{B: make([]byte, 0, 64)}
 	f(&e)
-	return e.b
+	return e.B
 }
 
 // writeFrame writes one frame.
@@ -447,22 +311,22 @@ func readFrame(r *bufio.Reader, limit int) (uint8, []byte, error) {
 }
 
 // expectFrame reads a frame of type want and decodes it; an error frame becomes its error.
-func expectFrame(r *bufio.Reader, limit int, want uint8, decode func(*decoder)) error {
+func expectFrame(r *bufio.Reader, limit int, want uint8, decode func(*bincodec.Decoder)) error {
 	typ, b, err := readFrame(r, limit)
 	if err != nil {
 		return err
 	}
-	d := decoder{b: b}
+	d := bincodec.NewDecoder(b, ErrBadRequest)
 	switch typ {
 	case want:
 		if decode != nil {
 			decode(&d)
 		}
-		return d.finish()
+		return d.Finish()
 	case msgError, msgPushRefused:
 		var em errorMsg
 		em.decode(&d)
-		if err := d.finish(); err != nil {
+		if err := d.Finish(); err != nil {
 			return err
 		}
 		return em.err()

@@ -22,3 +22,56 @@ type Channel interface {
 
 // ErrClosed is returned by a closed Channel.
 var ErrClosed = errors.New("mcast: channel closed")
+
+// BatchSender is a Channel that sends several datagrams per call (one sendmmsg system call
+// for many). The Sender uses it when its channel has it.
+type BatchSender interface {
+	// SendBatch transmits the datagrams in order, as Send does each. The buffers may be
+	// reused once it returns.
+	SendBatch(ctx context.Context, ps [][]byte) error
+}
+
+// BatchReceiver is a Channel that hands over several datagrams per call: those that arrived
+// together. The Receiver and the Demux use it when their channel has it.
+type BatchReceiver interface {
+	// RecvBatch waits for datagrams and replaces b's contents with those ready (at least
+	// one). Errors are those of Recv.
+	RecvBatch(ctx context.Context, b *Batch) error
+}
+
+// Batch is datagrams back to back in one buffer. Its zero value is empty and ready to use.
+type Batch struct {
+	buf  []byte
+	ends []int // end of each datagram in buf
+}
+
+// Len returns the number of datagrams.
+func (b *Batch) Len() int { return len(b.ends) }
+
+// At returns datagram i; it aliases the batch until the batch is reset or appended to.
+func (b *Batch) At(i int) []byte {
+	start := 0
+	if i > 0 {
+		start = b.ends[i-1]
+	}
+	return b.buf[start:b.ends[i]:b.ends[i]]
+}
+
+// Size returns the bytes of all datagrams.
+func (b *Batch) Size() int { return len(b.buf) }
+
+// Reset empties the batch, keeping its buffers.
+func (b *Batch) Reset() { b.buf, b.ends = b.buf[:0], b.ends[:0] }
+
+// Append adds a copy of p.
+func (b *Batch) Append(p []byte) {
+	b.buf = append(b.buf, p...)
+	b.ends = append(b.ends, len(b.buf))
+}
+
+// Membership is a Channel whose receiving can be turned off (leaving the multicast group), so
+// that a node that reads nothing spends nothing on the stream. The Demux turns it on while it
+// has a sub-channel open and off otherwise.
+type Membership interface {
+	SetReceiving(on bool) error
+}

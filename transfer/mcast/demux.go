@@ -12,6 +12,13 @@ import (
 // Demux shares one Channel among the receivers of several contents: it reads the channel in
 // one goroutine and hands each datagram to the sub-channel of its content tag. Datagrams for
 // content nobody opened are discarded; a full sub-channel queue drops (both counted).
+//
+// When the channel is a Membership, the Demux receives only while a sub-channel is open: a
+// node that gets nothing (a rendezvous, a source) does not take the stream in.
+//
+// Datagrams move in batches: when the channel is a BatchReceiver, what one read returns is
+// split by content into one batch per sub-channel, so a receiver wakes once per batch, not
+// once per datagram.
 type Demux struct {
 	ch    Channel
 	queue int
@@ -20,9 +27,14 @@ type Demux struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the reader
 
+	pool sync.Pool // of *Batch
+
 	mu   sync.Mutex // guards subs, err
 	subs map[tag]*Sub
 	err  error // set when the underlying channel failed: every Recv returns it
+
+	memberMu sync.Mutex // guards member and serialises SetReceiving calls
+	member   int        // the channel's receiving state: -1 unknown, 0 off, 1 on
 
 	Unclaimed, Dropped atomic.Int64
 }
@@ -30,15 +42,61 @@ type Demux struct {
 // NewDemux starts reading ch. Each sub-channel buffers up to queue datagrams.
 func NewDemux(ch Channel, queue int) *Demux {
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &Demux{ch: ch, queue: max(queue, 1), ctx: ctx, cancel: cancel, subs: make(map[tag]*Sub)}
+	d := &Demux{ch: ch, queue: max(queue, 1), ctx: ctx, cancel: cancel, subs: make(map[tag]*Sub), member: -1}
+	d.pool.New = func() any { return new(Batch) }
+	d.updateMembership()
 	d.wg.Go(d.read)
 	return d
 }
 
+// updateMembership has a Membership channel receive exactly while a sub-channel is open.
+func (d *Demux) updateMembership() {
+	mc, ok := d.ch.(Membership)
+	if !ok {
+		return
+	}
+	d.memberMu.Lock()
+	defer d.memberMu.Unlock()
+	d.mu.Lock()
+	want := 0
+	if len(d.subs) > 0 {
+		want = 1
+	}
+	d.mu.Unlock()
+	if want != d.member && mc.SetReceiving(want == 1) == nil {
+		d.member = want
+	}
+}
+
+func (d *Demux) getBatch() *Batch {
+	b := d.pool.Get().(*Batch)
+	b.Reset()
+	return b
+}
+
 func (d *Demux) read() {
-	buf := make([]byte, 65536)
+	br, batched := d.ch.(BatchReceiver)
+	in := new(Batch)
+	var buf []byte
+	if !batched {
+		buf = make([]byte, 65536)
+	}
+	type out struct {
+		s *Sub
+		b *Batch
+	}
+	var outs []out
 	for {
-		n, err := d.ch.Recv(d.ctx, buf)
+		var err error
+		if batched {
+			err = br.RecvBatch(d.ctx, in)
+		} else {
+			var n int
+			if n, err = d.ch.Recv(d.ctx, buf); err == nil {
+				in.Reset()
+				in.Append(buf[:n])
+			}
+		}
 		if err != nil {
 			if d.ctx.Err() != nil {
 				err = ErrClosed
@@ -51,31 +109,51 @@ func (d *Demux) read() {
 			d.mu.Unlock()
 			return
 		}
-		h, _, perr := parse(buf[:n])
+		outs = outs[:0]
 		d.mu.Lock()
-		s := d.subs[h.tag]
+		for i := range in.Len() {
+			p := in.At(i)
+			t, ok := tagOfDatagram(p)
+			s := d.subs[t]
+			if !ok || s == nil {
+				d.Unclaimed.Add(1)
+				continue
+			}
+			j := 0
+			for j < len(outs) && outs[j].s != s {
+				j++
+			}
+			if j == len(outs) {
+				outs = append(outs, out{s, d.getBatch()})
+			}
+			outs[j].b.Append(p)
+		}
 		d.mu.Unlock()
-		if perr != nil || s == nil {
-			d.Unclaimed.Add(1)
-			continue
+		for _, o := range outs {
+			o.s.push(o.b)
 		}
-		select {
-		case s.q <- append([]byte(nil), buf[:n]...):
-		default:
-			d.Dropped.Add(1)
-		}
+		clear(outs)
 	}
+}
+
+// tagOfDatagram returns the content tag of a well-formed datagram.
+func tagOfDatagram(p []byte) (tag, bool) {
+	if len(p) < HeaderSize || p[0] != 'R' || p[1] != 'M' || p[2] != version {
+		return tag{}, false
+	}
+	return tag(p[4:12]), true
 }
 
 // Open returns the sub-channel of content id (replacing an earlier one for the same content).
 func (d *Demux) Open(id content.ID) *Sub {
-	s := &Sub{d: d, t: tagOf(id), q: make(chan []byte, d.queue), done: make(chan struct{})}
+	s := &Sub{d: d, t: tagOf(id), q: make(chan *Batch, d.queue), done: make(chan struct{})}
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if d.err != nil {
 		close(s.done)
 	}
 	d.subs[s.t] = s
+	d.mu.Unlock()
+	d.updateMembership()
 	return s
 }
 
@@ -86,16 +164,62 @@ func (d *Demux) Close() error {
 	return nil
 }
 
-// Sub is one content's view of a demultiplexed Channel; it implements Channel.
+// Sub is one content's view of a demultiplexed Channel; it implements Channel and
+// BatchReceiver. It is meant to be read by one goroutine (a Receiver).
 type Sub struct {
 	d         *Demux
 	t         tag
-	q         chan []byte
+	q         chan *Batch // bounded: at most d.queue datagrams in it (queued)
+	queued    atomic.Int64
 	done      chan struct{}
 	closeOnce sync.Once
+
+	mu  sync.Mutex // guards cur, pos
+	cur *Batch     // the batch Recv is taking datagrams from
+	pos int
 }
 
-var _ Channel = (*Sub)(nil)
+var (
+	_ Channel       = (*Sub)(nil)
+	_ BatchReceiver = (*Sub)(nil)
+)
+
+// push queues b (the reader's), or drops it when the queue is full.
+func (s *Sub) push(b *Batch) {
+	n := int64(b.Len())
+	if s.queued.Add(n) > int64(s.d.queue) {
+		s.queued.Add(-n)
+		s.d.Dropped.Add(n)
+		s.d.pool.Put(b)
+		return
+	}
+	select {
+	case s.q <- b:
+	default: // cannot happen: every queued batch holds at least one datagram
+		s.queued.Add(-n)
+		s.d.Dropped.Add(n)
+		s.d.pool.Put(b)
+	}
+}
+
+// next waits for the next queued batch.
+func (s *Sub) next(ctx context.Context) (*Batch, error) {
+	select {
+	case b := <-s.q:
+		s.queued.Add(-int64(b.Len()))
+		return b, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-s.done:
+		s.d.mu.Lock()
+		err := s.d.err
+		s.d.mu.Unlock()
+		if err == nil || errors.Is(err, ErrClosed) {
+			err = ErrClosed
+		}
+		return nil, err
+	}
+}
 
 // MaxDatagram implements Channel.
 func (s *Sub) MaxDatagram() int { return s.d.ch.MaxDatagram() }
@@ -111,22 +235,59 @@ func (s *Sub) UnfragmentedSize() int {
 // Send implements Channel: it sends on the underlying channel.
 func (s *Sub) Send(ctx context.Context, p []byte) error { return s.d.ch.Send(ctx, p) }
 
+// SendBatch implements BatchSender: it sends on the underlying channel.
+func (s *Sub) SendBatch(ctx context.Context, ps [][]byte) error { return sendBatch(ctx, s.d.ch, ps) }
+
 // Recv implements Channel.
 func (s *Sub) Recv(ctx context.Context, buf []byte) (int, error) {
-	select {
-	case b := <-s.q:
-		return copy(buf, b), nil
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	case <-s.done:
-		s.d.mu.Lock()
-		err := s.d.err
-		s.d.mu.Unlock()
-		if err == nil || errors.Is(err, ErrClosed) {
-			err = ErrClosed
+	for {
+		s.mu.Lock()
+		if s.cur != nil && s.pos < s.cur.Len() {
+			n := copy(buf, s.cur.At(s.pos))
+			s.pos++
+			s.mu.Unlock()
+			return n, nil
 		}
-		return 0, err
+		s.mu.Unlock()
+		b, err := s.next(ctx)
+		if err != nil {
+			return 0, err
+		}
+		s.mu.Lock()
+		if s.cur != nil && s.pos < s.cur.Len() { // another Recv got there first: keep the order
+			for i := range b.Len() {
+				s.cur.Append(b.At(i))
+			}
+			s.d.pool.Put(b)
+		} else {
+			if s.cur != nil {
+				s.d.pool.Put(s.cur)
+			}
+			s.cur, s.pos = b, 0
+		}
+		s.mu.Unlock()
 	}
+}
+
+// RecvBatch implements BatchReceiver.
+func (s *Sub) RecvBatch(ctx context.Context, b *Batch) error {
+	s.mu.Lock()
+	if s.cur != nil && s.pos < s.cur.Len() { // left over by Recv
+		b.Reset()
+		for ; s.pos < s.cur.Len(); s.pos++ {
+			b.Append(s.cur.At(s.pos))
+		}
+		s.mu.Unlock()
+		return nil
+	}
+	s.mu.Unlock()
+	q, err := s.next(ctx)
+	if err != nil {
+		return err
+	}
+	*b, *q = *q, *b // hand over the queued buffers, recycle b's
+	s.d.pool.Put(q)
+	return nil
 }
 
 // Close detaches the sub-channel from the demultiplexer.
@@ -137,5 +298,6 @@ func (s *Sub) Close() error {
 	}
 	s.d.mu.Unlock()
 	s.closeOnce.Do(func() { close(s.done) })
+	s.d.updateMembership()
 	return nil
 }

@@ -3,6 +3,7 @@ package mcast_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -317,4 +318,44 @@ func TestDemuxTwoContents(t *testing.T) {
 	if dm.Dropped.Load() != 0 {
 		t.Errorf("dropped %d", dm.Dropped.Load())
 	}
+}
+
+// memberPort is a port that records the receiving states it is set to.
+type memberPort struct {
+	*mcasttest.Port
+	mu     sync.Mutex // guards states
+	states []bool
+}
+
+func (p *memberPort) SetReceiving(on bool) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.states = append(p.states, on)
+	return nil
+}
+
+// TestDemuxMembership: a Demux over a Membership channel receives exactly while a sub-channel
+// is open.
+func TestDemuxMembership(t *testing.T) {
+	_, _, m1, _ := fixture(t, 64<<10, content.MinSliceSize)
+	_, _, m2, _ := fixture(t, 64<<10+1, content.MinSliceSize)
+	p := &memberPort{Port: mcasttest.NewDomain(1500).Join(0, 1, 16)}
+	dm := mcast.NewDemux(p, 16)
+	defer dm.Close()
+	check := func(want ...bool) {
+		t.Helper()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if fmt.Sprint(p.states) != fmt.Sprint(want) {
+			t.Fatalf("receiving set to %v, want %v", p.states, want)
+		}
+	}
+	check(false)
+	s1 := dm.Open(m1.ID())
+	check(false, true)
+	s2 := dm.Open(m2.ID())
+	s1.Close()
+	check(false, true)
+	s2.Close()
+	check(false, true, false)
 }

@@ -30,13 +30,19 @@ type ReceiverConfig struct {
 	// StartTimeout replaces IdleTimeout until the first datagram of the content arrives (a
 	// sender or proxy may start late). Default 5s.
 	StartTimeout time.Duration
+	// GoneTimeout: no datagram for this long calls OnIdle again (once): a sender silent this
+	// long in the middle of a pass is taken for gone. A shorter silence may be a sender
+	// starved of CPU. Default 5 × IdleTimeout.
+	GoneTimeout time.Duration
 	// OnStored is called when a slice reassembled from multicast is verified and stored new.
 	OnStored func(index, n int)
 	// OnLost is called with slices multicast will not deliver in this pass: repair them.
 	OnLost func(index []int)
 	// OnIdle is called (from another goroutine) when the channel has been idle IdleTimeout
-	// (StartTimeout before the first datagram), and when an END arrives: every missing slice
-	// should now be repaired.
+	// (StartTimeout before the first datagram) and again at GoneTimeout, and when an END
+	// arrives. After END, before any datagram, or once Gone, every missing slice should be
+	// repaired; after a shorter silence in the middle of a pass (Front >= 0, not Ended), only
+	// those up to Front: the sender has not sent the others yet.
 	OnIdle func()
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
@@ -89,6 +95,10 @@ type Receiver struct {
 
 	lastRecv atomic.Int64 // unix nanos of the last datagram for us; read by the watchdog
 	started  atomic.Bool  // a datagram for us has arrived
+	frontA   atomic.Int64 // front, for Front
+	endedA   atomic.Bool  // ended, for Ended
+
+	acc ReceiverStats // counted by Run since the last flush (owned by Run)
 
 	statsMu sync.Mutex // guards stats
 	stats   ReceiverStats
@@ -105,14 +115,30 @@ func NewReceiver(ch Channel, m *content.Manifest, st *store.Store, cfg ReceiverC
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.GoneTimeout <= 0 {
+		cfg.GoneTimeout = 5 * cfg.IdleTimeout
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Receiver{
+	r := &Receiver{
 		ch: ch, m: m, st: st, cfg: cfg, log: log, tag: tagOf(m.ID()),
 		asm: make(map[int]*assembly), front: -1, reported: store.NewBitmap(m.NumSlices()),
 		partials: NewPartialStore(st, cfg.MaxPartial),
-	}, nil
+	}
+	r.frontA.Store(-1)
+	return r, nil
+}
+
+// Front returns the highest slice seen in the current pass (-1 before any).
+func (r *Receiver) Front() int { return int(r.frontA.Load()) }
+
+// Ended reports whether the current pass ended (an END arrived, no DATA since).
+func (r *Receiver) Ended() bool { return r.endedA.Load() }
+
+// Gone reports whether no datagram arrived for GoneTimeout.
+func (r *Receiver) Gone() bool {
+	return r.cfg.Now().Sub(time.Unix(0, r.lastRecv.Load())) >= r.cfg.GoneTimeout
 }
 
 // Stats returns a snapshot of the counters.
@@ -122,10 +148,23 @@ func (r *Receiver) Stats() ReceiverStats {
 	return r.stats
 }
 
-func (r *Receiver) count(f func(*ReceiverStats)) {
+// flush adds what Run counted since the last flush to the counters Stats returns.
+func (r *Receiver) flush() {
+	a := &r.acc
 	r.statsMu.Lock()
-	f(&r.stats)
+	s := &r.stats
+	s.Datagrams += a.Datagrams
+	s.Foreign += a.Foreign
+	s.Malformed += a.Malformed
+	s.SlicesNew += a.SlicesNew
+	s.BytesNew += a.BytesNew
+	s.SlicesDup += a.SlicesDup
+	s.Corrupt += a.Corrupt
+	s.Evicted += a.Evicted
+	s.Partial += a.Partial
+	s.LostReports += a.LostReports
 	r.statsMu.Unlock()
+	*a = ReceiverStats{}
 }
 
 // Run receives until the store is complete (nil; also when another carrier completed it), ctx
@@ -137,12 +176,27 @@ func (r *Receiver) Run(ctx context.Context) error {
 		cancel()
 		wg.Wait()
 	}()
+	defer r.flush()
 	r.lastRecv.Store(r.cfg.Now().UnixNano())
 	outer := ctx
 	wg.Go(func() { r.watchdog(ctx, cancel) })
-	buf := make([]byte, 65536)
+	br, batched := r.ch.(BatchReceiver)
+	var buf []byte
+	if !batched {
+		buf = make([]byte, 65536)
+	}
+	b := new(Batch)
 	for !r.st.Complete() {
-		n, err := r.ch.Recv(ctx, buf)
+		var err error
+		if batched {
+			err = br.RecvBatch(ctx, b)
+		} else {
+			var n int
+			if n, err = r.ch.Recv(ctx, buf); err == nil {
+				b.Reset()
+				b.Append(buf[:n])
+			}
+		}
 		if err != nil {
 			if r.st.Complete() {
 				return nil // completed by another carrier while we waited
@@ -152,9 +206,12 @@ func (r *Receiver) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("mcast: receive: %w", err)
 		}
-		if err := r.handle(buf[:n]); err != nil {
-			return err
+		for i := range b.Len() {
+			if err := r.handle(b.At(i)); err != nil {
+				return err
+			}
 		}
+		r.flush()
 	}
 	return nil
 }
@@ -164,7 +221,7 @@ func (r *Receiver) Run(ctx context.Context) error {
 func (r *Receiver) watchdog(ctx context.Context, stop context.CancelFunc) {
 	t := time.NewTicker(min(r.cfg.IdleTimeout/4, r.cfg.StartTimeout/4, 250*time.Millisecond))
 	defer t.Stop()
-	idle := false
+	idle, gone := false, false
 	for {
 		select {
 		case <-ctx.Done():
@@ -179,23 +236,25 @@ func (r *Receiver) watchdog(ctx context.Context, stop context.CancelFunc) {
 		if !r.started.Load() {
 			limit = r.cfg.StartTimeout
 		}
-		quiet := r.cfg.Now().Sub(time.Unix(0, r.lastRecv.Load())) >= limit
-		if quiet && !idle && r.cfg.OnIdle != nil {
+		q := r.cfg.Now().Sub(time.Unix(0, r.lastRecv.Load()))
+		quiet := q >= limit
+		long := q >= max(limit, r.cfg.GoneTimeout)
+		if r.cfg.OnIdle != nil && ((quiet && !idle) || (long && !gone)) {
 			r.cfg.OnIdle()
 		}
-		idle = quiet
+		idle, gone = quiet, long
 	}
 }
 
 func (r *Receiver) handle(b []byte) error {
 	h, payload, err := parse(b)
 	if err != nil || h.tag != r.tag {
-		r.count(func(s *ReceiverStats) { s.Foreign++ })
+		r.acc.Foreign++
 		return nil
 	}
 	r.lastRecv.Store(r.cfg.Now().UnixNano())
 	r.started.Store(true)
-	r.count(func(s *ReceiverStats) { s.Datagrams++ })
+	r.acc.Datagrams++
 	i := int(h.slice)
 	switch h.typ {
 	case typeEnd:
@@ -206,21 +265,24 @@ func (r *Receiver) handle(b []byte) error {
 	case typeData:
 		if r.ended { // a new pass
 			r.ended, r.front, r.behind = false, -1, 0
+			r.endedA.Store(false)
+			r.frontA.Store(-1)
 			r.reported = store.NewBitmap(r.m.NumSlices())
 		}
 	default:
-		r.count(func(s *ReceiverStats) { s.Malformed++ })
+		r.acc.Malformed++
 		return nil
 	}
 	sliceLen := r.m.SliceLen(i)
 	chunk := int(h.chunk)
 	off := int(h.offset)
 	if sliceLen == 0 || chunk == 0 || off%chunk != 0 || off >= sliceLen || len(payload) != min(chunk, sliceLen-off) {
-		r.count(func(s *ReceiverStats) { s.Malformed++ })
+		r.acc.Malformed++
 		return nil
 	}
 	if i > r.front {
 		r.front = i
+		r.frontA.Store(int64(i))
 		r.reportBehind()
 	}
 	if r.st.Has(i) {
@@ -252,17 +314,19 @@ func (r *Receiver) handle(b []byte) error {
 	switch {
 	case errors.Is(err, store.ErrCorrupt):
 		r.log.Warn("multicast slice failed verification", "slice", i)
-		r.count(func(s *ReceiverStats) { s.Corrupt++ })
+		r.acc.Corrupt++
 		r.lost(i)
 	case err != nil:
 		return fmt.Errorf("mcast: store slice %d: %w", i, err)
 	case added:
-		r.count(func(s *ReceiverStats) { s.SlicesNew++; s.BytesNew += int64(sliceLen) })
+		r.acc.SlicesNew++
+		r.acc.BytesNew += int64(sliceLen)
 		if r.cfg.OnStored != nil {
+			r.flush() // callbacks see counters that include what they are told
 			r.cfg.OnStored(i, sliceLen)
 		}
 	default:
-		r.count(func(s *ReceiverStats) { s.SlicesDup++ })
+		r.acc.SlicesDup++
 	}
 	return nil
 }
@@ -291,11 +355,11 @@ func (r *Receiver) giveUp(i int) {
 		return
 	}
 	delete(r.asm, i)
-	r.count(func(s *ReceiverStats) { s.Evicted++ })
+	r.acc.Evicted++
 	need := a.needMask()
 	all := content.PartMask(len(a.buf), 0, len(a.buf))
 	if r.cfg.MaxPartial > 0 && need != 0 && need != all && r.partials.put(i, a.buf, need) {
-		r.count(func(s *ReceiverStats) { s.Partial++ })
+		r.acc.Partial++
 		return // the partial store owns the buffer now
 	}
 	r.free = append(r.free, a.buf[:cap(a.buf)])
@@ -343,7 +407,8 @@ func (r *Receiver) reportLost(lost []int) {
 	if len(lost) == 0 {
 		return
 	}
-	r.count(func(s *ReceiverStats) { s.LostReports += int64(len(lost)) })
+	r.acc.LostReports += int64(len(lost))
+	r.flush()
 	if r.cfg.OnLost != nil {
 		r.cfg.OnLost(lost)
 	}
@@ -368,6 +433,8 @@ func (r *Receiver) endOfPass() {
 	}
 	r.reportLost(lost)
 	r.ended = true
+	r.endedA.Store(true)
+	r.flush()
 	if r.cfg.OnIdle != nil {
 		r.cfg.OnIdle()
 	}

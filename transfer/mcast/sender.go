@@ -22,7 +22,15 @@ type SenderConfig struct {
 	Datagram int
 	// EndRepeats is how many END datagrams close a pass (they can be lost too). Default 3.
 	EndRepeats int
+	// Batch is the most datagrams paced and sent together (one sendmmsg when the channel is a
+	// BatchSender): pacing sleeps once per batch, not once per datagram. Default
+	// DefaultBatch, capped so that a batch fits in Burst.
+	Batch int
 }
+
+// DefaultBatch is the default SenderConfig.Batch: 64 datagrams of 1472 bytes are 94 KB, 7.5 ms
+// at 100 Mbit/s.
+const DefaultBatch = 64
 
 // DefaultDatagram fits an Ethernet MTU with IPv6 and UDP headers (1500-40-8 = 1452) with room
 // to spare; see doc.go for why fragmenting larger datagrams is not worth it.
@@ -49,11 +57,12 @@ type SenderStats struct {
 // a token bucket. It is safe for concurrent use (sends are serialised by the limiter's
 // order, not by a lock; concurrent SendSlice calls interleave datagrams).
 type Sender struct {
-	ch  Channel
-	m   *content.Manifest
-	cfg SenderConfig
-	tag tag
-	lim *rate.Limiter
+	ch    Channel
+	m     *content.Manifest
+	cfg   SenderConfig
+	tag   tag
+	lim   *rate.Limiter
+	batch int // datagrams per paced burst
 
 	datagrams, bytes, slices atomic.Int64
 }
@@ -80,7 +89,12 @@ func NewSender(ch Channel, m *content.Manifest, cfg SenderConfig) (*Sender, erro
 	if cfg.EndRepeats <= 0 {
 		cfg.EndRepeats = 3
 	}
-	return &Sender{ch: ch, m: m, cfg: cfg, tag: tagOf(m.ID()), lim: rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst)}, nil
+	if cfg.Batch <= 0 {
+		cfg.Batch = DefaultBatch
+	}
+	batch := max(1, min(cfg.Batch, cfg.Burst/cfg.Datagram))
+	cfg.EndRepeats = min(cfg.EndRepeats, cfg.Burst/HeaderSize)
+	return &Sender{ch: ch, m: m, cfg: cfg, tag: tagOf(m.ID()), lim: rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst), batch: batch}, nil
 }
 
 // Stats returns the counters.
@@ -94,14 +108,21 @@ func (s *Sender) SendSlice(ctx context.Context, i int, data []byte) error {
 		return fmt.Errorf("mcast: slice %d is %d bytes, want %d", i, len(data), s.m.SliceLen(i))
 	}
 	chunk := s.cfg.Datagram - HeaderSize
-	buf := make([]byte, s.cfg.Datagram)
+	buf := make([]byte, s.batch*s.cfg.Datagram)
+	ps := make([][]byte, 0, s.batch)
 	h := header{typ: typeData, tag: s.tag, slice: uint32(i), chunk: uint16(chunk)}
-	for off := 0; off < len(data); off += chunk {
-		n := min(chunk, len(data)-off)
-		h.offset = uint32(off)
-		h.put(buf)
-		copy(buf[HeaderSize:], data[off:off+n])
-		if err := s.send(ctx, buf[:HeaderSize+n]); err != nil {
+	for off := 0; off < len(data); {
+		ps = ps[:0]
+		for k := 0; k < s.batch && off < len(data); k++ {
+			n := min(chunk, len(data)-off)
+			d := buf[k*s.cfg.Datagram : k*s.cfg.Datagram+HeaderSize+n]
+			h.offset = uint32(off)
+			h.put(d)
+			copy(d[HeaderSize:], data[off:off+n])
+			ps = append(ps, d)
+			off += n
+		}
+		if err := s.send(ctx, ps); err != nil {
 			return err
 		}
 	}
@@ -109,18 +130,37 @@ func (s *Sender) SendSlice(ctx context.Context, i int, data []byte) error {
 	return nil
 }
 
-func (s *Sender) send(ctx context.Context, p []byte) error {
-	if err := s.lim.WaitN(ctx, len(p)); err != nil {
+// send paces the datagrams as one burst, then sends them in one call when the channel takes
+// batches.
+func (s *Sender) send(ctx context.Context, ps [][]byte) error {
+	size := 0
+	for _, p := range ps {
+		size += len(p)
+	}
+	if err := s.lim.WaitN(ctx, size); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		return fmt.Errorf("mcast: pacing: %w", err)
 	}
-	if err := s.ch.Send(ctx, p); err != nil {
+	if err := sendBatch(ctx, s.ch, ps); err != nil {
 		return fmt.Errorf("mcast: send: %w", err)
 	}
-	s.datagrams.Add(1)
-	s.bytes.Add(int64(len(p)))
+	s.datagrams.Add(int64(len(ps)))
+	s.bytes.Add(int64(size))
+	return nil
+}
+
+// sendBatch sends ps on ch: in one call if ch is a BatchSender, else one by one.
+func sendBatch(ctx context.Context, ch Channel, ps [][]byte) error {
+	if bs, ok := ch.(BatchSender); ok {
+		return bs.SendBatch(ctx, ps)
+	}
+	for _, p := range ps {
+		if err := ch.Send(ctx, p); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -128,12 +168,11 @@ func (s *Sender) send(ctx context.Context, p []byte) error {
 func (s *Sender) SendEnd(ctx context.Context) error {
 	var buf [HeaderSize]byte
 	header{typ: typeEnd, tag: s.tag, slice: uint32(s.m.NumSlices())}.put(buf[:])
-	for range s.cfg.EndRepeats {
-		if err := s.send(ctx, buf[:]); err != nil {
-			return err
-		}
+	ps := make([][]byte, s.cfg.EndRepeats)
+	for i := range ps {
+		ps[i] = buf[:]
 	}
-	return nil
+	return s.send(ctx, ps)
 }
 
 // SendAll multicasts every slice src holds, in order, then the end of the pass.

@@ -26,6 +26,13 @@ type PlannerConfig struct {
 	// requested from a second peer (the first answer wins; the other counts as duplicate).
 	// 0 disables the endgame.
 	EndgameAfter time.Duration
+	// SourceDelay keeps the source for when other peers stop getting slices: it serves a slice
+	// no other peer holds only once no non-source peer has gained a slice we miss for this
+	// long (counted from the first Next call). For a proxy in another multicast domain while
+	// the source multicasts into its own: that domain's receivers hold each slice moments
+	// after the source sends it, and the source's uplink is busy with the multicast. 0: the
+	// source serves such slices at once.
+	SourceDelay time.Duration
 }
 
 // DefaultPlannerConfig returns the defaults.
@@ -70,8 +77,9 @@ type peerState struct {
 // more than 256 candidates, putting those that must wait at the back, so a call costs
 // O(256) and not O(slices)); each goes to a non-source peer that holds it and has a free
 // request slot (fewest in flight first). The source serves a slice only if no non-source peer that is
-// not banned, resting or stalled (requests in flight, no answer for EndgameAfter) holds it,
-// or after MaxPeerTries failed attempts of that slice. Every
+// not banned, resting or stalled (requests in flight, no answer for EndgameAfter) holds it
+// (and, with SourceDelay, no such peer is still gaining slices), or after MaxPeerTries failed
+// attempts of that slice. Every
 // failure rests the peer (randomised exponential back-off); a bad slice counts against the
 // peer, and BanAfter of them ban it.
 type Planner struct {
@@ -91,6 +99,7 @@ type Planner struct {
 	rng       *rand.Rand
 
 	lastNow time.Time    // the time of the last Next call
+	grewAt  time.Time    // when a non-source peer last gained a slice we miss (SourceDelay)
 	cand    []int        // candidate slices from head on, roughly rarest first (see Next); nil until built
 	head    int          // cand[:head] are taken
 	scratch []int        // reused by Next
@@ -156,6 +165,7 @@ func (pl *Planner) SetHave(p peer.ID, has store.Bitmap) {
 		}
 		if is {
 			ps.has.Set(i)
+			pl.grew(ps, i)
 			if !ps.banned {
 				pl.avail[i]++
 				pl.dirty = true
@@ -173,9 +183,22 @@ func (pl *Planner) SetHave(p peer.ID, has store.Bitmap) {
 // PeerHas records that p holds slice i.
 func (pl *Planner) PeerHas(p peer.ID, i int) {
 	if ps := pl.peers[p]; ps != nil && ps.has.Set(i) && !ps.banned {
+		pl.grew(ps, i)
 		pl.avail[i]++
 		pl.offer(i)
 	}
+}
+
+// grew notes that ps gained slice i (SourceDelay).
+func (pl *Planner) grew(ps *peerState, i int) {
+	if !ps.source && !ps.banned && !pl.have.Has(i) {
+		pl.grewAt = pl.lastNow
+	}
+}
+
+// sourceOpen reports whether the source may serve slices no other peer holds (SourceDelay).
+func (pl *Planner) sourceOpen(now time.Time) bool {
+	return pl.cfg.SourceDelay <= 0 || now.Sub(pl.grewAt) >= pl.cfg.SourceDelay
 }
 
 // Have records that we hold slice i (from any carrier).
@@ -379,6 +402,9 @@ func (pl *Planner) usable(ps *peerState, now time.Time) bool {
 // Done, NotHave, Failed, Corrupt, PeerDown or Ban.
 func (pl *Planner) Next(now time.Time) []Request {
 	pl.lastNow = now
+	if pl.grewAt.IsZero() {
+		pl.grewAt = now
+	}
 	free := 0
 	for _, ps := range pl.states {
 		if pl.usable(ps, now) {
@@ -561,7 +587,7 @@ func (pl *Planner) pick(i int, now time.Time) (peer.ID, bool) {
 	if bestLoad >= 0 {
 		return best, true
 	}
-	if srcOK && (!otherHolder || int(pl.tries[i]) >= pl.cfg.MaxPeerTries) {
+	if srcOK && ((!otherHolder && pl.sourceOpen(now)) || int(pl.tries[i]) >= pl.cfg.MaxPeerTries) {
 		return src, true
 	}
 	return "", false
@@ -583,6 +609,9 @@ func (pl *Planner) NextWake(now time.Time) time.Time {
 	}
 	for _, u := range pl.notBefore {
 		consider(u)
+	}
+	if pl.cfg.SourceDelay > 0 && !pl.grewAt.IsZero() {
+		consider(pl.grewAt.Add(pl.cfg.SourceDelay)) // the source may open then
 	}
 	if pl.cfg.EndgameAfter > 0 {
 		for _, ps := range pl.peers {

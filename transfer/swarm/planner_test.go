@@ -367,3 +367,54 @@ func TestPlannerEndgamePromotion(t *testing.T) {
 		t.Fatalf("in flight a %d b %d", pl.Inflight(a), pl.Inflight(b))
 	}
 }
+
+// TestPlannerSourceDelay: with SourceDelay, a proxy takes slices from a peer that keeps gaining
+// them (a receiver of the source's multicast) and asks the source only once that peer has
+// stopped gaining slices for SourceDelay.
+func TestPlannerSourceDelay(t *testing.T) {
+	const n, delay = 20, 2 * time.Second
+	cfg := DefaultPlannerConfig()
+	cfg.Rand = rand.New(rand.NewPCG(1, 2))
+	cfg.Ascending = true
+	cfg.SourceDelay = delay
+	pl := NewPlanner(n, store.NewBitmap(n), cfg)
+	src, a := peer.ID("src"), peer.ID("a")
+	pl.AddPeer(src, true)
+	pl.AddPeer(a, false)
+	pl.SetHave(src, store.FullBitmap(n))
+	if reqs := pl.Next(t0); len(reqs) != 0 {
+		t.Fatalf("source asked at once despite SourceDelay: %+v", reqs)
+	}
+	if w := pl.NextWake(t0); !w.Equal(t0.Add(delay)) {
+		t.Fatalf("NextWake = %v, want the source to open at %v", w, t0.Add(delay))
+	}
+	// a gains slices every second: they go to a, never to the source.
+	now := t0
+	for k := range 5 {
+		now = now.Add(time.Second)
+		pl.Next(now) // the session calls Next often; growth is stamped with its clock
+		pl.SetHave(a, bm(n, seq(0, 2*(k+1))...))
+		for _, r := range pl.Next(now) {
+			if r.Peer != a {
+				t.Fatalf("at +%ds slice %d asked from %s while a keeps gaining slices", k+1, r.Index, r.Peer)
+			}
+			pl.Done(r.Peer, r.Index)
+		}
+	}
+	// a stops gaining slices: after SourceDelay the source serves the rest.
+	if reqs := pl.Next(now.Add(delay - time.Millisecond)); count(reqs, src) != 0 {
+		t.Fatalf("source asked before SourceDelay elapsed: %+v", reqs)
+	}
+	reqs := pl.Next(now.Add(delay))
+	if count(reqs, src) == 0 || reqs[0].Index != 10 {
+		t.Fatalf("source not asked for the rest (from slice 10) once a stopped: %+v", reqs)
+	}
+}
+
+func seq(from, to int) []int {
+	var out []int
+	for i := from; i < to; i++ {
+		out = append(out, i)
+	}
+	return out
+}

@@ -38,7 +38,11 @@ type Port struct {
 	Received, Lost, Overflow atomic.Int64
 }
 
-var _ mcast.Channel = (*Port)(nil)
+var (
+	_ mcast.Channel       = (*Port)(nil)
+	_ mcast.BatchSender   = (*Port)(nil)
+	_ mcast.BatchReceiver = (*Port)(nil)
+)
 
 // Join adds a port that loses each incoming datagram with probability loss (deterministic for
 // a seed) and buffers up to queue datagrams.
@@ -101,6 +105,39 @@ func (p *Port) Recv(ctx context.Context, buf []byte) (int, error) {
 	case <-p.closed:
 		return 0, mcast.ErrClosed
 	}
+}
+
+// SendBatch implements mcast.BatchSender: Send for each datagram.
+func (p *Port) SendBatch(ctx context.Context, bs [][]byte) error {
+	for _, b := range bs {
+		if err := p.Send(ctx, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RecvBatch implements mcast.BatchReceiver: it waits for one datagram, then takes those
+// already queued (at most 64).
+func (p *Port) RecvBatch(ctx context.Context, b *mcast.Batch) error {
+	select {
+	case d := <-p.queue:
+		b.Reset()
+		b.Append(d)
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-p.closed:
+		return mcast.ErrClosed
+	}
+	for b.Len() < 64 {
+		select {
+		case d := <-p.queue:
+			b.Append(d)
+		default:
+			return nil
+		}
+	}
+	return nil
 }
 
 // Close leaves the domain.

@@ -15,7 +15,12 @@ type Channel struct {
 	C *pipes.MulticastChannel
 }
 
-var _ mcast.Channel = Channel{}
+var (
+	_ mcast.Channel       = Channel{}
+	_ mcast.BatchSender   = Channel{}
+	_ mcast.BatchReceiver = Channel{}
+	_ mcast.Membership    = Channel{}
+)
 
 // MaxDatagram implements mcast.Channel.
 func (c Channel) MaxDatagram() int { return c.C.MaxDatagram() }
@@ -48,3 +53,36 @@ func (c Channel) Recv(ctx context.Context, buf []byte) (int, error) {
 	}
 	return copy(buf, d.Data), nil
 }
+
+// SendBatch implements mcast.BatchSender: the datagrams go out with one sendmmsg per up to 64
+// per interface.
+func (c Channel) SendBatch(ctx context.Context, ps [][]byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	_, err := c.C.SendBatch(ps)
+	if errors.Is(err, pipes.ErrClosed) {
+		return mcast.ErrClosed
+	}
+	return err
+}
+
+// RecvBatch implements mcast.BatchReceiver: b gets the datagrams one recvmmsg took.
+func (c Channel) RecvBatch(ctx context.Context, b *mcast.Batch) error {
+	db, err := c.C.RecvBatch(ctx)
+	if err != nil {
+		if errors.Is(err, pipes.ErrClosed) {
+			return mcast.ErrClosed
+		}
+		return err
+	}
+	b.Reset()
+	for _, d := range db.Datagrams {
+		b.Append(d.Data)
+	}
+	db.Release()
+	return nil
+}
+
+// SetReceiving implements mcast.Membership: it joins or leaves the data group.
+func (c Channel) SetReceiving(on bool) error { return c.C.SetReceiving(on) }
