@@ -10,6 +10,8 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/raftcast/raftcast/internal/bincodec"
 )
 
 // applyEnqueueTimeout bounds how long raft.Apply waits to enqueue a command.
@@ -216,7 +218,7 @@ func (g *Group) forward(ctx context.Context, leader peer.ID, b []byte) (uint64, 
 	if dl, ok := ctx.Deadline(); ok {
 		_ = s.SetDeadline(dl)
 	}
-	if err := writeFrame(s, msgApplyRequest, encodeMsg((&applyRequest{GroupID: g.id, Cmd: b}).encode)); err != nil {
+	if err := writeFrame(s, msgApplyRequest, bincodec.Encode((&applyRequest{GroupID: g.id, Cmd: b}).encode)); err != nil {
 		s.Reset()
 		return 0, err
 	}
@@ -248,7 +250,7 @@ func (m *Manager) handleApply(s network.Stream) {
 		if err = decodeMsg(payload, req.decode); err == nil {
 			var idx uint64
 			if idx, err = m.serveApply(&req, from); err == nil {
-				outType, out = msgApplyResponse, encodeMsg((&applyResponse{Index: idx}).encode)
+				outType, out = msgApplyResponse, bincodec.Encode((&applyResponse{Index: idx}).encode)
 			}
 		}
 	case msgMembersRequest:
@@ -256,7 +258,7 @@ func (m *Manager) handleApply(s network.Stream) {
 		if err = decodeMsg(payload, req.decode); err == nil {
 			var ps []peer.ID
 			if ps, err = m.serveMembers(&req, from); err == nil {
-				outType, out = msgMembersResponse, encodeMsg((&membersResponse{Peers: ps}).encode)
+				outType, out = msgMembersResponse, bincodec.Encode((&membersResponse{Peers: ps}).encode)
 			}
 		}
 	default:
@@ -264,7 +266,7 @@ func (m *Manager) handleApply(s network.Stream) {
 		return
 	}
 	if err != nil {
-		out = encodeMsg(newErrorMsg(err).encode)
+		out = bincodec.Encode(newErrorMsg(err).encode)
 	}
 	if err := writeFrame(s, outType, out); err != nil {
 		s.Reset()

@@ -463,25 +463,12 @@ func (*SlicesDone) Kind() CommandKind { return KindSlicesDone }
 func (c *SlicesDone) encode(e *bincodec.Encoder) {
 	e.Str(c.TaskID)
 	e.Peer(c.Member)
-	e.Count(len(c.Slices))
-	for _, s := range c.Slices {
-		e.Uvarint(uint64(s))
-	}
+	e.Uint32s(c.Slices)
 }
 func (c *SlicesDone) decode(d *bincodec.Decoder) {
 	c.TaskID = d.Str(maxIDLen, "task ID")
 	c.Member = d.Peer()
-	n := d.Count(maxSlices, "slices")
-	if n > 0 {
-		c.Slices = make([]uint32, 0, n)
-	}
-	for i := 0; i < n && d.Err() == nil; i++ {
-		s := d.Uvarint()
-		if s > maxSlices {
-			d.Fail("slice %d out of range", s)
-		}
-		c.Slices = append(c.Slices, uint32(s))
-	}
+	c.Slices = d.Uint32s(maxSlices, "slices")
 }
 func (c *SlicesDone) check() error {
 	k := KindSlicesDone

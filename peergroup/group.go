@@ -18,6 +18,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	"go.etcd.io/bbolt"
+
+	"github.com/raftcast/raftcast/internal/bincodec"
 )
 
 // memberAddrTTL is how long member addresses learnt from the group state stay in the
@@ -498,7 +500,7 @@ func (g *Group) askMembers(q peer.ID) ([]peer.ID, error) {
 	defer s.Close()
 	dl, _ := ctx.Deadline()
 	_ = s.SetDeadline(dl)
-	if err := writeFrame(s, msgMembersRequest, encodeMsg((&membersRequest{GroupID: g.id}).encode)); err != nil {
+	if err := writeFrame(s, msgMembersRequest, bincodec.Encode((&membersRequest{GroupID: g.id}).encode)); err != nil {
 		s.Reset()
 		return nil, err
 	}

@@ -13,6 +13,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/raftcast/raftcast/internal/bincodec"
 )
 
 func TestThreeMembersAgreeAndWrongSecretRejected(t *testing.T) {
@@ -228,13 +230,13 @@ func TestFakeLeaderAndSecretNeverStored(t *testing.T) {
 		if expectFrame(r, maxJoinFrame, msgJoinRequest, req.decode) != nil {
 			return
 		}
-		_ = writeFrame(s, msgJoinChallenge, encodeMsg((&joinChallenge{Nonce: make([]byte, nonceLen)}).encode))
+		_ = writeFrame(s, msgJoinChallenge, bincodec.Encode((&joinChallenge{Nonce: make([]byte, nonceLen)}).encode))
 		var pr joinProofMsg
 		if expectFrame(r, maxJoinFrame, msgJoinProof, pr.decode) != nil {
 			return
 		}
 		acc := &joinAccept{Header: Header{ID: id, Name: "films", Policy: PolicySecret, Creator: fake.id()}, Leader: fake.id(), Term: 1, LeaderProof: make([]byte, 32)}
-		_ = writeFrame(s, msgJoinAccept, encodeMsg(acc.encode))
+		_ = writeFrame(s, msgJoinAccept, bincodec.Encode(acc.encode))
 	})
 	j := startNode(t, "j", nil)
 	lure := info

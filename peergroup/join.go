@@ -12,6 +12,8 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/raftcast/raftcast/internal/bincodec"
 )
 
 // The join protocol (PMP), on JoinProtocol, one stream per attempt:
@@ -148,7 +150,7 @@ func (m *Manager) joinOnce(ctx context.Context, target peer.ID, info GroupInfo, 
 	_, _ = rand.Read(nonce)
 	addrs := m.h.Addrs()
 	req := &joinRequest{GroupID: info.ID, Nonce: nonce, Addrs: addrs[:min(len(addrs), maxAddrs)], Domain: m.cfg.Domain, Capacity: m.cfg.Capacity, Invitation: cred.Invitation}
-	if err := writeFrame(s, msgJoinRequest, encodeMsg(req.encode)); err != nil {
+	if err := writeFrame(s, msgJoinRequest, bincodec.Encode(req.encode)); err != nil {
 		s.Reset()
 		return nil, nil, err
 	}
@@ -178,7 +180,7 @@ func (m *Manager) joinOnce(ctx context.Context, target peer.ID, info GroupInfo, 
 			return nil, nil, fmt.Errorf("%w: the group asks for a secret", ErrWrongSecret)
 		}
 		pr := &joinProofMsg{Proof: joinProof(key, ch.Nonce, m.h.ID(), info.ID)}
-		if err := writeFrame(s, msgJoinProof, encodeMsg(pr.encode)); err != nil {
+		if err := writeFrame(s, msgJoinProof, bincodec.Encode(pr.encode)); err != nil {
 			s.Reset()
 			return nil, nil, err
 		}
@@ -234,25 +236,25 @@ func (m *Manager) handleJoin(s network.Stream) {
 	}
 	g, ok := m.Group(req.GroupID)
 	if !ok || g.id != req.GroupID {
-		reply(msgError, encodeMsg(newErrorMsg(fmt.Errorf("%w: %s", ErrUnknownGroup, req.GroupID)).encode))
+		reply(msgError, bincodec.Encode(newErrorMsg(fmt.Errorf("%w: %s", ErrUnknownGroup, req.GroupID)).encode))
 		return
 	}
 	if !g.IsLeader() {
 		leader := g.Leader()
 		if leader == "" || leader == g.self {
-			reply(msgError, encodeMsg(newErrorMsg(ErrNoLeader).encode))
+			reply(msgError, bincodec.Encode(newErrorMsg(ErrNoLeader).encode))
 			return
 		}
-		reply(msgJoinRedirect, encodeMsg((&joinRedirect{Leader: leader, Addrs: capAddrs(g.addrsOf(leader))}).encode))
+		reply(msgJoinRedirect, bincodec.Encode((&joinRedirect{Leader: leader, Addrs: capAddrs(g.addrsOf(leader))}).encode))
 		return
 	}
 	acc, err := g.admit(s, r, from, &req)
 	if err != nil {
 		g.log.Info("join refused", "peer", from, "err", err)
-		reply(msgError, encodeMsg(newErrorMsg(err).encode))
+		reply(msgError, bincodec.Encode(newErrorMsg(err).encode))
 		return
 	}
-	reply(msgJoinAccept, encodeMsg(acc.encode))
+	reply(msgJoinAccept, bincodec.Encode(acc.encode))
 }
 
 // admit is the leader's side of a join: check the credential, commit the member, add it to
@@ -272,7 +274,7 @@ func (g *Group) admit(s network.Stream, r *bufio.Reader, from peer.ID, req *join
 		nonce := make([]byte, nonceLen)
 		_, _ = rand.Read(nonce)
 		ch := &joinChallenge{Nonce: nonce}
-		if err := writeFrame(s, msgJoinChallenge, encodeMsg(ch.encode)); err != nil {
+		if err := writeFrame(s, msgJoinChallenge, bincodec.Encode(ch.encode)); err != nil {
 			return nil, err
 		}
 		var pr joinProofMsg

@@ -77,16 +77,9 @@ func expectFrame(r *bufio.Reader, max int, want uint8, dec func(*bincodec.Decode
 	return decodeMsg(payload, dec)
 }
 
+// decodeMsg decodes a frame's payload; malformed input is ErrMalformed.
 func decodeMsg(b []byte, dec func(*bincodec.Decoder)) error {
-	d := bincodec.NewDecoder(b, ErrMalformed)
-	dec(&d)
-	return d.Finish()
-}
-
-func encodeMsg(enc func(*bincodec.Encoder)) []byte {
-	var e bincodec.Encoder
-	enc(&e)
-	return e.B
+	return bincodec.Decode(b, ErrMalformed, dec)
 }
 
 type errorMsg struct {

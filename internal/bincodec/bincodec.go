@@ -91,6 +91,23 @@ func (e *Encoder) Uint32s(s []uint32) {
 	}
 }
 
+// Encode returns what f appends to an empty Encoder: a message's bytes.
+func Encode(f func(*Encoder)) []byte {
+	e := Encoder{B: make([]byte, 0, 64)}
+	f(&e)
+	return e.B
+}
+
+// Decode decodes all of b with f (nil: b must be empty) and returns the first error, or an
+// error if bytes are left over, wrapped around sentinel.
+func Decode(b []byte, sentinel error, f func(*Decoder)) error {
+	d := NewDecoder(b, sentinel)
+	if f != nil {
+		f(&d)
+	}
+	return d.Finish()
+}
+
 // Decoder reads values from a byte slice. The zero Decoder is not usable: make one with
 // NewDecoder.
 type Decoder struct {

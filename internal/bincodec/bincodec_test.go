@@ -105,6 +105,24 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+func TestEncodeDecode(t *testing.T) {
+	b := Encode(func(e *Encoder) { e.Str("x"); e.Uvarint(7) })
+	var s string
+	var v uint64
+	if err := Decode(b, errTest, func(d *Decoder) { s, v = d.Str(4, "s"), d.Uvarint() }); err != nil || s != "x" || v != 7 {
+		t.Fatalf("Decode = %q %d %v", s, v, err)
+	}
+	if err := Decode(b, errTest, func(d *Decoder) { d.Str(4, "s") }); !errors.Is(err, errTest) {
+		t.Fatalf("Decode leaving a byte: %v, want a trailing-bytes error", err)
+	}
+	if err := Decode(nil, errTest, nil); err != nil {
+		t.Fatalf("Decode of nothing with no decoder: %v", err)
+	}
+	if err := Decode(b, errTest, nil); !errors.Is(err, errTest) {
+		t.Fatalf("Decode of bytes with no decoder: %v, want an error", err)
+	}
+}
+
 // TestMalformed: every bound and check fails with the sentinel, sticks, and zeroes later reads.
 func TestMalformed(t *testing.T) {
 	var long Encoder

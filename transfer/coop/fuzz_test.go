@@ -12,9 +12,9 @@ import (
 // must fail cleanly (never panic, never allocate past the limits), and whatever decodes must
 // encode back to the same bytes.
 func FuzzControlFrames(f *testing.F) {
-	f.Add(encodeMsg((&startRequest{GroupID: "g", URL: "http://x/", SliceSize: 4096}).encode))
-	f.Add(encodeMsg((&rearrangeRequest{GroupID: "g", TaskID: "t", Slices: []uint32{1, 2}}).encode))
-	f.Add(encodeMsg((&startAnswer{TaskID: "t", Size: 9, SliceSize: 4096, Ranges: true}).encode))
+	f.Add(bincodec.Encode((&startRequest{GroupID: "g", URL: "http://x/", SliceSize: 4096}).encode))
+	f.Add(bincodec.Encode((&rearrangeRequest{GroupID: "g", TaskID: "t", Slices: []uint32{1, 2}}).encode))
+	f.Add(bincodec.Encode((&startAnswer{TaskID: "t", Size: 9, SliceSize: 4096, Ranges: true}).encode))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _, _ = readFrame(bufio.NewReader(bytes.NewReader(b)), 1<<16)
@@ -28,7 +28,7 @@ func FuzzControlFrames(f *testing.F) {
 			if d.Finish() != nil {
 				continue
 			}
-			if got := encodeMsg(m.encode); !bytes.Equal(got, b) {
+			if got := bincodec.Encode(m.encode); !bytes.Equal(got, b) {
 				// Varints have one canonical form here; booleans only 0 and 1.
 				t.Fatalf("%T: decoded %x, re-encoded %x", m, b, got)
 			}

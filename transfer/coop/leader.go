@@ -15,6 +15,8 @@ import (
 
 	"github.com/raftcast/raftcast/peergroup"
 	"github.com/raftcast/raftcast/transfer/store"
+
+	"github.com/raftcast/raftcast/internal/bincodec"
 )
 
 // The leader's duties (seed: fullDownLoad, partDownLoad, taskArrange). The leader probes the
@@ -231,7 +233,7 @@ func (s *Service) haveOf(ctx context.Context, p peer.ID, key string, n int) (sto
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.HaveTimeout)
 		defer cancel()
 		var a haveAnswer
-		if err := s.control(ctx, p, msgHave, encodeMsg((&haveRequest{Key: key, Slices: uint64(n)}).encode), msgHaveAnswer, a.decode); err != nil {
+		if err := s.control(ctx, p, msgHave, bincodec.Encode((&haveRequest{Key: key, Slices: uint64(n)}).encode), msgHaveAnswer, a.decode); err != nil {
 			return store.Bitmap{}, err
 		}
 		bm = a.Bitmap

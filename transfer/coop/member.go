@@ -3,6 +3,7 @@ package coop
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -477,7 +478,7 @@ func (w *worker) resourceChanged(cause error) {
 	}
 	ctx, cancel := context.WithTimeout(w.ctx, w.s.cfg.ControlTimeout)
 	defer cancel()
-	if err := w.s.control(ctx, w.task.Requester, msgNotice, encodeMsg(n.encode), msgOK, nil); err != nil {
+	if err := w.s.control(ctx, w.task.Requester, msgNotice, bincodec.Encode(n.encode), msgOK, nil); err != nil {
 		w.s.log.Debug("could not tell the requester", "task", w.task.ID, "err", err)
 	}
 }
@@ -563,7 +564,7 @@ func (w *worker) pushStream() error {
 		}
 	}()
 	_ = st.SetWriteDeadline(time.Now().Add(w.s.cfg.IOTimeout))
-	if err := writeFrame(st, msgPushHeader, encodeMsg((&pushHeader{GroupID: w.g.ID(), TaskID: w.task.ID}).encode)); err != nil {
+	if err := writeFrame(st, msgPushHeader, bincodec.Encode((&pushHeader{GroupID: w.g.ID(), TaskID: w.task.ID}).encode)); err != nil {
 		return err
 	}
 
@@ -705,7 +706,7 @@ func (s *Service) servePush(st network.Stream) error {
 	from := st.Conn().RemotePeer()
 	refuse := func(err error) error {
 		_ = st.SetWriteDeadline(time.Now().Add(s.cfg.IOTimeout))
-		_ = writeFrame(st, msgPushRefused, encodeMsg(newErrorMsg(err).encode))
+		_ = writeFrame(st, msgPushRefused, bincodec.Encode(newErrorMsg(err).encode))
 		return err
 	}
 	_ = st.SetReadDeadline(time.Now().Add(headerTimeout))
@@ -771,11 +772,7 @@ func (s *Service) servePush(st network.Stream) error {
 	}
 }
 
-func binaryUvarint(v uint64) []byte {
-	e := bincodec.Encoder{}
-	e.Uvarint(v)
-	return e.B
-}
+func binaryUvarint(v uint64) []byte { return binary.AppendUvarint(nil, v) }
 
 // deliverLocal records a slice this node fetched for its own download.
 func (s *Service) deliverLocal(task string, i, n int, fromOrigin bool) {

@@ -270,7 +270,7 @@ func TestWireRoundTrip(t *testing.T) {
 		{&pushHeader{GroupID: "g", TaskID: "t"}, func(d *bincodec.Decoder) any { var m pushHeader; m.decode(d); return &m }},
 	}
 	for _, m := range msgs {
-		b := encodeMsg(m.enc.encode)
+		b := bincodec.Encode(m.enc.encode)
 		d := bincodec.NewDecoder(b, ErrBadRequest)
 		got := m.dec(&d)
 		if err := d.Finish(); err != nil {
@@ -296,7 +296,7 @@ func TestFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 	em := &errorMsg{Code: codeChanged, Msg: "gone"}
-	if err := writeFrame(&buf, msgError, encodeMsg(em.encode)); err != nil {
+	if err := writeFrame(&buf, msgError, bincodec.Encode(em.encode)); err != nil {
 		t.Fatal(err)
 	}
 	big := bytes.Repeat([]byte{1}, 10_000)

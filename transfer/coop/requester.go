@@ -196,7 +196,7 @@ func finalLeaderErr(err error) bool {
 // retrying across leader changes, elections and unreachable leaders until ctx ends.
 func (s *Service) callLeader(ctx context.Context, g *peergroup.Group, typ uint8, req interface{ encode(*bincodec.Encoder) },
 	local func(context.Context) error, want uint8, decode func(*bincodec.Decoder)) error {
-	body := encodeMsg(req.encode)
+	body := bincodec.Encode(req.encode)
 	backoff := 50 * time.Millisecond
 	var last error
 	for {

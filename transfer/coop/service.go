@@ -238,7 +238,7 @@ func (s *Service) handleControl(st network.Stream) {
 		if err = d.Finish(); err == nil {
 			var a *startAnswer
 			if a, err = s.serveStart(ctx, from, &req); err == nil {
-				answerType, answer = msgAccept, encodeMsg(a.encode)
+				answerType, answer = msgAccept, bincodec.Encode(a.encode)
 			}
 		}
 	case msgRearrange:
@@ -258,7 +258,7 @@ func (s *Service) handleControl(st network.Stream) {
 		if err == nil {
 			var b []byte
 			if b, err = s.cache.have(req.Key, int(min(req.Slices, maxSlices))); err == nil {
-				answerType, answer = msgHaveAnswer, encodeMsg((&haveAnswer{Bitmap: b}).encode)
+				answerType, answer = msgHaveAnswer, bincodec.Encode((&haveAnswer{Bitmap: b}).encode)
 			}
 		}
 	case msgNotice:
@@ -278,7 +278,7 @@ func (s *Service) handleControl(st network.Stream) {
 		if errors.As(err, &nl) {
 			em.Leader = nl.leader
 		}
-		_ = writeFrame(st, msgError, encodeMsg(em.encode))
+		_ = writeFrame(st, msgError, bincodec.Encode(em.encode))
 	} else {
 		_ = writeFrame(st, answerType, answer)
 	}

@@ -242,12 +242,6 @@ const (
 
 // Framing.
 
-func encodeMsg(f func(*bincodec.Encoder)) []byte {
-	e := bincodec.Encoder{B: make([]byte, 0, 64)}
-	f(&e)
-	return e.B
-}
-
 // writeFrame writes one frame.
 func writeFrame(w io.Writer, typ uint8, body []byte) error {
 	var hdr [1 + binary.MaxVarintLen64]byte
