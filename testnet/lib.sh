@@ -79,8 +79,10 @@ rc_traps() {
 	# (rc_exec and rc_bg close them for the processes they start).
 	exec 8>&1 9>&2
 	# The run exits non-zero when the handler reports failure (a failed check), even if
-	# the script itself finished.
-	trap 'RC_EXIT=$?; trap - ERR; exec 1>&8 2>&9; rc_teardown; rc_drop_data
+	# the script itself finished. INT and TERM are ignored from the handler's first
+	# statement: a TERM (the watchdog) landing while it runs would run `exit` inside it and
+	# skip the teardown and the summary (seen once: a failure and the timeout together).
+	trap 'RC_EXIT=$?; trap "" INT TERM; trap - ERR; exec 1>&8 2>&9; rc_teardown; rc_drop_data
 		if [[ -n $RC_ON_EXIT ]] && ! "$RC_ON_EXIT" && ((RC_EXIT == 0)); then RC_EXIT=1; fi
 		exit "$RC_EXIT"' EXIT
 	set -E
