@@ -287,14 +287,17 @@ func (ds *dist) advertise(ctx context.Context, g *peergroup.Group, id content.ID
 	return err
 }
 
-// resolve finds the content's ID and source from its advertisements (ID or name), retrying
-// until ctx ends.
+// resolve finds the content's ID and source (ID or name): in the group's catalogue, which
+// every member holds, else from its advertisements, retrying until ctx ends.
 func (ds *dist) resolve(ctx context.Context, idOrName string, g *peergroup.Group) (content.ID, peer.ID, error) {
 	q := advert.Query{Kind: advert.KindContent, Attrs: map[string]string{"group": g.ID()}}
 	if id, err := content.ParseID(idOrName); err == nil {
 		q.ID = id.String()
 	} else {
 		q.Name = idOrName
+	}
+	if id, src, ok := fromCatalogue(g.State().Catalogue, q); ok {
+		return id, src, nil
 	}
 	for {
 		res, err := ds.d.node.Discover(ctx, q, true)
@@ -328,12 +331,33 @@ func (ds *dist) resolve(ctx context.Context, idOrName string, g *peergroup.Group
 	}
 }
 
+// fromCatalogue finds q's content (by ID, or the newest of that name) in a group catalogue.
+func fromCatalogue(cat map[string]peergroup.Content, q advert.Query) (content.ID, peer.ID, bool) {
+	var best *peergroup.Content
+	for _, c := range cat {
+		if (q.ID != "" && c.ID == q.ID) || (q.ID == "" && c.Name == q.Name) {
+			if best == nil || c.Added.After(best.Added) {
+				best = &c
+			}
+		}
+	}
+	if best == nil {
+		return content.ID{}, "", false
+	}
+	id, err := content.ParseID(best.ID)
+	if err != nil {
+		return id, "", false
+	}
+	return id, best.Source, true
+}
+
 // holders lists the peers that may hold id: publishers of its advertisements and the group's
-// live members, this node excluded.
-func (ds *dist) holders(ctx context.Context, id content.ID, g *peergroup.Group) []peer.ID {
+// live members, this node excluded. With remote false it asks no other node (the
+// advertisements this node has cached), so a get can start at once.
+func (ds *dist) holders(ctx context.Context, id content.ID, g *peergroup.Group, remote bool) []peer.ID {
 	seen := map[peer.ID]bool{ds.d.node.ID(): true}
 	var out []peer.ID
-	res, _ := ds.d.node.Discover(ctx, advert.Query{Kind: advert.KindContent, ID: id.String()}, true)
+	res, _ := ds.d.node.Discover(ctx, advert.Query{Kind: advert.KindContent, ID: id.String()}, remote)
 	for _, s := range res {
 		if p := s.Advert.Publisher; !seen[p] {
 			seen[p] = true
@@ -351,6 +375,7 @@ func (ds *dist) holders(ctx context.Context, id content.ID, g *peergroup.Group) 
 
 // get receives content into out.
 func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progress func(transfer.Progress)) (*transfer.Result, bool, error) {
+	start := time.Now()
 	g, err := ds.group(groupName)
 	if err != nil {
 		return nil, false, err
@@ -364,8 +389,8 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 	}
 	req := transfer.GetRequest{
 		ID: id, Out: out, Source: source,
-		Peers:     ds.holders(ctx, id, g),
-		MorePeers: func(ctx context.Context) []peer.ID { return ds.holders(ctx, id, g) },
+		Peers:     ds.holders(ctx, id, g, false),
+		MorePeers: func(ctx context.Context) []peer.ID { return ds.holders(ctx, id, g, true) },
 		Progress:  progress,
 	}
 	proxy := false
@@ -381,16 +406,17 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 		defer ch.Close()
 		req.Multicast = ch
 		ds.onWant(id, ds.d.node.ID())
+		mc := ds.d.pipes.Multicast()
+		if source != "" && mc.InDomain(source) {
+			// The source first: its pass waits for this want.
+			wctx, wcancel := context.WithCancel(ctx)
+			defer wcancel()
+			go ds.wantSource(wctx, id, source, func() bool { return mcBytes.Load() > 0 })
+		}
 		coord, err := ds.d.pipes.Output(ctx, ds.coordSpec(g))
 		if err == nil {
 			_ = coord.Send(ctx, encodeCoord(opWant, id))
 			coord.Close()
-		}
-		mc := ds.d.pipes.Multicast()
-		if source != "" && mc.InDomain(source) {
-			wctx, wcancel := context.WithCancel(ctx)
-			defer wcancel()
-			go ds.wantSource(wctx, id, source, func() bool { return mcBytes.Load() > 0 })
 		}
 		if source != "" && !mc.InDomain(source) {
 			// No source in this domain: the smallest wanting peer ID here relays.
@@ -416,6 +442,7 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 			}
 		}
 	}
+	ds.d.log.Debug("get: receiving", "content", id, "source", source, "peers", len(req.Peers), "setup", time.Since(start))
 	res, err := ds.eng.Get(ctx, req)
 	if err != nil {
 		return nil, proxy, err
