@@ -292,12 +292,17 @@ wait_api() {
 # rc_daemon NODE ROLE ARGS...: start `raftcast ROLE` in NODE listening on its IPv4 and
 # IPv6 addresses (TCP, port 0). Its log is logs/NODE-raftcast.log (RC_DAEMON_LABEL
 # overrides the label; it must start with "raftcast" for wait_api and rc_node_pid).
+# RC_CPUPROFILE=1: each daemon writes a CPU profile of its run to
+# logs/NODE-LABEL-SECONDS.pprof when it stops (`go tool pprof BINARY FILE`).
 rc_daemon() {
 	local node=$1 role=$2 data
 	shift 2
 	rc_raftcast_bin
 	data=$(rc_data "$node")
 	mkdir -p "$data"
+	if [[ -n ${RC_CPUPROFILE:-} ]]; then
+		set -- "$@" --cpuprofile "$RC_DIR/logs/$node-${RC_DAEMON_LABEL:-raftcast}-$SECONDS.pprof"
+	fi
 	rc_bg "$node" "${RC_DAEMON_LABEL:-raftcast}" "$RAFTCAST_BIN" "$role" --data "$data" \
 		--listen "/ip4/$(rc_addr "$node" 4)/tcp/0" --listen "/ip6/$(rc_addr "$node" 6)/tcp/0" "$@"
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"runtime/pprof"
 
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
@@ -14,7 +16,7 @@ import (
 func newNodeCmd(g *globals, use string) *cobra.Command {
 	var (
 		listen, bootstrap, ifaces []string
-		name                      string
+		name, cpuProfile          string
 		mdns                      bool
 	)
 	short := "run a raftcast node in the foreground"
@@ -60,6 +62,13 @@ func newNodeCmd(g *globals, use string) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if cpuProfile != "" {
+				stop, err := startCPUProfile(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			err = daemon.Run(c.Context(), daemon.Config{
 				DataDir: dir,
 				APIAddr: apiAddr,
@@ -80,6 +89,7 @@ func newNodeCmd(g *globals, use string) *cobra.Command {
 	f.StringVar(&name, "name", "", "human name published in this node's peer advertisement")
 	f.BoolVar(&mdns, "mdns", true, "discover peers on the LAN with mDNS")
 	f.StringArrayVar(&ifaces, "multicast-iface", nil, "interface for native multicast (repeatable; default every multicast-capable interface)")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (go tool pprof) of the node's whole run to this file")
 	return c
 }
 
@@ -96,4 +106,22 @@ func newIDCmd(g *globals) *cobra.Command {
 			return g.emit(map[string]string{"peer_id": id.String()}, func() { printf("%s\n", id) })
 		},
 	}
+}
+
+// startCPUProfile profiles the process's CPU into path until the returned stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "raftcast: --cpuprofile: "+err.Error())
+		}
+	}, nil
 }
