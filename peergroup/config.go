@@ -30,7 +30,7 @@ type Config struct {
 	HeartbeatTimeout   time.Duration // default 1s
 	ElectionTimeout    time.Duration // default 1s
 	LeaderLeaseTimeout time.Duration // default 500ms
-	CommitTimeout      time.Duration // default 20ms
+	CommitTimeout      time.Duration // default 50ms (raft's): followers learn of a commit within 1-2x this
 	// TransportTimeout bounds dialing and each Raft RPC (default 2s).
 	TransportTimeout time.Duration
 	// RaftStreamPool: 0 runs Raft on go-libp2p-raft's transport as is (a new stream for
@@ -76,7 +76,7 @@ func DefaultConfig() Config {
 		HeartbeatTimeout:   time.Second,
 		ElectionTimeout:    time.Second,
 		LeaderLeaseTimeout: 500 * time.Millisecond,
-		CommitTimeout:      20 * time.Millisecond,
+		CommitTimeout:      50 * time.Millisecond,
 		TransportTimeout:   2 * time.Second,
 		SnapshotThreshold:  1024,
 		SnapshotInterval:   30 * time.Second,

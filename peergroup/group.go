@@ -135,7 +135,17 @@ func openGroup(m *Manager, meta *groupMeta, bootstrap bool, seed []peer.AddrInfo
 	rc.Logger = hl
 
 	g.fsm = newFSM(g.onApply)
-	g.raft, err = raft.NewRaft(rc, g.fsm, g.store, g.store, snaps, g.trans)
+	// The leader reads the entry before each AppendEntries (every CommitTimeout per follower,
+	// empty ones included) from the log store: the cache keeps recent entries in memory so
+	// that is not a bolt transaction each time.
+	logs, err := raft.NewLogCache(raftLogCache, g.store)
+	if err != nil {
+		g.cancel()
+		g.trans.Close()
+		g.store.Close()
+		return nil, fmt.Errorf("raft log cache: %w", err)
+	}
+	g.raft, err = raft.NewRaft(rc, g.fsm, logs, g.store, snaps, g.trans)
 	if err != nil {
 		g.cancel()
 		g.trans.Close()
@@ -159,6 +169,9 @@ func openGroup(m *Manager, meta *groupMeta, bootstrap bool, seed []peer.AddrInfo
 	g.signal(g.changed)
 	return g, nil
 }
+
+// raftLogCache is how many recent Raft log entries a group keeps in memory.
+const raftLogCache = 256
 
 // signal does a non-blocking send on a coalescing channel.
 func (g *Group) signal(ch chan struct{}) {
