@@ -192,7 +192,11 @@ func (e *Engine) add(it *item) error {
 		}
 	}
 	e.items[it.m.ID()] = it
-	e.srv.Add(it.m, it.st)
+	if it.kind == KindShare {
+		e.srv.AddSeed(it.m, it.st) // the source: each slice once, the receivers pass it on
+	} else {
+		e.srv.Add(it.m, it.st)
+	}
 	return nil
 }
 

@@ -97,15 +97,16 @@ func FetchHave(ctx context.Context, h host.Host, p peer.ID, m *content.Manifest)
 type evKind uint8
 
 const (
-	evDone     evKind = iota // slice received and verified (added tells whether it was new)
-	evNotHave                // peer does not hold the slice
-	evFailed                 // peer could not serve the slice (read error at its end)
-	evCorrupt                // slice failed verification
-	evHave                   // have-bitmap received
-	evNotFound               // peer does not know the content
-	evDown                   // connection failed; everything in flight is lost
-	evFatal                  // local failure (disk): the session must stop
-	evPartBad                // a slice completed from parts failed verification (blame decided later)
+	evDone      evKind = iota // slice received and verified (added tells whether it was new)
+	evNotHave                 // peer does not hold the slice
+	evElsewhere               // the seeding peer sent the slice to another peer: take it there
+	evFailed                  // peer could not serve the slice (read error at its end)
+	evCorrupt                 // slice failed verification
+	evHave                    // have-bitmap received
+	evNotFound                // peer does not know the content
+	evDown                    // connection failed; everything in flight is lost
+	evFatal                   // local failure (disk): the session must stop
+	evPartBad                 // a slice completed from parts failed verification (blame decided later)
 )
 
 type event struct {
@@ -182,7 +183,7 @@ func (c *conn) close() {
 
 func (c *conn) writer() {
 	dctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.DialTimeout)
-	st, err := c.s.h.NewStream(network.WithAllowLimitedConn(dctx, "raftcast-transfer"), c.p, ProtocolID)
+	st, err := c.s.h.NewStream(network.WithAllowLimitedConn(dctx, "raftcast-transfer"), c.p, ProtocolID11, ProtocolID)
 	cancel()
 	if err != nil {
 		c.down(fmt.Errorf("open stream: %w", err))
@@ -316,6 +317,9 @@ func (c *conn) handle(r connReq, k int, h wireHdr, br *bufio.Reader, buf []byte)
 		case stOK:
 		case stNotHave:
 			c.s.report(event{c: c, kind: evNotHave, index: want})
+			return false, nil
+		case stElsewhere:
+			c.s.report(event{c: c, kind: evElsewhere, index: want})
 			return false, nil
 		case stError:
 			c.s.report(event{c: c, kind: evFailed, index: want})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/raftcast/raftcast/transfer/content"
 )
@@ -31,15 +32,19 @@ type ServerConfig struct {
 	IdleTimeout  time.Duration // a stream with no request for this long is closed
 	WriteTimeout time.Duration // per response frame
 	MaxStreams   int           // concurrent streams served; more are reset
+	// SeedWindow: for content added with AddSeed, a slice sent to one peer is, for this
+	// long, not sent to another one that speaks 1.1.0 (ELSEWHERE instead): the source's
+	// uplink carries each slice about once and the receivers pass it on among themselves.
+	SeedWindow time.Duration
 }
 
 // DefaultServerConfig returns the defaults.
 func DefaultServerConfig() ServerConfig {
-	return ServerConfig{IdleTimeout: time.Minute, WriteTimeout: 30 * time.Second, MaxStreams: 256}
+	return ServerConfig{IdleTimeout: time.Minute, WriteTimeout: 30 * time.Second, MaxStreams: 256, SeedWindow: 2 * time.Second}
 }
 
 func (c ServerConfig) validate() error {
-	if c.IdleTimeout <= 0 || c.WriteTimeout <= 0 || c.MaxStreams <= 0 {
+	if c.IdleTimeout <= 0 || c.WriteTimeout <= 0 || c.MaxStreams <= 0 || c.SeedWindow < 0 {
 		return fmt.Errorf("swarm: bad server config %+v", c)
 	}
 	return nil
@@ -53,12 +58,34 @@ type ServerStats struct {
 	Refused      int64 // streams reset because MaxStreams were busy
 	NotFound     int64 // requests for unknown content
 	SliceNotHave int64
+	Elsewhere    int64 // slices a seeding server sent to another peer instead
 }
 
 type served struct {
-	m   *content.Manifest
-	enc []byte
-	src Source
+	m    *content.Manifest
+	enc  []byte
+	src  Source
+	seed *seeding // nil unless added with AddSeed
+}
+
+// seeding remembers, per slice, the peer a seeding server last sent it to and when.
+type seeding struct {
+	mu   sync.Mutex // guards to, at
+	to   []peer.ID
+	at   []time.Time
+	wind time.Duration
+}
+
+// elsewhere reports whether slice i should be taken from the peer it was sent to within the
+// window instead of being sent to p now; if not, it records p as the slice's last recipient.
+func (sd *seeding) elsewhere(i int, p peer.ID, now time.Time) bool {
+	sd.mu.Lock()
+	defer sd.mu.Unlock()
+	if sd.to[i] != "" && sd.to[i] != p && now.Sub(sd.at[i]) < sd.wind {
+		return true
+	}
+	sd.to[i], sd.at[i] = p, now
+	return false
 }
 
 // Server answers the transfer protocol for the content added to it.
@@ -74,7 +101,7 @@ type Server struct {
 
 	wg sync.WaitGroup // running handlers
 
-	requests, frames, bytes, refused, notFound, notHave atomic.Int64
+	requests, frames, bytes, refused, notFound, notHave, elsewhere atomic.Int64
 }
 
 // NewServer registers the protocol handler on h.
@@ -87,6 +114,7 @@ func NewServer(h host.Host, cfg ServerConfig, log *slog.Logger) (*Server, error)
 	}
 	s := &Server{h: h, cfg: cfg, log: log, contents: make(map[content.ID]*served), streams: make(map[network.Stream]struct{})}
 	h.SetStreamHandler(ProtocolID, s.handle)
+	h.SetStreamHandler(ProtocolID11, s.handle)
 	return s, nil
 }
 
@@ -95,6 +123,20 @@ func (s *Server) Add(m *content.Manifest, src Source) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.contents[m.ID()] = &served{m: m, enc: m.Encode(), src: src}
+}
+
+// AddSeed serves m's content from src as its source (seeding): a slice sent to one peer is
+// not sent to another for ServerConfig.SeedWindow, which is told to take it from the peers
+// (1.1.0 clients; 1.0.0 clients are served as by Add).
+func (s *Server) AddSeed(m *content.Manifest, src Source) {
+	sv := &served{m: m, enc: m.Encode(), src: src}
+	if s.cfg.SeedWindow > 0 {
+		n := m.NumSlices()
+		sv.seed = &seeding{to: make([]peer.ID, n), at: make([]time.Time, n), wind: s.cfg.SeedWindow}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.contents[m.ID()] = sv
 }
 
 // Remove stops serving id.
@@ -116,6 +158,7 @@ func (s *Server) Stats() ServerStats {
 	return ServerStats{
 		Requests: s.requests.Load(), SliceFrames: s.frames.Load(), SliceBytes: s.bytes.Load(),
 		Refused: s.refused.Load(), NotFound: s.notFound.Load(), SliceNotHave: s.notHave.Load(),
+		Elsewhere: s.elsewhere.Load(),
 	}
 }
 
@@ -123,6 +166,7 @@ func (s *Server) Stats() ServerStats {
 // handlers to return.
 func (s *Server) Close() error {
 	s.h.RemoveStreamHandler(ProtocolID)
+	s.h.RemoveStreamHandler(ProtocolID11)
 	s.mu.Lock()
 	s.closed = true
 	for st := range s.streams {
@@ -179,6 +223,8 @@ func (s *Server) handle(st network.Stream) {
 
 // serve answers requests until the client closes its side (io.EOF) or an error.
 func (s *Server) serve(st network.Stream) error {
+	remote := st.Conn().RemotePeer()
+	v11 := st.Protocol() == ProtocolID11
 	br := bufio.NewReaderSize(st, 4<<10)
 	bw := bufio.NewWriterSize(st, 64<<10)
 	var (
@@ -250,6 +296,11 @@ func (s *Server) serve(st network.Stream) error {
 				if !c.src.Has(int(i)) {
 					s.notHave.Add(1)
 					err = frame(wireHdr{status: stNotHave, index: i}, nil)
+					continue
+				}
+				if v11 && c.seed != nil && c.seed.elsewhere(int(i), remote, time.Now()) {
+					s.elsewhere.Add(1)
+					err = frame(wireHdr{status: stElsewhere, index: i}, nil)
 					continue
 				}
 				data, rerr := c.src.ReadSlice(int(i), sliceBuf)

@@ -77,6 +77,7 @@ type Stats struct {
 	PartsBad       int       // slices completed from parts that failed verification (fetched whole again)
 	SlicesCorrupt  int       // slices that failed verification
 	Requests       int       // slice requests sent
+	Elsewhere      int       // slices the seeding source sent us to take from other peers
 	Banned         []peer.ID // peers banned for bad slices
 }
 
@@ -506,6 +507,20 @@ func (s *Session) apply(ev event, pl *Planner, conns map[peer.ID]*conn, infos ma
 	case evNotHave:
 		if current {
 			pl.NotHave(p, ev.index)
+		}
+	case evElsewhere:
+		// The seeding peer has just sent this slice to another peer: take it from there
+		// once that peer announces it. The seeder serves it again after its window, so its
+		// have-bitmap is asked for again (a full peer's is otherwise not).
+		if current {
+			pl.NotHave(p, ev.index)
+			s.statsMu.Lock()
+			s.stats.Elsewhere++
+			s.statsMu.Unlock()
+			if pi := infos[p]; pi != nil && pi.full {
+				pi.full = false
+				pi.nextHave = t.Add(max(s.cfg.HaveInterval, time.Second))
+			}
 		}
 	case evFailed:
 		if current {

@@ -69,10 +69,12 @@ type node struct {
 	dir string
 }
 
-func newNode(t testing.TB) *node {
+func newNode(t testing.TB) *node { t.Helper(); return newNodeWith(t, DefaultServerConfig()) }
+
+func newNodeWith(t testing.TB, cfg ServerConfig) *node {
 	t.Helper()
 	h := newHost(t)
-	srv, err := NewServer(h, DefaultServerConfig(), nil)
+	srv, err := NewServer(h, cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,6 +85,12 @@ func newNode(t testing.TB) *node {
 // share makes n a source of the file at path.
 func (n *node) share(t testing.TB, path string, sliceSize int) *content.Manifest {
 	t.Helper()
+	return n.shareAs(t, path, sliceSize, false)
+}
+
+// shareAs makes n a source of the file at path, seeding (Server.AddSeed) if seed.
+func (n *node) shareAs(t testing.TB, path string, sliceSize int, seed bool) *content.Manifest {
+	t.Helper()
 	m, err := content.BuildFile(path, "", sliceSize)
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +100,11 @@ func (n *node) share(t testing.TB, path string, sliceSize int) *content.Manifest
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { src.Close() })
-	n.srv.Add(m, src)
+	if seed {
+		n.srv.AddSeed(m, src)
+	} else {
+		n.srv.Add(m, src)
+	}
 	return m
 }
 
@@ -148,15 +160,24 @@ func finalizeAndCompare(t *testing.T, st *store.Store, out string, want []byte) 
 }
 
 func TestSwarmSourceAndThreeReceivers(t *testing.T) {
+	t.Run("plain", func(t *testing.T) { testSourceAndThree(t, false) })
+	// A seeding source (what the engine's Share makes) sends each slice once: with a window
+	// longer than the test, a second receiver is always sent to the first.
+	t.Run("seeding", func(t *testing.T) { testSourceAndThree(t, true) })
+}
+
+func testSourceAndThree(t *testing.T, seed bool) {
 	size := 64 << 20
 	if testing.Short() {
 		size = 8 << 20
 	}
-	src := newNode(t)
+	scfg := DefaultServerConfig()
+	scfg.SeedWindow = time.Hour
+	src := newNodeWith(t, scfg)
 	rs := []*node{newNode(t), newNode(t), newNode(t)}
 	connectNodes(t, append([]*node{src}, rs...)...)
 	path, data := randomFile(t, t.TempDir(), size, 1)
-	m := src.share(t, path, content.DefaultSliceSize)
+	m := src.shareAs(t, path, content.DefaultSliceSize, seed)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
@@ -177,6 +198,7 @@ func TestSwarmSourceAndThreeReceivers(t *testing.T) {
 	}
 	wg.Wait()
 	var fromSource int64
+	elsewhere := 0
 	for i, r := range rs {
 		if errs[i] != nil {
 			t.Fatalf("receiver %d: %v", i, errs[i])
@@ -186,10 +208,20 @@ func TestSwarmSourceAndThreeReceivers(t *testing.T) {
 			t.Errorf("receiver %d: source %d + peers %d != size %d", i, s.BytesSource, s.BytesPeers, m.Size)
 		}
 		fromSource += s.BytesSource
-		t.Logf("receiver %d: %d MiB from the source, %d MiB from peers, %d requests", i, s.BytesSource>>20, s.BytesPeers>>20, s.Requests)
+		elsewhere += s.Elsewhere
+		t.Logf("receiver %d: %d MiB from the source, %d MiB from peers, %d requests, %d sent elsewhere", i, s.BytesSource>>20, s.BytesPeers>>20, s.Requests, s.Elsewhere)
 		finalizeAndCompare(t, stores[i], filepath.Join(r.dir, "out.bin"), data)
 	}
-	t.Logf("source served %d MiB for 3×%d MiB delivered", src.srv.Stats().SliceBytes>>20, size>>20)
+	served := src.srv.Stats()
+	t.Logf("source served %d MiB for 3×%d MiB delivered", served.SliceBytes>>20, size>>20)
+	if seed {
+		if served.SliceBytes != m.Size || fromSource != m.Size {
+			t.Errorf("seeding source served %d bytes, receivers took %d from it: want each slice once, %d", served.SliceBytes, fromSource, m.Size)
+		}
+		if served.Elsewhere == 0 || int64(elsewhere) != served.Elsewhere {
+			t.Errorf("ELSEWHERE answers: %d sent, %d received", served.Elsewhere, elsewhere)
+		}
+	}
 	if fromSource == 3*m.Size {
 		t.Log("note: receivers exchanged nothing among themselves this run")
 	}

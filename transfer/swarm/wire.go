@@ -24,6 +24,9 @@ const (
 	stNotHave  byte = 2 // the server does not hold this slice
 	stBadReq   byte = 3 // malformed request; the server closes the stream
 	stError    byte = 4 // the server failed to read this slice
+	// stElsewhere (1.1.0): the server, seeding, has just sent this slice to another peer:
+	// take it from that peer; ask the server again later if no one else has it.
+	stElsewhere byte = 5
 )
 
 const (
