@@ -70,8 +70,9 @@
 // stable store are raft-boltdb/v2 (DataDir/groups/<groupID>/raft.db), snapshots are files
 // (…/snapshots/, taken every SnapshotThreshold entries); group.meta holds the header and key,
 // members the last known member addresses (to reconnect after a restart, before the log is
-// replayed). Default timing (heartbeat 300 ms, election 300 ms, lease 150 ms) elects a
-// leader in ~0.4 s and fails over in ~0.6 s on loopback.
+// replayed). Default timing (heartbeat 1 s, election 1 s, lease 500 ms; see Config for why
+// not shorter) fails over in 1-2 s; the leader sends each follower an AppendEntries every
+// CommitTimeout (50 ms), through a cache of recent log entries.
 //
 // Voters are capped (Config.MaxVoters, default 5) and kept odd (2k+2 voters survive no
 // more failures than 2k+1); every member is at least a non-voter. The leader reconciles every
