@@ -80,12 +80,7 @@ func openDataSock(v6 bool, port, buf int) (*dataSock, error) {
 		errs = append(errs, unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1))
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_ALL, 0)
 	}
-	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, buf) != nil {
-		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, buf)
-	}
-	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, buf) != nil {
-		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, buf)
-	}
+	setSockBuffers(fd, buf)
 	if v6 {
 		errs = append(errs, unix.Bind(fd, &unix.SockaddrInet6{Port: port}))
 	} else {
@@ -468,5 +463,16 @@ func (s *dataSock) shutdown() {
 	defer s.mu.RUnlock()
 	if !s.closed {
 		_ = unix.Shutdown(s.fd, unix.SHUT_RDWR)
+	}
+}
+
+// setSockBuffers sets a socket's receive and send buffers to buf bytes: forced past
+// rmem_max/wmem_max when the process may (root), else as far as the limits allow.
+func setSockBuffers(fd, buf int) {
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, buf) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, buf)
+	}
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, buf) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, buf)
 	}
 }

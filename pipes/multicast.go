@@ -249,12 +249,7 @@ func (m *multicast) listenUDP(network, addr string) (net.PacketConn, error) {
 			} else {
 				_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_ALL, 0)
 			}
-			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, buf) != nil {
-				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, buf)
-			}
-			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, buf) != nil {
-				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, buf)
-			}
+			setSockBuffers(int(fd), buf)
 		})
 		if err != nil {
 			return err
@@ -276,18 +271,7 @@ func (m *multicast) open4(port int, ifs []*mcIface, joined func(*mcIface)) *ipv4
 		_ = p.Close()
 		return nil
 	}
-	group := &net.UDPAddr{IP: m.cfg.Group4.AsSlice()}
-	n := 0
-	for _, mi := range ifs {
-		if err := p.JoinGroup(&mi.ifi, group); err != nil {
-			m.s.log.Warn("multicast: IPv4 join", "iface", mi.ifi.Name, "group", m.cfg.Group4, "err", err)
-			continue
-		}
-		n++
-		joined(mi)
-		m.s.stats.mcJoins.Add(1)
-	}
-	if n == 0 {
+	if m.joinAll("IPv4", m.cfg.Group4, p.JoinGroup, ifs, joined) == 0 {
 		_ = p.Close()
 		return nil
 	}
@@ -306,22 +290,28 @@ func (m *multicast) open6(port int, ifs []*mcIface, joined func(*mcIface)) *ipv6
 		_ = p.Close()
 		return nil
 	}
-	group := &net.UDPAddr{IP: m.cfg.Group6.AsSlice()}
+	if m.joinAll("IPv6", m.cfg.Group6, p.JoinGroup, ifs, joined) == 0 {
+		_ = p.Close()
+		return nil
+	}
+	return p
+}
+
+// joinAll joins group on each interface with join (an ipv4 or ipv6 PacketConn's JoinGroup),
+// calling joined for each success, and returns how many succeeded.
+func (m *multicast) joinAll(fam string, group netip.Addr, join func(*net.Interface, net.Addr) error, ifs []*mcIface, joined func(*mcIface)) int {
+	ga := &net.UDPAddr{IP: group.AsSlice()}
 	n := 0
 	for _, mi := range ifs {
-		if err := p.JoinGroup(&mi.ifi, group); err != nil {
-			m.s.log.Warn("multicast: IPv6 join", "iface", mi.ifi.Name, "group", m.cfg.Group6, "err", err)
+		if err := join(&mi.ifi, ga); err != nil {
+			m.s.log.Warn("multicast: "+fam+" join", "iface", mi.ifi.Name, "group", group, "err", err)
 			continue
 		}
 		n++
 		joined(mi)
 		m.s.stats.mcJoins.Add(1)
 	}
-	if n == 0 {
-		_ = p.Close()
-		return nil
-	}
-	return p
+	return n
 }
 
 // openData opens the data receiving socket of a family on DataPort and joins the data group
