@@ -10,7 +10,7 @@
 //	slice (u32) | offset (u32) | chunk size (u16) | payload
 //
 // and paces them with a token bucket (SenderConfig.Rate bytes/s, headers included, burst
-// 20 ms worth or 64 KiB), a batch of datagrams at a time. The source sends every slice in ascending order, then END three
+// 50 ms worth or 64 KiB), a batch of datagrams at a time. The source sends every slice in ascending order, then END three
 // times. A proxy can call SendSlice for slices as it obtains them.
 //
 // # Datagram size: measured
