@@ -63,6 +63,14 @@ func (b *Batch) Size() int { return len(b.buf) }
 // Reset empties the batch, keeping its buffers.
 func (b *Batch) Reset() { b.buf, b.ends = b.buf[:0], b.ends[:0] }
 
+// trim moves a few datagrams out of a buffer much larger than they need (a pooled batch's
+// buffer keeps the capacity of the largest batch it held) into one of their size.
+func (b *Batch) trim() {
+	if cap(b.buf) > 2*len(b.buf)+4096 {
+		b.buf = append(make([]byte, 0, len(b.buf)), b.buf...)
+	}
+}
+
 // Append adds a copy of p.
 func (b *Batch) Append(p []byte) {
 	b.buf = append(b.buf, p...)

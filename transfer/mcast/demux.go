@@ -167,12 +167,15 @@ func (d *Demux) Close() error {
 // Sub is one content's view of a demultiplexed Channel; it implements Channel and
 // BatchReceiver. It is meant to be read by one goroutine (a Receiver).
 type Sub struct {
-	d         *Demux
-	t         tag
-	q         chan *Batch // bounded: at most d.queue datagrams in it (queued)
-	queued    atomic.Int64
-	done      chan struct{}
-	closeOnce sync.Once
+	d *Demux
+	t tag
+	// q is bounded: at most d.queue datagrams in it (queued), in at most
+	// d.queue×queuedBytesPer bytes of batch buffers (queuedBytes).
+	q           chan *Batch
+	queued      atomic.Int64
+	queuedBytes atomic.Int64
+	done        chan struct{}
+	closeOnce   sync.Once
 
 	mu  sync.Mutex // guards cur, pos
 	cur *Batch     // the batch Recv is taking datagrams from
@@ -184,11 +187,19 @@ var (
 	_ BatchReceiver = (*Sub)(nil)
 )
 
+// queuedBytesPer is the buffer memory a queued datagram may take on average: a batch
+// buffer from the pool keeps the capacity of the largest batch it held, so the queue counts
+// buffer capacity as well as datagrams, and small batches are trimmed before they queue.
+const queuedBytesPer = 2048
+
 // push queues b (the reader's), or drops it when the queue is full.
 func (s *Sub) push(b *Batch) {
-	n := int64(b.Len())
-	if s.queued.Add(n) > int64(s.d.queue) {
+	b.trim()
+	n, c := int64(b.Len()), int64(cap(b.buf))
+	qn, qc := s.queued.Add(n), s.queuedBytes.Add(c)
+	if qn > int64(s.d.queue) || qc > int64(s.d.queue)*queuedBytesPer {
 		s.queued.Add(-n)
+		s.queuedBytes.Add(-c)
 		s.d.Dropped.Add(n)
 		s.d.pool.Put(b)
 		return
@@ -197,9 +208,15 @@ func (s *Sub) push(b *Batch) {
 	case s.q <- b:
 	default: // cannot happen: every queued batch holds at least one datagram
 		s.queued.Add(-n)
+		s.queuedBytes.Add(-c)
 		s.d.Dropped.Add(n)
 		s.d.pool.Put(b)
 	}
+}
+
+// Queued returns the datagrams waiting for the reader and the buffer bytes holding them.
+func (s *Sub) Queued() (datagrams int, bytes int64) {
+	return int(s.queued.Load()), s.queuedBytes.Load()
 }
 
 // next waits for the next queued batch.
@@ -207,6 +224,7 @@ func (s *Sub) next(ctx context.Context) (*Batch, error) {
 	select {
 	case b := <-s.q:
 		s.queued.Add(-int64(b.Len()))
+		s.queuedBytes.Add(-int64(cap(b.buf)))
 		return b, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()

@@ -359,3 +359,71 @@ func TestDemuxMembership(t *testing.T) {
 	s2.Close()
 	check(false, true, false)
 }
+
+// batchPort hands out the batches it is given, then blocks until ctx ends.
+type batchPort struct {
+	*mcasttest.Port
+	batches chan [][]byte
+}
+
+func (p *batchPort) RecvBatch(ctx context.Context, b *mcast.Batch) error {
+	select {
+	case ds := <-p.batches:
+		b.Reset()
+		for _, d := range ds {
+			b.Append(d)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestDemuxQueueMemory: a sub-channel nobody reads queues at most its bound of datagrams, in
+// at most 2 KiB of buffer each, while big and single-datagram batches arrive (pooled buffers
+// that held a big batch are trimmed: TestBatchTrim), and drops the rest.
+func TestDemuxQueueMemory(t *testing.T) {
+	_, _, m, _ := fixture(t, 64<<10, content.MinSliceSize)
+	const queue = 256
+	p := &batchPort{Port: mcasttest.NewDomain(1500).Join(0, 1, 16), batches: make(chan [][]byte)}
+	dm := mcast.NewDemux(p, queue)
+	defer dm.Close()
+	sub := dm.Open(m.ID())
+	defer sub.Close()
+	dg := func(i int) []byte {
+		b := make([]byte, 1400)
+		copy(b, "RM\x01\x01")
+		id := m.ID()
+		copy(b[4:12], id[:8])
+		b[12] = byte(i)
+		return b
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	send := func(ds [][]byte) {
+		select {
+		case p.batches <- ds:
+		case <-ctx.Done():
+			t.Fatal("demux did not take a batch")
+		}
+	}
+	big := make([][]byte, 44)
+	for i := range big {
+		big[i] = dg(i)
+	}
+	send(big) // 44 queued
+	for i := range 2 * queue {
+		send([][]byte{dg(i)})
+		if i == queue {
+			send(big) // dropped: its big buffer goes back to the pool for the singles
+		}
+	}
+	send([][]byte{dg(0)}) // the reader has handled everything before it once this one is taken
+	n, bytes := sub.Queued()
+	if d := dm.Dropped.Load(); n != queue || d < 44+2*queue+44-queue || d > 44+2*queue+44+1-queue { // the last single may be pending
+		t.Fatalf("queued %d, dropped %d: want %d queued and the rest dropped", n, dm.Dropped.Load(), queue)
+	}
+	if bytes > queue*2048 {
+		t.Fatalf("%d datagrams queued in %d bytes of buffers, more than 2 KiB each", n, bytes)
+	}
+}
