@@ -13,9 +13,16 @@ type Config struct {
 	// Required. Nothing is evicted (delete the directory to clear the cache).
 	Dir string
 
-	// SliceSize is the leader's slice size when a request names none (default 2 MiB; raised
-	// for huge resources so a task has at most 2^20 slices).
+	// SliceSize is the leader's slice size when a request names none (default 256 KiB;
+	// doubled for large resources so a task has at most 4096 slices). Small slices keep a
+	// member's pushes close behind its origin fetch: a slice is pushed once whole.
 	SliceSize int64
+	// Stripe: the leader deals the slices a task fetches from the origin out in stripes of
+	// this many bytes (rounded to whole slices, at least one), round-robin over the fetching
+	// members, so they advance through the resource side by side and the requester writes
+	// and hashes the file as it arrives instead of at the end (default 1 MiB; 0: one
+	// contiguous block per member).
+	Stripe int64
 	// OriginConns caps this node's concurrent requests to one origin (default 2).
 	OriginConns int
 	// GroupOriginConns caps the connections a task opens to the origin across the group: the
@@ -77,7 +84,8 @@ type Config struct {
 // DefaultConfig returns the defaults documented on Config (Dir left empty).
 func DefaultConfig() Config {
 	return Config{
-		SliceSize:        2 << 20,
+		SliceSize:        256 << 10,
+		Stripe:           1 << 20,
 		OriginConns:      2,
 		GroupOriginConns: 16,
 		MaxRange:         32 << 20,
@@ -111,6 +119,9 @@ func (c *Config) validate() error {
 	}
 	if c.OriginConns < 1 || c.GroupOriginConns < c.OriginConns {
 		bad("need OriginConns ≥ 1 and GroupOriginConns ≥ OriginConns (got %d, %d)", c.OriginConns, c.GroupOriginConns)
+	}
+	if c.Stripe < 0 {
+		bad("Stripe must be ≥ 0")
 	}
 	if c.MaxRange < c.SliceSize {
 		bad("MaxRange %d is smaller than SliceSize %d", c.MaxRange, c.SliceSize)

@@ -11,15 +11,17 @@
 //     to the group's leader on ControlProtocol. The leader probes the origin (HEAD; when HEAD
 //     fails, gives no size or does not advertise "Accept-Ranges: bytes", a GET of bytes 0-0)
 //     for the size, the validators (ETag, Last-Modified) and range support, splits the
-//     resource into slices (Config.SliceSize, default 2 MiB), asks the live members which
+//     resource into slices (Config.SliceSize, default 256 KiB, larger for resources of more
+//     than 4096 slices), asks the live members which
 //     slices of this version they hold (have request, bounded by Config.HaveTimeout), and
 //     commits the task (peergroup.TaskAdd) and its plan (peergroup.TaskAssign, stamped with
 //     its term) to the group's log. The plan (Plan, pure): slices some member holds, or is
 //     fetching for another running task of the same version, go to the least-loaded such
 //     member (cache, and "join": a second request for a URL being downloaded rides on the
 //     first one's fetches); the rest are counted out by peergroup's min-heap over the load
-//     map and laid out in contiguous blocks, so each member's share is one or a few large
-//     Range requests; at most GroupOriginConns/OriginConns members fetch from the origin.
+//     map and dealt out in stripes (Config.Stripe, default 1 MiB) round-robin over the
+//     fetching members, so each member's share is a few Range requests and the members move
+//     through the resource side by side; at most GroupOriginConns/OriginConns members fetch from the origin.
 //     A start request from a requester that already has a task for the URL of the same
 //     version resumes it (a requester restarted mid-task). The answer carries the task ID,
 //     size, slice size, validators and whether the origin serves ranges.
@@ -59,9 +61,10 @@
 //     Config.DoneBatch / DoneInterval), which releases the load map: the leader never handles
 //     single slices. Leader changes are survived: assignments live in the log, calls to the
 //     leader are retried with whoever leads next.
-//  5. Finish. While slices arrive, the requester writes the contiguous prefix it holds, in
-//     order, to a temporary file beside the output (.<name>.raftcast-<task>), computing its
-//     SHA-256 on the way; once every slice is held it writes the tail, checks the sum against
+	//  5. Finish. While slices arrive, the requester writes each one at its place in a
+//     temporary file beside the output (.<name>.raftcast-<task>) and computes the SHA-256 of
+//     the contiguous prefix written (the stripes keep it growing); once every slice is held
+//     it writes and hashes the rest, checks the sum against
 //     Request.SHA256 if given, fsyncs and renames: the output is absent or whole. It then removes the task from the table
 //     (peergroup.TaskRemove). A wrong SHA-256 leaves nothing at the output and drops the
 //     slices from the requester's cache. A resource that changes mid-download makes the

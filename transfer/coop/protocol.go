@@ -27,6 +27,7 @@ const (
 	maxIDLen       = 128     // group and task IDs
 	maxShortLen    = 512     // validators, messages
 	maxSlices      = 1 << 20 // slices per task (peergroup and the store agree)
+	planSlices     = 4096    // the leader's default slicing doubles the slice size beyond this
 	maxListLen     = 1 << 12 // peers in an exclude list
 	maxControl     = 8 << 20 // one control frame (a re-arrangement of every slice fits)
 	maxSliceSize   = 16 << 20
