@@ -61,7 +61,7 @@
 //     Config.DoneBatch / DoneInterval), which releases the load map: the leader never handles
 //     single slices. Leader changes are survived: assignments live in the log, calls to the
 //     leader are retried with whoever leads next.
-	//  5. Finish. While slices arrive, the requester writes each one at its place in a
+//  5. Finish. While slices arrive, the requester writes each one at its place in a
 //     temporary file beside the output (.<name>.raftcast-<task>) and computes the SHA-256 of
 //     the contiguous prefix written (the stripes keep it growing); once every slice is held
 //     it writes and hashes the rest, checks the sum against
