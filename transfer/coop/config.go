@@ -57,7 +57,8 @@ type Config struct {
 	// changes at the origin before failing with ErrChanged (default 1).
 	ChangeRestarts int
 
-	// PushWindow: slices a member sends before the requester's acknowledgements (default 4).
+	// PushWindow: slices a member sends before the requester's acknowledgements (default 16:
+	// 4 MiB of 256 KiB slices, so a requester slow to acknowledge does not hold pushes back).
 	PushWindow int
 	// ControlTimeout bounds one control request and its answer; the leader's start answer
 	// includes the origin probe (default 30s).
@@ -98,7 +99,7 @@ func DefaultConfig() Config {
 		Steal:            true,
 		StealAfter:       5 * time.Second,
 		ChangeRestarts:   1,
-		PushWindow:       4,
+		PushWindow:       16,
 		ControlTimeout:   30 * time.Second,
 		IOTimeout:        30 * time.Second,
 		HaveTimeout:      2 * time.Second,

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -81,4 +82,31 @@ func TestExporterOutOfOrder(t *testing.T) {
 		}
 		c.release(e)
 	}
+}
+
+// TestDownloadAgainAtOnce: the finished task leaves the table in the background; the same
+// node downloading the URL again right away gets a new, complete download (not the old task
+// being removed), and the table ends empty.
+func TestDownloadAgainAtOnce(t *testing.T) {
+	id, nodes := newGroup(t, 3, nil)
+	data := randomData(t, 5<<20+77)
+	o := newTestOrigin(t, data, nil)
+	a := nodes[(leaderOf(t, id, nodes)+1)%len(nodes)]
+	for i := range 3 {
+		out := filepath.Join(t.TempDir(), "f.bin")
+		res, err := a.svc.Download(ctxT(t, 60*time.Second), a.group(t, id), Request{URL: o.url("again"), Out: out, SHA256: sha(data)}, nil)
+		if err != nil {
+			t.Fatalf("download %d: %v", i, err)
+		}
+		checkFile(t, out, data)
+		if res.SHA256 != sha(data) {
+			t.Fatalf("download %d: sum %s", i, res.SHA256)
+		}
+	}
+	eventually(t, 15*time.Second, "tasks removed", func() error {
+		if n := len(a.group(t, id).State().Tasks); n != 0 {
+			return fmt.Errorf("%d tasks left in the table", n)
+		}
+		return nil
+	})
 }

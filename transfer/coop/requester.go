@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -118,6 +119,18 @@ func (s *Service) Download(ctx context.Context, g *peergroup.Group, req Request,
 		return Result{}, ErrClosed
 	}
 	start := time.Now()
+	// This node's previous task for the URL may still be leaving the table: the leader would
+	// resume it.
+	s.mu.Lock()
+	removing := s.removals[req.URL]
+	s.mu.Unlock()
+	if removing != nil {
+		select {
+		case <-removing:
+		case <-ctx.Done():
+			return Result{}, s.ctxErr(ctx, ctx.Err())
+		}
+	}
 	restarts, lostRestarts := 0, 0
 	for {
 		ans, err := s.requestStart(ctx, g, req)
@@ -386,6 +399,13 @@ func (s *Service) runTask(ctx context.Context, g *peergroup.Group, req Request, 
 	for p, n := range l.bytesByPeer {
 		res.BytesByPeer[p.String()] = n
 	}
+	if err == nil && s.log.Enabled(ctx, slog.LevelDebug) {
+		last := make([]any, 0, 2*len(l.since))
+		for _, p := range slices.Sorted(maps.Keys(l.since)) {
+			last = append(last, p.ShortString(), finishAt.Sub(l.since[p]).Round(time.Millisecond).String())
+		}
+		s.log.Debug("last delivery per member, before the end", append([]any{"task", task.ID}, last...)...)
+	}
 	res.BytesFromCache = l.fromCache
 	l.mu.Unlock()
 	exportAt := time.Now()
@@ -400,22 +420,54 @@ func (s *Service) runTask(ctx context.Context, g *peergroup.Group, req Request, 
 	if errors.Is(err, ErrChanged) {
 		dropCache = true
 	}
-	removeAt := time.Now()
-	if s.ctx.Err() == nil { // a closing service leaves the task for a restarted node to resume
-		// Bounded tighter than other control requests: the file is already in place, and
-		// amid an election waiting for a leader would only delay the answer.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(s.cfg.ControlTimeout/3, removeTimeout))
-		if rerr := g.Apply(rctx, &peergroup.TaskRemove{TaskID: task.ID}); rerr != nil && !errors.Is(rerr, peergroup.ErrInvalid) {
-			s.log.Warn("could not remove the task (the leader collects it later)", "task", task.ID, "err", rerr)
-		}
-		cancel()
-	}
 	if err == nil {
 		s.log.Info("download complete", "task", task.ID, "url", req.URL, "size", task.Size, "from_cache", res.BytesFromCache,
-			"after_last_slice", time.Since(finishAt),
-			"export_wait", exportAt.Sub(finishAt), "export_finish", removeAt.Sub(exportAt), "remove", time.Since(removeAt), "export", x.timing)
+			"after_last_slice", time.Since(finishAt), "export_wait", exportAt.Sub(finishAt), "export", x.timing)
+		// The file is in place: the task leaves the table in the background (the next download
+		// of the URL from this node waits for it), so the answer does not wait for a commit.
+		s.removeTask(ctx, g, req.URL, task.ID)
+	} else if s.ctx.Err() == nil { // a closing service leaves the task for a restarted node to resume
+		s.removeTaskNow(context.WithoutCancel(ctx), g, task.ID)
 	}
 	return res, err
+}
+
+// removeTaskNow removes a task of this node from the table (until ctx ends), bounded tighter
+// than other control requests: amid an election waiting for a leader would only delay the answer.
+func (s *Service) removeTaskNow(ctx context.Context, g *peergroup.Group, id string) {
+	rctx, cancel := context.WithTimeout(ctx, min(s.cfg.ControlTimeout/3, removeTimeout))
+	defer cancel()
+	t0 := time.Now()
+	if err := g.Apply(rctx, &peergroup.TaskRemove{TaskID: id}); err != nil && !errors.Is(err, peergroup.ErrInvalid) {
+		s.log.Warn("could not remove the task (the leader collects it later)", "task", id, "err", err)
+		return
+	}
+	s.log.Debug("task removed", "task", id, "took", time.Since(t0))
+}
+
+// removeTask removes a finished task in the background, registered in s.removals under url.
+func (s *Service) removeTask(ctx context.Context, g *peergroup.Group, url, id string) {
+	if !s.enter() {
+		return // closing: a restarted node resumes the task (and finds it complete)
+	}
+	done := make(chan struct{})
+	s.mu.Lock()
+	s.removals[url] = done
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		defer func() {
+			s.mu.Lock()
+			if s.removals[url] == done {
+				delete(s.removals, url)
+			}
+			s.mu.Unlock()
+			close(done)
+		}()
+		if s.ctx.Err() == nil {
+			s.removeTaskNow(s.ctx, g, id)
+		}
+	}()
 }
 
 // removeTimeout bounds the requester's removal of its finished task.
