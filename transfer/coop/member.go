@@ -576,6 +576,11 @@ func (w *worker) pushStream() error {
 	}()
 
 	buf := make([]byte, w.task.SliceSize)
+	var tWait, tRead, tWrite time.Duration
+	nSlices := 0
+	defer func() {
+		w.s.log.Debug("push timing", "task", w.task.ID, "slices", nSlices, "wait", tWait, "read", tRead, "write", tWrite)
+	}()
 	for {
 		w.mu.Lock()
 		if len(w.queue) == 0 && len(w.sent) == 0 {
@@ -609,6 +614,7 @@ func (w *worker) pushStream() error {
 		}
 		w.mu.Unlock()
 		if next < 0 {
+			ta := time.Now()
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -619,9 +625,12 @@ func (w *worker) pushStream() error {
 				return err
 			case <-w.pushed:
 			}
+			tWait += time.Since(ta)
 			continue
 		}
+		ta := time.Now()
 		data, err := w.e.st.ReadSlice(next, buf)
+		tRead += time.Since(ta)
 		if err != nil {
 			return fmt.Errorf("read slice %d from the cache: %w", next, err)
 		}
@@ -630,9 +639,12 @@ func (w *worker) pushStream() error {
 			flags |= flagFromOrigin
 		}
 		_ = st.SetWriteDeadline(time.Now().Add(w.s.cfg.IOTimeout))
+		tb := time.Now()
 		if err := writeSliceFrame(st, next, flags, data); err != nil {
 			return err
 		}
+		tWrite += time.Since(tb)
+		nSlices++
 	}
 }
 
@@ -734,43 +746,97 @@ func (s *Service) servePush(st network.Stream) error {
 		return refuse(err)
 	}
 	defer s.cache.release(e)
-	buf := make([]byte, t.SliceSize+16)
+	// The stream is read ahead of the store: a storing goroutine writes each slice and
+	// acknowledges it while the next frames are read, so the stream's flow-control window
+	// (the muxer's, a few hundred KiB) drains as fast as the data comes rather than one slice
+	// per store write, and a member's pushes keep up with its origin fetch.
+	nbuf := int(min(max(pushReadAhead/t.SliceSize, 2), 16))
+	free := make(chan []byte, nbuf)
+	for range nbuf {
+		free <- make([]byte, t.SliceSize+16)
+	}
+	type frame struct {
+		idx   uint64
+		flags uint8
+		data  []byte
+		buf   []byte
+	}
+	full := make(chan frame, nbuf)
+	stored := make(chan error, 1) // the storing goroutine's end: nil, or why it stopped
+	go func() {
+		err := func() error {
+			for f := range full {
+				added, err := e.st.Put(int(f.idx), f.data)
+				if err != nil {
+					return refusal{fmt.Errorf("%w: slice %d: %v", ErrBadRequest, f.idx, err)}
+				}
+				if added {
+					e.notify()
+					s.progressOf(t.ID).onSlice(s.cfg.Now(), from, int(f.idx), len(f.data), f.flags&flagFromOrigin != 0)
+				}
+				_ = st.SetWriteDeadline(time.Now().Add(s.cfg.IOTimeout))
+				if err := writeFrame(st, msgAck, binaryUvarint(f.idx)); err != nil {
+					return err
+				}
+				free <- f.buf
+			}
+			return nil
+		}()
+		if err != nil {
+			_ = st.CloseRead() // the reader may be waiting for frames that will not be acknowledged
+		}
+		stored <- err
+	}()
+	// finish ends the storing goroutine after what was read and returns its error, else err;
+	// a refusal is written once nothing else writes to the stream.
+	finish := func(err error) error {
+		close(full)
+		if serr := <-stored; serr != nil {
+			err = serr
+		}
+		var rf refusal
+		if errors.As(err, &rf) {
+			return refuse(rf.error)
+		}
+		return err
+	}
 	for {
+		var buf []byte
+		select {
+		case buf = <-free:
+		case err := <-stored: // it stopped early: nothing more is acknowledged
+			stored <- err
+			return finish(nil)
+		}
 		_ = st.SetReadDeadline(time.Now().Add(pushIdle))
 		typ, n, err := readFrameHeader(r, int(t.SliceSize)+16)
 		if errors.Is(err, io.EOF) {
-			return nil
+			return finish(nil)
 		}
 		if err != nil {
-			return err
+			return finish(err)
 		}
 		if typ != msgSlice {
-			return refuse(fmt.Errorf("%w: frame type %d on a push stream", ErrBadRequest, typ))
+			return finish(refusal{fmt.Errorf("%w: frame type %d on a push stream", ErrBadRequest, typ)})
 		}
 		body := buf[:n]
 		if _, err := io.ReadFull(r, body); err != nil {
-			return err
+			return finish(err)
 		}
 		d := bincodec.NewDecoder(body, ErrBadRequest)
 		idx, flags := d.Uvarint(), d.U8()
 		if d.Err() != nil || idx >= uint64(layout.NumSlices()) {
-			return refuse(fmt.Errorf("%w: bad slice frame", ErrBadRequest))
+			return finish(refusal{fmt.Errorf("%w: bad slice frame", ErrBadRequest)})
 		}
-		data := d.Rest()
-		added, err := e.st.Put(int(idx), data)
-		if err != nil {
-			return refuse(fmt.Errorf("%w: slice %d: %v", ErrBadRequest, idx, err))
-		}
-		if added {
-			e.notify()
-			s.progressOf(t.ID).onSlice(s.cfg.Now(), from, int(idx), len(data), flags&flagFromOrigin != 0)
-		}
-		_ = st.SetWriteDeadline(time.Now().Add(s.cfg.IOTimeout))
-		if err := writeFrame(st, msgAck, binaryUvarint(idx)); err != nil {
-			return err
-		}
+		full <- frame{idx: idx, flags: flags, data: d.Rest(), buf: buf}
 	}
 }
+
+// refusal marks an error the requester reports to the member (msgPushRefused) before
+// resetting the stream.
+type refusal struct{ error }
+
+func (r refusal) Unwrap() error { return r.error }
 
 func binaryUvarint(v uint64) []byte { return binary.AppendUvarint(nil, v) }
 

@@ -32,8 +32,9 @@ const (
 	maxControl     = 8 << 20 // one control frame (a re-arrangement of every slice fits)
 	maxSliceSize   = 16 << 20
 	minSliceSize   = 4 << 10
-	maxPushStreams = 64 // concurrent incoming push streams; more are reset
-	maxCtlStreams  = 64 // concurrent incoming control streams; more are reset
+	maxPushStreams = 64      // concurrent incoming push streams; more are reset
+	maxCtlStreams  = 64      // concurrent incoming control streams; more are reset
+	pushReadAhead  = 2 << 20 // bytes of slices a requester reads ahead of its store per push stream
 )
 
 // Stream timing.
