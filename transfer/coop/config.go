@@ -60,6 +60,9 @@ type Config struct {
 	// PushWindow: slices a member sends before the requester's acknowledgements (default 16:
 	// 4 MiB of 256 KiB slices, so a requester slow to acknowledge does not hold pushes back).
 	PushWindow int
+	// PushStreams: streams a member pushes a task's slices over at once, each with its own
+	// PushWindow and its own flow-control window in the muxer (default 2).
+	PushStreams int
 	// ControlTimeout bounds one control request and its answer; the leader's start answer
 	// includes the origin probe (default 30s).
 	ControlTimeout time.Duration
@@ -100,6 +103,7 @@ func DefaultConfig() Config {
 		StealAfter:       5 * time.Second,
 		ChangeRestarts:   1,
 		PushWindow:       16,
+		PushStreams:      2,
 		ControlTimeout:   30 * time.Second,
 		IOTimeout:        30 * time.Second,
 		HaveTimeout:      2 * time.Second,
@@ -141,6 +145,9 @@ func (c *Config) validate() error {
 	}
 	if c.PushWindow < 1 || c.PushWindow > 64 {
 		bad("PushWindow must be in [1, 64]")
+	}
+	if c.PushStreams < 1 || c.PushStreams > 8 {
+		bad("PushStreams must be in [1, 8]")
 	}
 	if c.ControlTimeout <= 0 || c.IOTimeout <= 0 || c.HaveTimeout <= 0 || c.GroupScan <= 0 || c.TaskTTL <= 0 {
 		bad("ControlTimeout, IOTimeout, HaveTimeout, GroupScan and TaskTTL must be positive")

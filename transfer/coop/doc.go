@@ -40,10 +40,14 @@
 //     leaving the table stops the worker. Origin failures (5xx, 429, reset, truncated body)
 //     are retried Config.FetchRetries times; then the member gives its slices back to the
 //     leader, excluding itself from the task (a rearrange request).
-//  3. Push. A member sends its slices to the requester on PushProtocol: a header frame
-//     (group, task), then slice frames (index, flags, data), at most Config.PushWindow
-//     unacknowledged; the requester checks the sender is a member, the task is its own, the
-//     index and the exact length, stores the slice and acknowledges it. A broken stream is
+//  3. Push. A member sends its slices to the requester on PushProtocol, over
+//     Config.PushStreams streams at once that take slices from one queue and stay open while
+//     the member still fetches: a header frame (group, task), then slice frames (index,
+//     flags, data), at most Config.PushWindow unacknowledged per stream; the requester reads
+//     each stream ahead of its store; it checks the sender is a member, the task is its
+//     own, the index and the exact length, and a storing goroutine stores the slice and
+//     acknowledges it (a refusal is written after the acknowledgements due, and the stream
+//     lingers briefly so the member reads it before the reset). A broken stream is
 //     reopened with back-off and unacknowledged slices are sent again. The requester's own
 //     share goes straight into its store (the cache is shared by both roles).
 //  4. Listen (TaskListener, checkSlice, partDownLoad). The requester checks the task every

@@ -42,4 +42,5 @@ const (
 	headerTimeout  = 10 * time.Second // reading a stream's first frame
 	pushIdle       = time.Minute      // an incoming push stream with no frame for this long is reset
 	pushBackoffMax = 5 * time.Second  // longest pause between attempts to reach a requester
+	refuseLinger   = 2 * time.Second  // a refused push stream waits this long for the member to close
 )

@@ -3,6 +3,7 @@ package coop
 import (
 	"bufio"
 	"errors"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -73,5 +74,31 @@ func TestPushRefusals(t *testing.T) {
 			t.Fatalf("%s: refusal %v, want ErrBadRequest", bad.name, err)
 		}
 		st.Reset()
+	}
+}
+
+// TestPushStreamsShareQueue: members pushing over several streams at once, each with a
+// window of one slice, still deliver every slice once into a byte-identical file.
+func TestPushStreamsShareQueue(t *testing.T) {
+	id, nodes := newGroup(t, 3, func(c *Config) {
+		c.SliceSize = 64 << 10
+		c.Stripe = 128 << 10
+		c.PushStreams = 3
+		c.PushWindow = 1
+	})
+	data := randomData(t, 6<<20+999)
+	o := newTestOrigin(t, data, nil)
+	a := nodes[(leaderOf(t, id, nodes)+1)%len(nodes)]
+	out := filepath.Join(t.TempDir(), "f.bin")
+	res, err := a.svc.Download(ctxT(t, 60*time.Second), a.group(t, id), Request{URL: o.url("streams"), Out: out, SHA256: sha(data)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFile(t, out, data)
+	if n := fetchers(res); n < 2 {
+		t.Fatalf("%d members fetched (want ≥ 2): %v", n, res.BytesByPeer)
+	}
+	if body := o.body.Load(); body > int64(len(data))*11/10 {
+		t.Fatalf("origin sent %d body bytes for %d", body, len(data))
 	}
 }
