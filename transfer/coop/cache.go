@@ -86,6 +86,10 @@ func (c *cache) open(key string, layout store.Layout) (*entry, error) {
 	cfg := store.DefaultConfig()
 	cfg.Dir, cfg.Key, cfg.Layout, cfg.Verify = c.dir, key, layout, store.LengthOnly
 	cfg.ReverifyOnOpen = false // nothing to verify a manifest-less slice against
+	// Persist the bitmap about every 32 MiB (at least every 32 slices): small slices would
+	// otherwise fsync the part file every few megabytes (the requester also flushes before
+	// each SlicesDone report, which bounds what a crash loses).
+	cfg.FlushEvery = max(cfg.FlushEvery, int((32<<20)/max(layout.SliceSize, 1)))
 	st, err := store.Open(cfg)
 	if err != nil {
 		return nil, err

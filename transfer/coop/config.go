@@ -13,9 +13,16 @@ type Config struct {
 	// Required. Nothing is evicted (delete the directory to clear the cache).
 	Dir string
 
-	// SliceSize is the leader's slice size when a request names none (default 2 MiB; raised
-	// for huge resources so a task has at most 2^20 slices).
+	// SliceSize is the leader's slice size when a request names none (default 256 KiB;
+	// doubled for large resources so a task has at most 4096 slices). Small slices keep a
+	// member's pushes close behind its origin fetch: a slice is pushed once whole.
 	SliceSize int64
+	// Stripe: the leader deals the slices a task fetches from the origin out in stripes of
+	// this many bytes (rounded to whole slices, at least one), round-robin over the fetching
+	// members, so they advance through the resource side by side and the requester writes
+	// and hashes the file as it arrives instead of at the end (default 1 MiB; 0: one
+	// contiguous block per member).
+	Stripe int64
 	// OriginConns caps this node's concurrent requests to one origin (default 2).
 	OriginConns int
 	// GroupOriginConns caps the connections a task opens to the origin across the group: the
@@ -50,8 +57,12 @@ type Config struct {
 	// changes at the origin before failing with ErrChanged (default 1).
 	ChangeRestarts int
 
-	// PushWindow: slices a member sends before the requester's acknowledgements (default 4).
+	// PushWindow: slices a member sends before the requester's acknowledgements (default 16:
+	// 4 MiB of 256 KiB slices, so a requester slow to acknowledge does not hold pushes back).
 	PushWindow int
+	// PushStreams: streams a member pushes a task's slices over at once, each with its own
+	// PushWindow and its own flow-control window in the muxer (default 2).
+	PushStreams int
 	// ControlTimeout bounds one control request and its answer; the leader's start answer
 	// includes the origin probe (default 30s).
 	ControlTimeout time.Duration
@@ -77,7 +88,8 @@ type Config struct {
 // DefaultConfig returns the defaults documented on Config (Dir left empty).
 func DefaultConfig() Config {
 	return Config{
-		SliceSize:        2 << 20,
+		SliceSize:        256 << 10,
+		Stripe:           1 << 20,
 		OriginConns:      2,
 		GroupOriginConns: 16,
 		MaxRange:         32 << 20,
@@ -90,7 +102,8 @@ func DefaultConfig() Config {
 		Steal:            true,
 		StealAfter:       5 * time.Second,
 		ChangeRestarts:   1,
-		PushWindow:       4,
+		PushWindow:       16,
+		PushStreams:      2,
 		ControlTimeout:   30 * time.Second,
 		IOTimeout:        30 * time.Second,
 		HaveTimeout:      2 * time.Second,
@@ -112,6 +125,9 @@ func (c *Config) validate() error {
 	if c.OriginConns < 1 || c.GroupOriginConns < c.OriginConns {
 		bad("need OriginConns ≥ 1 and GroupOriginConns ≥ OriginConns (got %d, %d)", c.OriginConns, c.GroupOriginConns)
 	}
+	if c.Stripe < 0 {
+		bad("Stripe must be ≥ 0")
+	}
 	if c.MaxRange < c.SliceSize {
 		bad("MaxRange %d is smaller than SliceSize %d", c.MaxRange, c.SliceSize)
 	}
@@ -129,6 +145,9 @@ func (c *Config) validate() error {
 	}
 	if c.PushWindow < 1 || c.PushWindow > 64 {
 		bad("PushWindow must be in [1, 64]")
+	}
+	if c.PushStreams < 1 || c.PushStreams > 8 {
+		bad("PushStreams must be in [1, 8]")
 	}
 	if c.ControlTimeout <= 0 || c.IOTimeout <= 0 || c.HaveTimeout <= 0 || c.GroupScan <= 0 || c.TaskTTL <= 0 {
 		bad("ControlTimeout, IOTimeout, HaveTimeout, GroupScan and TaskTTL must be positive")

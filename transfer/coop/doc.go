@@ -11,15 +11,17 @@
 //     to the group's leader on ControlProtocol. The leader probes the origin (HEAD; when HEAD
 //     fails, gives no size or does not advertise "Accept-Ranges: bytes", a GET of bytes 0-0)
 //     for the size, the validators (ETag, Last-Modified) and range support, splits the
-//     resource into slices (Config.SliceSize, default 2 MiB), asks the live members which
+//     resource into slices (Config.SliceSize, default 256 KiB, larger for resources of more
+//     than 4096 slices), asks the live members which
 //     slices of this version they hold (have request, bounded by Config.HaveTimeout), and
 //     commits the task (peergroup.TaskAdd) and its plan (peergroup.TaskAssign, stamped with
 //     its term) to the group's log. The plan (Plan, pure): slices some member holds, or is
 //     fetching for another running task of the same version, go to the least-loaded such
 //     member (cache, and "join": a second request for a URL being downloaded rides on the
 //     first one's fetches); the rest are counted out by peergroup's min-heap over the load
-//     map and laid out in contiguous blocks, so each member's share is one or a few large
-//     Range requests; at most GroupOriginConns/OriginConns members fetch from the origin.
+//     map and dealt out in stripes (Config.Stripe, default 1 MiB) round-robin over the
+//     fetching members, so each member's share is a few Range requests and the members move
+//     through the resource side by side; at most GroupOriginConns/OriginConns members fetch from the origin.
 //     A start request from a requester that already has a task for the URL of the same
 //     version resumes it (a requester restarted mid-task). The answer carries the task ID,
 //     size, slice size, validators and whether the origin serves ranges.
@@ -38,10 +40,14 @@
 //     leaving the table stops the worker. Origin failures (5xx, 429, reset, truncated body)
 //     are retried Config.FetchRetries times; then the member gives its slices back to the
 //     leader, excluding itself from the task (a rearrange request).
-//  3. Push. A member sends its slices to the requester on PushProtocol: a header frame
-//     (group, task), then slice frames (index, flags, data), at most Config.PushWindow
-//     unacknowledged; the requester checks the sender is a member, the task is its own, the
-//     index and the exact length, stores the slice and acknowledges it. A broken stream is
+//  3. Push. A member sends its slices to the requester on PushProtocol, over
+//     Config.PushStreams streams at once that take slices from one queue and stay open while
+//     the member still fetches: a header frame (group, task), then slice frames (index,
+//     flags, data), at most Config.PushWindow unacknowledged per stream; the requester reads
+//     each stream ahead of its store; it checks the sender is a member, the task is its
+//     own, the index and the exact length, and a storing goroutine stores the slice and
+//     acknowledges it (a refusal is written after the acknowledgements due, and the stream
+//     lingers briefly so the member reads it before the reset). A broken stream is
 //     reopened with back-off and unacknowledged slices are sent again. The requester's own
 //     share goes straight into its store (the cache is shared by both roles).
 //  4. Listen (TaskListener, checkSlice, partDownLoad). The requester checks the task every
@@ -59,9 +65,10 @@
 //     Config.DoneBatch / DoneInterval), which releases the load map: the leader never handles
 //     single slices. Leader changes are survived: assignments live in the log, calls to the
 //     leader are retried with whoever leads next.
-//  5. Finish. While slices arrive, the requester writes the contiguous prefix it holds, in
-//     order, to a temporary file beside the output (.<name>.raftcast-<task>), computing its
-//     SHA-256 on the way; once every slice is held it writes the tail, checks the sum against
+//  5. Finish. While slices arrive, the requester writes each one at its place in a
+//     temporary file beside the output (.<name>.raftcast-<task>) and computes the SHA-256 of
+//     the contiguous prefix written (the stripes keep it growing); once every slice is held
+//     it writes and hashes the rest, checks the sum against
 //     Request.SHA256 if given, fsyncs and renames: the output is absent or whole. It then removes the task from the table
 //     (peergroup.TaskRemove). A wrong SHA-256 leaves nothing at the output and drops the
 //     slices from the requester's cache. A resource that changes mid-download makes the

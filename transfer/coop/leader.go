@@ -103,7 +103,7 @@ func (s *Service) serveStart(ctx context.Context, from peer.ID, req *startReques
 	sliceSize := int64(req.SliceSize)
 	if sliceSize == 0 {
 		sliceSize = s.cfg.SliceSize
-		for peergroup.NumSlices(res.Size, sliceSize) > maxSlices && sliceSize < maxSliceSize {
+		for peergroup.NumSlices(res.Size, sliceSize) > planSlices && sliceSize < maxSliceSize {
 			sliceSize *= 2
 		}
 	}
@@ -133,7 +133,7 @@ func (s *Service) serveStart(ctx context.Context, from peer.ID, req *startReques
 	v = g.State()
 	plan, err := Plan(PlanInput{
 		Slices: all, Members: g.LiveMembers(), Load: v.Load, Holders: holders,
-		NoRanges: !res.Ranges, Prefer: from, MaxFetchers: s.maxFetchers(),
+		NoRanges: !res.Ranges, Prefer: from, MaxFetchers: s.maxFetchers(), Stripe: stripeSlices(s.cfg.Stripe, sliceSize),
 	})
 	if err != nil {
 		_ = g.Apply(ctx, &peergroup.TaskRemove{TaskID: task.ID})
@@ -339,4 +339,12 @@ func (s *Service) collect(ctx context.Context, g *peergroup.Group, v peergroup.S
 		}
 	}
 	s.mu.Unlock()
+}
+
+// stripeSlices is a stripe of the given bytes in whole slices (at least one); 0 stays 0.
+func stripeSlices(stripe, sliceSize int64) int {
+	if stripe <= 0 {
+		return 0
+	}
+	return int(max(stripe/sliceSize, 1))
 }

@@ -134,21 +134,21 @@ type worker struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // run, fetches, the pusher
 	wake   chan struct{}  // cap 1: re-plan the work
-	pushed chan struct{}  // cap 1: the pusher has something to do (new slice, ack)
 
-	mu       sync.Mutex   // guards the fields below
-	assigned map[int]bool // missing slices assigned to this node, as of the latest table view
-	done     map[int]bool // slices done, as of the latest table view
-	fetching map[int]bool // claimed by one of this worker's fetches
-	fetched  map[int]bool // fetched from the origin by this worker
-	queue    map[int]bool // held, to push
-	sent     map[int]bool // pushed, not yet acknowledged
-	acked    map[int]bool // acknowledged by the requester (or delivered locally)
-	fetchers int          // fetch goroutines running
-	pusher   bool         // push goroutine running
-	gaveUp   bool         // the origin failed for this node: slices given back
-	changed  bool         // the resource changed: nothing more to do
-	warned   bool         // logged that the origin ignores Range
+	mu       sync.Mutex    // guards the fields below
+	assigned map[int]bool  // missing slices assigned to this node, as of the latest table view
+	done     map[int]bool  // slices done, as of the latest table view
+	fetching map[int]bool  // claimed by one of this worker's fetches
+	fetched  map[int]bool  // fetched from the origin by this worker
+	queue    map[int]bool  // held, to push
+	sent     map[int]bool  // pushed, not yet acknowledged (by any of the push streams)
+	kick     chan struct{} // closed (and replaced) when the push streams have something to do
+	acked    map[int]bool  // acknowledged by the requester (or delivered locally)
+	fetchers int           // fetch goroutines running
+	pusher   bool          // push goroutine running
+	gaveUp   bool          // the origin failed for this node: slices given back
+	changed  bool          // the resource changed: nothing more to do
+	warned   bool          // logged that the origin ignores Range
 }
 
 func (r *groupRun) startWorker(t peergroup.Task) (*worker, error) {
@@ -161,7 +161,7 @@ func (r *groupRun) startWorker(t peergroup.Task) (*worker, error) {
 		s: r.s, g: r.g, self: r.self, task: t, e: e, keep: keep,
 		res:      Resource{URL: t.URL, Size: t.Size, ETag: t.Validators.ETag, LastModified: t.Validators.LastModified, Ranges: true},
 		wake:     make(chan struct{}, 1),
-		pushed:   make(chan struct{}, 1),
+		kick:     make(chan struct{}),
 		assigned: make(map[int]bool), done: make(map[int]bool), fetching: make(map[int]bool), fetched: make(map[int]bool),
 		queue: make(map[int]bool), sent: make(map[int]bool), acked: make(map[int]bool),
 	}
@@ -270,7 +270,7 @@ func (w *worker) step() {
 		w.wg.Add(1)
 		go w.push()
 	} else if newPush {
-		signal(w.pushed)
+		w.kickPushers()
 	}
 	if slots <= 0 || len(want) == 0 {
 		return
@@ -335,6 +335,7 @@ func (w *worker) fetch(sp span) {
 		}
 		w.e.notify()
 		signal(w.wake)
+		w.kickPushers() // idle push streams close when nothing more is being fetched
 	}()
 	next := sp.First
 	backoff := w.s.cfg.RetryBackoff
@@ -504,18 +505,46 @@ func (w *worker) push() {
 		w.pushLocal()
 		return
 	}
+	var wg sync.WaitGroup
+	for range w.s.cfg.PushStreams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.pushLoop()
+		}()
+	}
+	wg.Wait()
+}
+
+// kickPushers wakes every push stream waiting for work.
+func (w *worker) kickPushers() {
+	w.mu.Lock()
+	close(w.kick)
+	w.kick = make(chan struct{})
+	w.mu.Unlock()
+}
+
+// pushLoop runs one push stream after another until the queue is empty, with back-off;
+// the slices a broken stream had in flight go back to the queue.
+func (w *worker) pushLoop() {
 	backoff := 100 * time.Millisecond
 	for w.ctx.Err() == nil {
-		err := w.pushStream()
+		inflight := make(map[int]bool)
+		err := w.pushStream(inflight)
+		w.mu.Lock()
+		back := len(inflight)
+		for i := range inflight {
+			delete(w.sent, i)
+			w.queue[i] = true
+		}
+		clear(inflight) // a late ack of the broken stream changes nothing now
+		w.mu.Unlock()
 		if err == nil {
 			return
 		}
-		w.mu.Lock()
-		for i := range w.sent {
-			w.queue[i] = true
+		if back > 0 {
+			w.kickPushers() // the other streams may take them meanwhile
 		}
-		clear(w.sent)
-		w.mu.Unlock()
 		if w.ctx.Err() != nil {
 			return
 		}
@@ -545,8 +574,10 @@ func (w *worker) pushLocal() {
 }
 
 // pushStream sends queued slices over one stream, PushWindow unacknowledged at most, and
-// returns nil once everything queued was acknowledged.
-func (w *worker) pushStream() error {
+// returns nil once the queue is empty and everything it sent was acknowledged. inflight
+// holds the slices it sent and that are not yet acknowledged (guarded by w.mu); the other
+// push streams of the worker take other slices from the same queue.
+func (w *worker) pushStream(inflight map[int]bool) error {
 	ctx, cancel := context.WithCancel(w.ctx)
 	defer cancel()
 	dctx, dcancel := context.WithTimeout(ctx, w.s.cfg.ControlTimeout)
@@ -572,13 +603,19 @@ func (w *worker) pushStream() error {
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
-		readErr <- w.readAcks(st)
+		readErr <- w.readAcks(st, inflight)
 	}()
 
 	buf := make([]byte, w.task.SliceSize)
+	var tWait, tRead, tWrite time.Duration
+	nSlices := 0
+	defer func() {
+		w.s.log.Debug("push timing", "task", w.task.ID, "slices", nSlices, "wait", tWait, "read", tRead, "write", tWrite)
+	}()
 	for {
 		w.mu.Lock()
-		if len(w.queue) == 0 && len(w.sent) == 0 {
+		// The stream stays open while this worker fetches: the next slice is on its way.
+		if len(w.queue) == 0 && len(inflight) == 0 && w.fetchers == 0 {
 			w.mu.Unlock()
 			_ = st.CloseWrite()
 			select {
@@ -594,7 +631,7 @@ func (w *worker) pushStream() error {
 			}
 		}
 		next := -1
-		if len(w.sent) < w.s.cfg.PushWindow {
+		if len(inflight) < w.s.cfg.PushWindow {
 			for i := range w.queue {
 				if next < 0 || i < next {
 					next = i
@@ -605,10 +642,13 @@ func (w *worker) pushStream() error {
 		if next >= 0 {
 			delete(w.queue, next)
 			w.sent[next] = true
+			inflight[next] = true
 			fromOrigin = w.fetched[next]
 		}
+		kick := w.kick
 		w.mu.Unlock()
 		if next < 0 {
+			ta := time.Now()
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -617,11 +657,15 @@ func (w *worker) pushStream() error {
 					err = io.ErrUnexpectedEOF
 				}
 				return err
-			case <-w.pushed:
+			case <-kick:
+			case <-time.After(time.Second): // look again (kicks are not the only way work ends)
 			}
+			tWait += time.Since(ta)
 			continue
 		}
+		ta := time.Now()
 		data, err := w.e.st.ReadSlice(next, buf)
+		tRead += time.Since(ta)
 		if err != nil {
 			return fmt.Errorf("read slice %d from the cache: %w", next, err)
 		}
@@ -630,14 +674,17 @@ func (w *worker) pushStream() error {
 			flags |= flagFromOrigin
 		}
 		_ = st.SetWriteDeadline(time.Now().Add(w.s.cfg.IOTimeout))
+		tb := time.Now()
 		if err := writeSliceFrame(st, next, flags, data); err != nil {
 			return err
 		}
+		tWrite += time.Since(tb)
+		nSlices++
 	}
 }
 
 // readAcks reads the requester's acknowledgements until the stream ends.
-func (w *worker) readAcks(st network.Stream) error {
+func (w *worker) readAcks(st network.Stream, inflight map[int]bool) error {
 	r := bufio.NewReader(st)
 	for {
 		_ = st.SetReadDeadline(time.Now().Add(pushIdle))
@@ -653,12 +700,13 @@ func (w *worker) readAcks(st network.Stream) error {
 				return err
 			}
 			w.mu.Lock()
-			if w.sent[i] {
+			if inflight[i] {
+				delete(inflight, i)
 				delete(w.sent, i)
 				w.acked[i] = true
 			}
 			w.mu.Unlock()
-			signal(w.pushed)
+			w.kickPushers()
 		case msgPushRefused:
 			var em errorMsg
 			em.decode(&d)
@@ -695,6 +743,13 @@ func (s *Service) handlePush(st network.Stream) {
 	t0 := time.Now()
 	if err := s.servePush(st); err != nil {
 		s.log.Debug("push stream failed", "from", st.Conn().RemotePeer(), "err", err)
+		if errors.As(err, new(refused)) {
+			// Let the refusal (and the acknowledgements before it) reach the member before
+			// the reset, which would discard what it has not read yet.
+			_ = st.CloseWrite()
+			_ = st.SetReadDeadline(time.Now().Add(refuseLinger))
+			_, _ = io.Copy(io.Discard, io.LimitReader(st, maxSliceSize+64))
+		}
 		st.Reset()
 		return
 	}
@@ -707,7 +762,7 @@ func (s *Service) servePush(st network.Stream) error {
 	refuse := func(err error) error {
 		_ = st.SetWriteDeadline(time.Now().Add(s.cfg.IOTimeout))
 		_ = writeFrame(st, msgPushRefused, bincodec.Encode(newErrorMsg(err).encode))
-		return err
+		return refused{err}
 	}
 	_ = st.SetReadDeadline(time.Now().Add(headerTimeout))
 	r := bufio.NewReaderSize(st, 64<<10)
@@ -734,43 +789,102 @@ func (s *Service) servePush(st network.Stream) error {
 		return refuse(err)
 	}
 	defer s.cache.release(e)
-	buf := make([]byte, t.SliceSize+16)
+	// The stream is read ahead of the store: a storing goroutine writes each slice and
+	// acknowledges it while the next frames are read, so the stream's flow-control window
+	// (the muxer's, a few hundred KiB) drains as fast as the data comes rather than one slice
+	// per store write, and a member's pushes keep up with its origin fetch.
+	nbuf := int(min(max(pushReadAhead/t.SliceSize, 2), 16))
+	free := make(chan []byte, nbuf)
+	for range nbuf {
+		free <- make([]byte, t.SliceSize+16)
+	}
+	type frame struct {
+		idx   uint64
+		flags uint8
+		data  []byte
+		buf   []byte
+	}
+	full := make(chan frame, nbuf)
+	stored := make(chan error, 1) // the storing goroutine's end: nil, or why it stopped
+	go func() {
+		err := func() error {
+			for f := range full {
+				added, err := e.st.Put(int(f.idx), f.data)
+				if err != nil {
+					return refusal{fmt.Errorf("%w: slice %d: %v", ErrBadRequest, f.idx, err)}
+				}
+				if added {
+					e.notify()
+					s.progressOf(t.ID).onSlice(s.cfg.Now(), from, int(f.idx), len(f.data), f.flags&flagFromOrigin != 0)
+				}
+				_ = st.SetWriteDeadline(time.Now().Add(s.cfg.IOTimeout))
+				if err := writeFrame(st, msgAck, binaryUvarint(f.idx)); err != nil {
+					return err
+				}
+				free <- f.buf
+			}
+			return nil
+		}()
+		if err != nil {
+			_ = st.CloseRead() // the reader may be waiting for frames that will not be acknowledged
+		}
+		stored <- err
+	}()
+	// finish ends the storing goroutine after what was read and returns its error, else err;
+	// a refusal is written once nothing else writes to the stream.
+	finish := func(err error) error {
+		close(full)
+		if serr := <-stored; serr != nil {
+			err = serr
+		}
+		var rf refusal
+		if errors.As(err, &rf) {
+			return refuse(rf.error)
+		}
+		return err
+	}
 	for {
+		var buf []byte
+		select {
+		case buf = <-free:
+		case err := <-stored: // it stopped early: nothing more is acknowledged
+			stored <- err
+			return finish(nil)
+		}
 		_ = st.SetReadDeadline(time.Now().Add(pushIdle))
 		typ, n, err := readFrameHeader(r, int(t.SliceSize)+16)
 		if errors.Is(err, io.EOF) {
-			return nil
+			return finish(nil)
 		}
 		if err != nil {
-			return err
+			return finish(err)
 		}
 		if typ != msgSlice {
-			return refuse(fmt.Errorf("%w: frame type %d on a push stream", ErrBadRequest, typ))
+			return finish(refusal{fmt.Errorf("%w: frame type %d on a push stream", ErrBadRequest, typ)})
 		}
 		body := buf[:n]
 		if _, err := io.ReadFull(r, body); err != nil {
-			return err
+			return finish(err)
 		}
 		d := bincodec.NewDecoder(body, ErrBadRequest)
 		idx, flags := d.Uvarint(), d.U8()
 		if d.Err() != nil || idx >= uint64(layout.NumSlices()) {
-			return refuse(fmt.Errorf("%w: bad slice frame", ErrBadRequest))
+			return finish(refusal{fmt.Errorf("%w: bad slice frame", ErrBadRequest)})
 		}
-		data := d.Rest()
-		added, err := e.st.Put(int(idx), data)
-		if err != nil {
-			return refuse(fmt.Errorf("%w: slice %d: %v", ErrBadRequest, idx, err))
-		}
-		if added {
-			e.notify()
-			s.progressOf(t.ID).onSlice(s.cfg.Now(), from, int(idx), len(data), flags&flagFromOrigin != 0)
-		}
-		_ = st.SetWriteDeadline(time.Now().Add(s.cfg.IOTimeout))
-		if err := writeFrame(st, msgAck, binaryUvarint(idx)); err != nil {
-			return err
-		}
+		full <- frame{idx: idx, flags: flags, data: d.Rest(), buf: buf}
 	}
 }
+
+// refusal marks an error the requester reports to the member (msgPushRefused) before
+// resetting the stream.
+type refusal struct{ error }
+
+func (r refusal) Unwrap() error { return r.error }
+
+// refused is an error the requester reported to the member (the refusal is written).
+type refused struct{ error }
+
+func (r refused) Unwrap() error { return r.error }
 
 func binaryUvarint(v uint64) []byte { return binary.AppendUvarint(nil, v) }
 

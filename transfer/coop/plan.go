@@ -12,8 +12,8 @@ import (
 
 // The plan is the leader's decision (seed: taskArrange, partDownLoad), pure: no network, no
 // clock. It uses peergroup's min-heap arranger over the load map for the counts and the cache
-// preference, then lays the slices fetched from the origin out in contiguous blocks so each
-// member's share coalesces into few large Range requests.
+// preference, then lays the slices fetched from the origin out in contiguous blocks (or
+// stripes, PlanInput.Stripe) so each member's share coalesces into few large Range requests.
 
 // PlanInput is what a plan is made from.
 type PlanInput struct {
@@ -37,6 +37,12 @@ type PlanInput struct {
 	// MaxFetchers caps how many members fetch from the origin (the group-wide connection cap
 	// divided by each member's connections); 0 means no cap.
 	MaxFetchers int
+	// Stripe, when positive, deals the slices fetched from the origin out in stripes of this
+	// many contiguous slices, round-robin over the fetching members in peer-ID order (each
+	// member still gets the count the min-heap gave it), so the members advance through the
+	// resource side by side and the requester's contiguous prefix grows steadily. 0: one
+	// contiguous block per member.
+	Stripe int
 }
 
 // Plan assigns every slice of in.Slices to an eligible member. Slices with an eligible
@@ -124,6 +130,11 @@ func Plan(in PlanInput) ([]peergroup.Assignment, error) {
 	}
 	order := slices.Clone(fetchers)
 	slices.Sort(order)
+	if in.Stripe > 0 {
+		out = append(out, stripes(fetch, order, count, in.Stripe)...)
+		sortAssignments(out)
+		return out, nil
+	}
 	i := 0
 	for _, p := range order {
 		for range count[p] {
@@ -133,6 +144,31 @@ func Plan(in PlanInput) ([]peergroup.Assignment, error) {
 	}
 	sortAssignments(out)
 	return out, nil
+}
+
+// stripes deals fetch (sorted) out in stripes of up to stripe slices, round-robin over order,
+// each member receiving exactly count[member] slices.
+func stripes(fetch []uint32, order []peer.ID, count map[peer.ID]int, stripe int) []peergroup.Assignment {
+	left := maps.Clone(count)
+	out := make([]peergroup.Assignment, 0, len(fetch))
+	i, k := 0, 0
+	for i < len(fetch) {
+		if k%len(order) == 0 && k > 0 && !slices.ContainsFunc(order, func(p peer.ID) bool { return left[p] > 0 }) {
+			// The counts fall short (never with Arrange's output): the rest to the first member.
+			for ; i < len(fetch); i++ {
+				out = append(out, peergroup.Assignment{Slice: fetch[i], Member: order[0]})
+			}
+			break
+		}
+		p := order[k%len(order)]
+		k++
+		for n := 0; n < stripe && left[p] > 0 && i < len(fetch); n++ {
+			out = append(out, peergroup.Assignment{Slice: fetch[i], Member: p})
+			left[p]--
+			i++
+		}
+	}
+	return out
 }
 
 func hasEligible(holders []peer.ID, eligible map[peer.ID]bool) bool {

@@ -293,3 +293,49 @@ func TestPlanSteal(t *testing.T) {
 		t.Fatal("stole a member's last slice")
 	}
 }
+
+// TestPlanStripes: with Stripe, the origin's slices go out in stripes round-robin over the
+// members in peer-ID order, each member keeping the count the min-heap gave it.
+func TestPlanStripes(t *testing.T) {
+	ps := testPeers(t, 4)
+	order := slices.Clone(ps)
+	slices.Sort(order)
+	as, err := Plan(PlanInput{Slices: seq(50), Members: ps, Stripe: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(as) != 50 {
+		t.Fatalf("%d assignments", len(as))
+	}
+	for i, a := range as {
+		if a.Slice != uint32(i) {
+			t.Fatalf("assignment %d is slice %d (not sorted or not every slice once)", i, a.Slice)
+		}
+	}
+	bm := byMember(as)
+	for _, p := range ps {
+		if n := len(bm[p]); n < 12 || n > 13 {
+			t.Fatalf("%s got %d slices, want 12 or 13", p, n)
+		}
+	}
+	// The first rounds are whole stripes in peer-ID order.
+	for i := 0; i < 32; i++ {
+		if want := order[(i/4)%4]; as[i].Member != want {
+			t.Fatalf("slice %d went to %s, want %s", i, as[i].Member, want)
+		}
+	}
+	// Loaded members get fewer slices, still in stripes.
+	load := map[peer.ID]int64{order[0]: 8}
+	as, err = Plan(PlanInput{Slices: seq(40), Members: ps, Load: load, Stripe: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bm = byMember(as)
+	total := 0
+	for _, p := range ps {
+		total += len(bm[p])
+	}
+	if total != 40 || len(bm[order[0]]) >= len(bm[order[1]]) {
+		t.Fatalf("loaded member got %d, others %d %d %d", len(bm[order[0]]), len(bm[order[1]]), len(bm[order[2]]), len(bm[order[3]]))
+	}
+}

@@ -27,12 +27,14 @@ const (
 	maxIDLen       = 128     // group and task IDs
 	maxShortLen    = 512     // validators, messages
 	maxSlices      = 1 << 20 // slices per task (peergroup and the store agree)
+	planSlices     = 4096    // the leader's default slicing doubles the slice size beyond this
 	maxListLen     = 1 << 12 // peers in an exclude list
 	maxControl     = 8 << 20 // one control frame (a re-arrangement of every slice fits)
 	maxSliceSize   = 16 << 20
 	minSliceSize   = 4 << 10
-	maxPushStreams = 64 // concurrent incoming push streams; more are reset
-	maxCtlStreams  = 64 // concurrent incoming control streams; more are reset
+	maxPushStreams = 64      // concurrent incoming push streams; more are reset
+	maxCtlStreams  = 64      // concurrent incoming control streams; more are reset
+	pushReadAhead  = 2 << 20 // bytes of slices a requester reads ahead of its store per push stream
 )
 
 // Stream timing.
@@ -40,4 +42,5 @@ const (
 	headerTimeout  = 10 * time.Second // reading a stream's first frame
 	pushIdle       = time.Minute      // an incoming push stream with no frame for this long is reset
 	pushBackoffMax = 5 * time.Second  // longest pause between attempts to reach a requester
+	refuseLinger   = 2 * time.Second  // a refused push stream waits this long for the member to close
 )

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -17,8 +18,10 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/sys/unix"
 
 	"github.com/raftcast/raftcast/peergroup"
+	"github.com/raftcast/raftcast/transfer/store"
 
 	"github.com/raftcast/raftcast/internal/bincodec"
 )
@@ -116,6 +119,18 @@ func (s *Service) Download(ctx context.Context, g *peergroup.Group, req Request,
 		return Result{}, ErrClosed
 	}
 	start := time.Now()
+	// This node's previous task for the URL may still be leaving the table: the leader would
+	// resume it.
+	s.mu.Lock()
+	removing := s.removals[req.URL]
+	s.mu.Unlock()
+	if removing != nil {
+		select {
+		case <-removing:
+		case <-ctx.Done():
+			return Result{}, s.ctxErr(ctx, ctx.Err())
+		}
+	}
 	restarts, lostRestarts := 0, 0
 	for {
 		ans, err := s.requestStart(ctx, g, req)
@@ -375,6 +390,7 @@ func (s *Service) runTask(ctx context.Context, g *peergroup.Group, req Request, 
 	xdone := make(chan error, 1)
 	go func() { xdone <- x.run(xctx) }()
 	err = l.run(ctx, progress)
+	finishAt := time.Now() // the last slice landed: what is left is the file's rest, its hash and fsync
 	xstop()
 	if xerr := <-xdone; xerr != nil && err == nil {
 		err = xerr
@@ -383,9 +399,16 @@ func (s *Service) runTask(ctx context.Context, g *peergroup.Group, req Request, 
 	for p, n := range l.bytesByPeer {
 		res.BytesByPeer[p.String()] = n
 	}
+	if err == nil && s.log.Enabled(ctx, slog.LevelDebug) {
+		last := make([]any, 0, 2*len(l.since))
+		for _, p := range slices.Sorted(maps.Keys(l.since)) {
+			last = append(last, p.ShortString(), finishAt.Sub(l.since[p]).Round(time.Millisecond).String())
+		}
+		s.log.Debug("last delivery per member, before the end", append([]any{"task", task.ID}, last...)...)
+	}
 	res.BytesFromCache = l.fromCache
 	l.mu.Unlock()
-	finishAt := time.Now() // the last slice landed: what is left is the file's tail and fsync
+	exportAt := time.Now()
 	if err == nil {
 		res.SHA256, err = x.finish(req.SHA256)
 		if errors.Is(err, ErrChecksum) {
@@ -397,20 +420,54 @@ func (s *Service) runTask(ctx context.Context, g *peergroup.Group, req Request, 
 	if errors.Is(err, ErrChanged) {
 		dropCache = true
 	}
-	if s.ctx.Err() == nil { // a closing service leaves the task for a restarted node to resume
-		// Bounded tighter than other control requests: the file is already in place, and
-		// amid an election waiting for a leader would only delay the answer.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(s.cfg.ControlTimeout/3, removeTimeout))
-		if rerr := g.Apply(rctx, &peergroup.TaskRemove{TaskID: task.ID}); rerr != nil && !errors.Is(rerr, peergroup.ErrInvalid) {
-			s.log.Warn("could not remove the task (the leader collects it later)", "task", task.ID, "err", rerr)
-		}
-		cancel()
-	}
 	if err == nil {
 		s.log.Info("download complete", "task", task.ID, "url", req.URL, "size", task.Size, "from_cache", res.BytesFromCache,
-			"after_last_slice", time.Since(finishAt))
+			"after_last_slice", time.Since(finishAt), "export_wait", exportAt.Sub(finishAt), "export", x.timing)
+		// The file is in place: the task leaves the table in the background (the next download
+		// of the URL from this node waits for it), so the answer does not wait for a commit.
+		s.removeTask(ctx, g, req.URL, task.ID)
+	} else if s.ctx.Err() == nil { // a closing service leaves the task for a restarted node to resume
+		s.removeTaskNow(context.WithoutCancel(ctx), g, task.ID)
 	}
 	return res, err
+}
+
+// removeTaskNow removes a task of this node from the table (until ctx ends), bounded tighter
+// than other control requests: amid an election waiting for a leader would only delay the answer.
+func (s *Service) removeTaskNow(ctx context.Context, g *peergroup.Group, id string) {
+	rctx, cancel := context.WithTimeout(ctx, min(s.cfg.ControlTimeout/3, removeTimeout))
+	defer cancel()
+	t0 := time.Now()
+	if err := g.Apply(rctx, &peergroup.TaskRemove{TaskID: id}); err != nil && !errors.Is(err, peergroup.ErrInvalid) {
+		s.log.Warn("could not remove the task (the leader collects it later)", "task", id, "err", err)
+		return
+	}
+	s.log.Debug("task removed", "task", id, "took", time.Since(t0))
+}
+
+// removeTask removes a finished task in the background, registered in s.removals under url.
+func (s *Service) removeTask(ctx context.Context, g *peergroup.Group, url, id string) {
+	if !s.enter() {
+		return // closing: a restarted node resumes the task (and finds it complete)
+	}
+	done := make(chan struct{})
+	s.mu.Lock()
+	s.removals[url] = done
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		defer func() {
+			s.mu.Lock()
+			if s.removals[url] == done {
+				delete(s.removals, url)
+			}
+			s.mu.Unlock()
+			close(done)
+		}()
+		if s.ctx.Err() == nil {
+			s.removeTaskNow(s.ctx, g, id)
+		}
+	}()
 }
 
 // removeTimeout bounds the requester's removal of its finished task.
@@ -691,9 +748,10 @@ func (l *listener) report(ctx context.Context, byMember map[peer.ID][]uint32) er
 	return nil
 }
 
-// exporter writes the output while the download runs: the contiguous prefix of slices held
-// goes, in order, into a temporary file beside the output and through SHA-256, so once the
-// last slice lands only the tail is left to write before the checksum check, fsync and
+// exporter writes the output while the download runs: every slice held goes, as soon as it
+// lands and in any order, to its place in a temporary file beside the output, and the
+// contiguous prefix written so far goes, in order, through SHA-256. Once the last slice lands
+// only the slices not yet written, the hash of the rest and an fsync are left before the
 // rename. The output is thus absent or whole; the temporary file is removed on failure (a
 // crash may leave it; the next attempt of the same task truncates and reuses it).
 type exporter struct {
@@ -703,13 +761,16 @@ type exporter struct {
 	f       *os.File
 	h       hash.Hash
 	buf     []byte
-	pos     int   // next slice to write
-	dirty   int64 // bytes written since the last fdatasync
+	written store.Bitmap // slices written to tmp
+	nw      int          // slices written
+	hashed  int          // slices 0..hashed-1 went through h
+	dirty   int64        // bytes written since the last fdatasync
 	stopped bool
+	timing  string // how finish spent its time, for the log
 }
 
-// exportSyncEvery bounds the dirty bytes of the output (fdatasync in the background as the
-// prefix grows), so the final fsync is short.
+// exportSyncEvery: the output's dirty bytes are handed to writeback (asynchronously) every
+// this many bytes, so the final fsync is short.
 const exportSyncEvery = 16 << 20
 
 func newExporter(e *entry, out, task string) (*exporter, error) {
@@ -718,27 +779,55 @@ func newExporter(e *entry, out, task string) (*exporter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coop: create file beside %s: %w", out, err)
 	}
-	return &exporter{e: e, out: out, tmp: tmp, f: f, h: sha256.New(), buf: make([]byte, e.layout.SliceSize)}, nil
+	n := e.layout.NumSlices()
+	return &exporter{e: e, out: out, tmp: tmp, f: f, h: sha256.New(), buf: make([]byte, e.layout.SliceSize),
+		written: store.NewBitmap(n)}, nil
 }
 
-// advance writes the slices held from pos on, in order, up to the first missing one.
-func (x *exporter) advance() error {
-	for x.pos < x.e.layout.NumSlices() && x.e.st.Has(x.pos) {
-		b, err := x.e.st.ReadSlice(x.pos, x.buf)
-		if err != nil {
-			return err
+// advance writes the slices held and not yet written, each at its offset, and hashes the
+// written prefix; it stops early (nil) once ctx ends.
+func (x *exporter) advance(ctx context.Context) error {
+	n := x.e.layout.NumSlices()
+	if x.nw < n {
+		have := x.e.st.Have()
+		for i := 0; i < n; i++ {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if x.written.Has(i) || !have.Has(i) {
+				continue
+			}
+			b, err := x.e.st.ReadSlice(i, x.buf)
+			if err != nil {
+				return err
+			}
+			if _, err := x.f.WriteAt(b, x.e.layout.Offset(i)); err != nil {
+				return fmt.Errorf("coop: write %s: %w", x.tmp, err)
+			}
+			x.written.Set(i)
+			x.nw++
+			if i == x.hashed { // in order: hash it now rather than read it back
+				x.h.Write(b)
+				x.hashed++
+			}
+			if x.dirty += int64(len(b)); x.dirty >= exportSyncEvery {
+				// Start writing back without waiting (an fsync here would stall the writes
+				// and the hash behind them); the final fsync finds little left to do.
+				_ = unix.SyncFileRange(int(x.f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+				x.dirty = 0
+			}
+		}
+	}
+	for x.hashed < n && x.written.Has(x.hashed) {
+		if ctx.Err() != nil {
+			return nil
+		}
+		b := x.buf[:x.e.layout.SliceLen(x.hashed)]
+		if _, err := x.f.ReadAt(b, x.e.layout.Offset(x.hashed)); err != nil {
+			return fmt.Errorf("coop: read back %s: %w", x.tmp, err)
 		}
 		x.h.Write(b)
-		if _, err := x.f.Write(b); err != nil {
-			return fmt.Errorf("coop: write %s: %w", x.tmp, err)
-		}
-		x.pos++
-		if x.dirty += int64(len(b)); x.dirty >= exportSyncEvery {
-			if err := x.f.Sync(); err != nil {
-				return fmt.Errorf("coop: fsync %s: %w", x.tmp, err)
-			}
-			x.dirty = 0
-		}
+		x.hashed++
 	}
 	return nil
 }
@@ -748,7 +837,7 @@ func (x *exporter) run(ctx context.Context) error {
 	landed, unsub := x.e.subscribe()
 	defer unsub()
 	for {
-		if err := x.advance(); err != nil {
+		if err := x.advance(ctx); err != nil {
 			return err
 		}
 		select {
@@ -762,19 +851,21 @@ func (x *exporter) run(ctx context.Context) error {
 // finish writes the rest (every slice must be held), checks the checksum against want,
 // fsyncs and renames to the output. It returns the SHA-256, hex.
 func (x *exporter) finish(want string) (string, error) {
-	if err := x.advance(); err != nil {
+	t0, h0 := time.Now(), x.hashed
+	if err := x.advance(context.Background()); err != nil {
 		x.abort()
 		return "", err
 	}
-	if x.pos != x.e.layout.NumSlices() {
+	if x.hashed != x.e.layout.NumSlices() {
 		x.abort()
-		return "", fmt.Errorf("coop: output incomplete at slice %d of %d", x.pos, x.e.layout.NumSlices())
+		return "", fmt.Errorf("coop: output incomplete at slice %d of %d", x.hashed, x.e.layout.NumSlices())
 	}
 	sum := hex.EncodeToString(x.h.Sum(nil))
 	if want != "" && sum != want {
 		x.abort()
 		return "", fmt.Errorf("%w: got %s, want %s", ErrChecksum, sum, want)
 	}
+	t1 := time.Now()
 	err := x.f.Chmod(0o644)
 	if err == nil {
 		err = x.f.Sync()
@@ -783,6 +874,7 @@ func (x *exporter) finish(want string) (string, error) {
 		err = cerr
 	}
 	x.stopped = true
+	x.timing = fmt.Sprintf("%d slices hashed at the end in %s, fsync %s", x.hashed-h0, t1.Sub(t0), time.Since(t1))
 	if err == nil {
 		err = os.Rename(x.tmp, x.out)
 	}

@@ -45,11 +45,12 @@ type Service struct {
 	pushStreams atomic.Int32 // incoming push streams being served
 	ctlStreams  atomic.Int32 // incoming control streams being served
 
-	mu        sync.Mutex           // guards the fields below
-	runs      map[string]*groupRun // member/leader role per group ID
-	listeners map[string]*listener // downloads this node requests, by task ID
-	progress  map[string]*progress // what arrived for tasks this node requests, by task ID
-	noRanges  map[string]time.Time // leader: tasks whose origin ignores Range (since when)
+	mu        sync.Mutex               // guards the fields below
+	runs      map[string]*groupRun     // member/leader role per group ID
+	listeners map[string]*listener     // downloads this node requests, by task ID
+	progress  map[string]*progress     // what arrived for tasks this node requests, by task ID
+	noRanges  map[string]time.Time     // leader: tasks whose origin ignores Range (since when)
+	removals  map[string]chan struct{} // finished tasks of this node being removed, by URL; closed when done
 	closed    bool
 }
 
@@ -76,6 +77,7 @@ func New(h host.Host, groups Groups, client *http.Client, log *slog.Logger, cfg 
 	s := &Service{
 		h: h, groups: groups, origin: origin, cfg: cfg, log: log.With("component", "coop"), cache: c,
 		runs: make(map[string]*groupRun), listeners: make(map[string]*listener), progress: make(map[string]*progress), noRanges: make(map[string]time.Time),
+		removals: make(map[string]chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	h.SetStreamHandler(ControlProtocol, s.handleControl)
