@@ -65,14 +65,7 @@ func TestPlanBalancedContiguous(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(as) != 48 {
-		t.Fatalf("%d assignments", len(as))
-	}
-	for i, a := range as {
-		if a.Slice != uint32(i) {
-			t.Fatalf("assignment %d is slice %d (not sorted or not every slice once)", i, a.Slice)
-		}
-	}
+	checkEverySliceOnce(t, as, 48)
 	bm := byMember(as)
 	for _, p := range ps {
 		if len(bm[p]) != 12 {
@@ -304,14 +297,7 @@ func TestPlanStripes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(as) != 50 {
-		t.Fatalf("%d assignments", len(as))
-	}
-	for i, a := range as {
-		if a.Slice != uint32(i) {
-			t.Fatalf("assignment %d is slice %d (not sorted or not every slice once)", i, a.Slice)
-		}
-	}
+	checkEverySliceOnce(t, as, 50)
 	bm := byMember(as)
 	for _, p := range ps {
 		if n := len(bm[p]); n < 12 || n > 13 {
@@ -337,5 +323,18 @@ func TestPlanStripes(t *testing.T) {
 	}
 	if total != 40 || len(bm[order[0]]) >= len(bm[order[1]]) {
 		t.Fatalf("loaded member got %d, others %d %d %d", len(bm[order[0]]), len(bm[order[1]]), len(bm[order[2]]), len(bm[order[3]]))
+	}
+}
+
+// checkEverySliceOnce fails unless as assigns slices 0..n-1, each once, in order.
+func checkEverySliceOnce(t *testing.T, as []peergroup.Assignment, n int) {
+	t.Helper()
+	if len(as) != n {
+		t.Fatalf("%d assignments, want %d", len(as), n)
+	}
+	for i, a := range as {
+		if a.Slice != uint32(i) {
+			t.Fatalf("assignment %d is slice %d (not sorted or not every slice once)", i, a.Slice)
+		}
 	}
 }
