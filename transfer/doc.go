@@ -11,7 +11,9 @@
 // An Engine runs on a libp2p host and serves every content it holds (shared, being received,
 // or received) over the transfer protocol.
 //
-//   - Share(ctx, path, name, rate, opts...) slices and hashes the file, serves it, and with
+//   - Share(ctx, path, name, rate, opts...) slices and hashes the file, serves it as its
+//     seed (a slice it has just sent to one receiver is not sent to another, which takes it
+//     from the first: swarm's ELSEWHERE), and with
 //     WithMulticast(ch) starts one multicast pass paced at rate bytes/s. Its manifest's ID is
 //     the content ID to advertise (the content advertisement is published by the caller).
 //     Multicast(id, ch, rate) starts a pass later (e.g. when the group is listening).
