@@ -132,9 +132,18 @@ func runTestnet(t *testing.T, tools string, id string, signal func(*os.Process),
 	}
 	err := cmd.Wait()
 	logs := stderr.String()
+	s := readSummary(t, id, args, err, stdout.Bytes(), logs)
+	return s, logs
+}
+
+// readSummary decodes the JSON summary a run of args (id) printed on stdout, failing the
+// test without one, and checks that it agrees with the run's exit error and that the run
+// left no namespace behind.
+func readSummary(t *testing.T, id string, args []string, err error, stdout []byte, logs string) summary {
+	t.Helper()
 	var s summary
-	if jerr := json.Unmarshal(stdout.Bytes(), &s); jerr != nil {
-		t.Fatalf("run %v: %v; no JSON summary (%v) in %q\nstderr:\n%s", args, err, jerr, stdout.String(), logs)
+	if jerr := json.Unmarshal(stdout, &s); jerr != nil {
+		t.Fatalf("run %v: %v; no JSON summary (%v) in %q\nstderr:\n%s", args, err, jerr, stdout, logs)
 	}
 	if s.OK != (err == nil) {
 		t.Errorf("summary ok=%v but exit error %v", s.OK, err)
@@ -142,7 +151,7 @@ func runTestnet(t *testing.T, tools string, id string, signal func(*os.Process),
 	if m := leftNamespaces(t, id); len(m) > 0 || !s.Clean {
 		t.Errorf("namespaces left behind: %v (clean=%v)", m, s.Clean)
 	}
-	return s, logs
+	return s
 }
 
 func assertAllOK(t *testing.T, s summary, logs string) {

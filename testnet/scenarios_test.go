@@ -123,16 +123,7 @@ func runScenario(t *testing.T, id string, env []string, args ...string) scenario
 	defer showDaemonLogs(t, filepath.Join(base, id, "logs"))
 	err := cmd.Run()
 	logs := stderr.String()
-	var s summary
-	if jerr := json.Unmarshal(stdout.Bytes(), &s); jerr != nil {
-		t.Fatalf("run %v: %v; no JSON summary (%v) in %q\nstderr:\n%s", args, err, jerr, stdout.String(), logs)
-	}
-	if s.OK != (err == nil) {
-		t.Errorf("summary ok=%v but exit error %v", s.OK, err)
-	}
-	if m := leftNamespaces(t, id); len(m) > 0 || !s.Clean {
-		t.Errorf("namespaces left behind: %v (clean=%v)", m, s.Clean)
-	}
+	s := readSummary(t, id, args, err, stdout.Bytes(), logs)
 	assertAllOK(t, s, logs)
 	var doc scenarioDoc
 	if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
