@@ -351,6 +351,21 @@ scenario_raftcast_smoke() {
 	done
 }
 
+# rc_failover_batch SRC X Y N PREFIX STATE VERB: SRC sends PREFIX1..PREFIXN on the unicast
+# pipe "jobs" while X's daemon is STATE (hung, dead; VERB names it in the check: frozen,
+# killed); every message must reach the other listener Y, in order, and none reach X.
+rc_failover_batch() {
+	local src=$1 x=$2 y=$3 n=$4 p=$5 state=$6 verb=$7 want t0 rc=0 secs delivered
+	want=$(seq 1 "$n" | sed "s/^/$p/")
+	t0=$EPOCHREALTIME
+	rc_pipe_send "$src" jobs unicast "$p" 1 "$n" || rc=1
+	secs=$(rc_elapsed "$t0")
+	delivered=${RC_DELIVERED:-0}
+	rc_wait_for 30 rc_pipe_has "$n" jobs "$p" "$y" || true
+	[[ $(rc_pipe_got "$y" jobs "$p") == "$want" && $delivered == "$n" && -z $(rc_pipe_got "$x" jobs "$p") ]] || rc=1
+	rc_check "unicast failover from $state $x->$y" "$rc" "\"$verb\":\"$x\",\"sent\":$n,\"delivered\":$delivered,\"received\":$(rc_pipe_got "$y" jobs "$p" | wc -l),\"in_order\":$([[ $(rc_pipe_got "$y" jobs "$p") == "$want" ]] && echo true || echo false),\"send_seconds\":$secs"
+}
+
 # rc_join NODE GROUP ARGS...: `group join GROUP ARGS --timeout 60s --json` on NODE, checked
 # (the join asks the overlay again until its timeout while the group's advertisement is
 # still on its way, since main's 8f35df9).
@@ -890,27 +905,11 @@ scenario_pipes() {
 	xpid=$(rc_node_pid "$x")
 	kill -STOP "$xpid"
 	rc_log "froze $x's daemon (PID $xpid)"
-	want=$(seq 1 "$n" | sed 's/^/f/')
-	t0=$EPOCHREALTIME
-	rc=0
-	rc_pipe_send "$src" jobs unicast f 1 "$n" || rc=1
-	secs=$(rc_elapsed "$t0")
-	delivered=${RC_DELIVERED:-0}
-	rc_wait_for 30 rc_pipe_has "$n" jobs f "$y" || true
-	[[ $(rc_pipe_got "$y" jobs f) == "$want" && $delivered == "$n" && -z $(rc_pipe_got "$x" jobs f) ]] || rc=1
-	rc_check "unicast failover from hung $x->$y" "$rc" "\"frozen\":\"$x\",\"sent\":$n,\"delivered\":$delivered,\"received\":$(rc_pipe_got "$y" jobs f | wc -l),\"in_order\":$([[ $(rc_pipe_got "$y" jobs f) == "$want" ]] && echo true || echo false),\"send_seconds\":$secs"
+	rc_failover_batch "$src" "$x" "$y" "$n" f hung frozen
 	# A dead listener: X's daemon is killed (its binding stays advertised); the next batch
 	# must reach Y, in order.
 	rc_kill_node "$x"
-	want=$(seq 1 "$n" | sed 's/^/g/')
-	t0=$EPOCHREALTIME
-	rc=0
-	rc_pipe_send "$src" jobs unicast g 1 "$n" || rc=1
-	secs=$(rc_elapsed "$t0")
-	delivered=${RC_DELIVERED:-0}
-	rc_wait_for 30 rc_pipe_has "$n" jobs g "$y" || true
-	[[ $(rc_pipe_got "$y" jobs g) == "$want" && $delivered == "$n" ]] || rc=1
-	rc_check "unicast failover from dead $x->$y" "$rc" "\"killed\":\"$x\",\"sent\":$n,\"delivered\":$delivered,\"received\":$(rc_pipe_got "$y" jobs g | wc -l),\"in_order\":$([[ $(rc_pipe_got "$y" jobs g) == "$want" ]] && echo true || echo false),\"send_seconds\":$secs"
+	rc_failover_batch "$src" "$x" "$y" "$n" g dead killed
 	rc_stop "$pa" "$pb"
 }
 
