@@ -19,14 +19,8 @@ func TestUnicastDelivers(t *testing.T) {
 	nodes := newNodes(t, 2, testConfig())
 	ctx := testCtx(t, 60*time.Second)
 	spec := pipes.PipeSpec{Name: "u1", Kind: pipes.Unicast}
-	in, err := nodes[0].svc.Listen(ctx, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := nodes[1].svc.Output(ctx, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	in := mustListen(t, ctx, nodes[0].svc, spec)
+	out := mustOutput(t, ctx, nodes[1].svc, spec)
 	const n = 2000
 	go func() {
 		for i := range n {
@@ -62,14 +56,8 @@ func TestUnicastRelease(t *testing.T) {
 	nodes := newNodes(t, 2, testConfig())
 	ctx := testCtx(t, 60*time.Second)
 	spec := pipes.PipeSpec{Name: "u-release", Kind: pipes.Unicast}
-	in, err := nodes[0].svc.Listen(ctx, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := nodes[1].svc.Output(ctx, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	in := mustListen(t, ctx, nodes[0].svc, spec)
+	out := mustOutput(t, ctx, nodes[1].svc, spec)
 	const n = 300
 	msg := func(i int) []byte {
 		b := make([]byte, 1000+(i*7919)%70000)
@@ -123,14 +111,8 @@ func TestUnicastFailoverInFlight(t *testing.T) {
 	nodes := newNodes(t, 3, cfg)
 	ctx := testCtx(t, 90*time.Second)
 	spec := pipes.PipeSpec{Name: "failover-in-flight", Kind: pipes.Unicast}
-	in1, err := nodes[0].svc.Listen(ctx, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := nodes[2].svc.Output(ctx, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	in1 := mustListen(t, ctx, nodes[0].svc, spec)
+	out := mustOutput(t, ctx, nodes[2].svc, spec)
 	const n = 150 // about 22 MiB: more than the send window
 	sent := make(chan error, 1)
 	go func() {
@@ -164,10 +146,7 @@ func TestUnicastFailoverInFlight(t *testing.T) {
 		}
 		first = append(first, int(binary.BigEndian.Uint32(m.Data)))
 	}
-	in2, err := nodes[1].svc.Listen(ctx, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	in2 := mustListen(t, ctx, nodes[1].svc, spec)
 	var second []int
 	for len(second) == 0 || second[len(second)-1] != n-1 {
 		m, err := in2.Recv(ctx)
@@ -213,19 +192,13 @@ func TestUnicastV1Peer(t *testing.T) {
 	nodes := newNodes(t, 2, testConfig())
 	ctx := testCtx(t, 60*time.Second)
 	spec := pipes.PipeSpec{Name: "u-v1", Kind: pipes.Unicast}
-	in, err := nodes[0].svc.Listen(ctx, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	in := mustListen(t, ctx, nodes[0].svc, spec)
 	nodes[0].h.RemoveStreamHandler(pipes.ProtocolUnicast)
 	eventually(t, 20*time.Second, "the sender to learn the listener's protocols", func() bool {
 		got, _ := nodes[1].h.Peerstore().SupportsProtocols(nodes[0].h.ID(), pipes.ProtocolUnicast, pipes.ProtocolUnicastV1)
 		return len(got) == 1 && got[0] == pipes.ProtocolUnicastV1
 	})
-	out, err := nodes[1].svc.Output(ctx, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	out := mustOutput(t, ctx, nodes[1].svc, spec)
 	for round := range 3 {
 		for i := range 20 {
 			if err := out.Send(ctx, fmt.Appendf(nil, "r%d m%d", round, i)); err != nil {
@@ -316,14 +289,8 @@ func TestUnicastFailover(t *testing.T) {
 	nodes := newNodes(t, 3, testConfig())
 	ctx := testCtx(t, 90*time.Second)
 	spec := pipes.PipeSpec{Name: "failover", Kind: pipes.Unicast}
-	in1, err := nodes[0].svc.Listen(ctx, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := nodes[2].svc.Output(ctx, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	in1 := mustListen(t, ctx, nodes[0].svc, spec)
+	out := mustOutput(t, ctx, nodes[2].svc, spec)
 	for i := range 100 {
 		if err := out.Send(ctx, fmt.Appendf(nil, "a%d", i)); err != nil {
 			t.Fatal(err)
@@ -355,10 +322,7 @@ func TestUnicastFailover(t *testing.T) {
 		}
 	}()
 	time.Sleep(300 * time.Millisecond)
-	in2, err := nodes[1].svc.Listen(ctx, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	in2 := mustListen(t, ctx, nodes[1].svc, spec)
 	wg.Wait()
 	if err := out.Flush(ctx); err != nil {
 		t.Fatal(err)
@@ -384,14 +348,8 @@ func TestUnicastLocal(t *testing.T) {
 	nodes := newNodes(t, 1, testConfig())
 	ctx := testCtx(t, 20*time.Second)
 	spec := pipes.PipeSpec{Name: "self", Kind: pipes.Unicast}
-	in, err := nodes[0].svc.Listen(ctx, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := nodes[0].svc.Output(ctx, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	in := mustListen(t, ctx, nodes[0].svc, spec)
+	out := mustOutput(t, ctx, nodes[0].svc, spec)
 	if err := out.Send(ctx, []byte("me")); err != nil {
 		t.Fatal(err)
 	}
@@ -399,4 +357,24 @@ func TestUnicastLocal(t *testing.T) {
 	if err != nil || string(m.Data) != "me" || m.Carrier != pipes.CarrierLocal {
 		t.Fatalf("got %q by %v, %v", m.Data, m.Carrier, err)
 	}
+}
+
+// mustListen binds spec on svc, failing the test on error.
+func mustListen(t *testing.T, ctx context.Context, svc *pipes.Service, spec pipes.PipeSpec) *pipes.InputPipe {
+	t.Helper()
+	in, err := svc.Listen(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+// mustOutput opens spec's output pipe on svc, failing the test on error.
+func mustOutput(t *testing.T, ctx context.Context, svc *pipes.Service, spec pipes.PipeSpec) pipes.OutputPipe {
+	t.Helper()
+	out, err := svc.Output(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
