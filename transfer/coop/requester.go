@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -882,7 +881,7 @@ func (x *exporter) finish(want string) (string, error) {
 		os.Remove(x.tmp)
 		return "", fmt.Errorf("coop: write %s: %w", x.out, err)
 	}
-	syncDir(filepath.Dir(x.out))
+	_ = store.SyncDir(filepath.Dir(x.out)) // best effort: the rename is done; a crash may lose it, never half of it
 	return sum, nil
 }
 
@@ -902,36 +901,8 @@ func exportEmpty(out, want string) (string, error) {
 	if want != "" && sum != want {
 		return "", fmt.Errorf("%w: got %s (empty), want %s", ErrChecksum, sum, want)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".raftcast-*")
-	if err != nil {
+	if err := store.WriteFileAtomic(out, nil, 0o644); err != nil {
 		return "", err
 	}
-	name := tmp.Name()
-	err = tmp.Chmod(0o644)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(name, out)
-	}
-	if err != nil {
-		os.Remove(name)
-		return "", err
-	}
-	syncDir(filepath.Dir(out))
 	return sum, nil
-}
-
-func syncDir(dir string) {
-	d, err := os.Open(dir)
-	if err != nil {
-		return
-	}
-	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
-		_ = err // best effort: the rename is done; a crash may lose it, never half of it
-	}
-	d.Close()
 }

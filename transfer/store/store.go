@@ -531,7 +531,11 @@ func (s *Store) reverify() {
 	}
 }
 
-func writeAtomic(path string, data []byte) error {
+func writeAtomic(path string, data []byte) error { return WriteFileAtomic(path, data, 0o600) }
+
+// WriteFileAtomic writes data to path with permissions perm so that path is either as it
+// was or holds all of data: a temporary file beside it, fsync, rename, fsync of the directory.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -539,6 +543,9 @@ func writeAtomic(path string, data []byte) error {
 	}
 	name := tmp.Name()
 	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Chmod(perm)
+	}
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -552,10 +559,12 @@ func writeAtomic(path string, data []byte) error {
 		os.Remove(name)
 		return fmt.Errorf("store: save %s: %w%s", path, err, hint(err))
 	}
-	return syncDir(dir)
+	return SyncDir(dir)
 }
 
-func syncDir(dir string) error {
+// SyncDir fsyncs a directory, so that a rename in it is durable (EINVAL, a file system that
+// cannot, is not an error).
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("store: open directory %s: %w", dir, err)
@@ -601,7 +610,7 @@ func (s *Store) Finalize(out string) error {
 			return err
 		}
 	}
-	if err := syncDir(filepath.Dir(out)); err != nil {
+	if err := SyncDir(filepath.Dir(out)); err != nil {
 		return err
 	}
 	os.Remove(s.havePath)
