@@ -1148,3 +1148,15 @@ func (c *MulticastChannel) Members() []peer.ID {
 
 // InDomain reports whether p shares a multicast domain with this node.
 func (c *MulticastChannel) InDomain(p peer.ID) bool { return slices.Contains(c.Members(), p) }
+
+// Interfaces returns the names of the interfaces whose data group this node joined: where its
+// multicast data is sent and received.
+func (c *MulticastChannel) Interfaces() []string {
+	var out []string
+	for _, mi := range c.m.ifaces {
+		if mi.dv4 || mi.dv6 {
+			out = append(out, mi.ifi.Name)
+		}
+	}
+	return out
+}

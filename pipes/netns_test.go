@@ -359,6 +359,9 @@ func TestNetnsRole(t *testing.T) {
 	if mc.InDomain(ids["h4"]) {
 		t.Fatal("h4 is behind a router but heard in h1's domain")
 	}
+	if got := mc.Interfaces(); !slices.Equal(got, []string{"eth0"}) {
+		t.Fatalf("multicast data interfaces %v, want [eth0]", got)
+	}
 	wait("bindings of h2, h3, h4", func() bool {
 		ps, err := svc.Resolve(ctx, spec, true)
 		return err == nil && len(ps) == 3

@@ -102,6 +102,26 @@ scenario_distribution() {
 			rc_check "multicast from proxy $h" "$rc" "\"bytes_multicast\":$mc,\"size\":$size"
 		fi
 	done
+	# No --rate was given: the source paces its pass, and segment 1's proxy its relay, at 95 %
+	# of the slowest link among them and their domain's receivers, as read from each host's
+	# shaper (every link of the run has the same rate).
+	if [[ -n ${RC_DEFAULT_RATE:-} ]]; then
+		local want role node what line
+		want=$(awk -v m="$(rc_mbit "$RC_DEFAULT_RATE")" 'BEGIN { printf "%d", m * 1e6 * 0.95 / 8 }')
+		for role in source proxy; do
+			node=$src what='msg="multicast pass"'
+			if [[ $role == proxy ]]; then
+				what='msg="proxy peer for this multicast domain"'
+				node=$(grep -l '"proxy": *true' "$RC_DIR"/logs/*-get.log | head -1)
+				node=$(basename "${node%-get.log}")
+			fi
+			line=$(grep -h -m1 "$what" "$RC_DIR/logs/$node-raftcast.log" 2>/dev/null |
+				grep -o ' rate=[0-9]* rate_from=[a-z]*' || true)
+			rc=1
+			[[ $line == " rate=$want rate_from=shaper" ]] && rc=0
+			rc_check "pace from the links $role" "$rc" "\"node\":\"$node\",\"want\":\"rate=$want rate_from=shaper\",\"got\":\"${line# }\""
+		done
+	fi
 	# All daemons' CPU per delivered GB (every receiver's copy counts).
 	local all
 	all=$(awk -v t="$total_ticks" -v hz="$(getconf CLK_TCK)" -v b="$size" -v n="${#receivers[@]}" \

@@ -50,6 +50,12 @@ func TestPaperDistribution(t *testing.T) {
 					t.Errorf("%s did not receive an identical copy", h)
 				}
 			}
+			// No --rate: the source and the proxy pace at 95 % of the shaped links.
+			for _, role := range []string{"source", "proxy"} {
+				if !s.check(t, "pace from the links "+role).OK {
+					t.Errorf("the %s did not pace at 95 %% of the links", role)
+				}
+			}
 		})
 	}
 }

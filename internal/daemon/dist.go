@@ -21,9 +21,11 @@ package daemon
 
 import (
 	"bytes"
+	"cmp"
 	"context"
-	"errors"
+	"encoding/binary"
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"sync"
@@ -33,6 +35,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/raftcast/raftcast/advert"
+	"github.com/raftcast/raftcast/internal/linkrate"
 	"github.com/raftcast/raftcast/peergroup"
 	"github.com/raftcast/raftcast/pipes"
 	"github.com/raftcast/raftcast/transfer"
@@ -44,9 +47,13 @@ import (
 // distPipe is the name of each group's coordination pipe.
 const distPipe = "raftcast.dist"
 
-// DefaultRate is the default pace of a multicast pass: 95 Mbit/s, what a 100 Mbit/s link
-// carries with headroom.
+// DefaultRate is the pace of a multicast pass when no rate is given and no link's rate is
+// known: 95 Mbit/s, what a 100 Mbit/s link carries with headroom.
 const DefaultRate = 95_000_000 / 8
+
+// linkShare is the share of the slowest known link a pass is paced at when no rate is given
+// (the rest is headroom for the group's other traffic; headers are counted in the pace).
+const linkShare = 0.95
 
 // wantWindow is how long a receiver listens for other wants before choosing a proxy.
 const wantWindow = time.Second
@@ -62,18 +69,18 @@ type dist struct {
 	mc    mcast.Channel // the node's native multicast data channel; nil without one
 	demux *mcast.Demux  // mc shared among receivers, by content
 
-	mu      sync.Mutex                      // guards sources, wants, lastPass, listening
-	sources map[content.ID]sourceInfo       // contents this node is the source of
-	wants   map[content.ID]map[peer.ID]bool // wanting peers heard, by content
-	passAt  map[content.ID]time.Time        // until when a scheduled or running pass covers new wants
-	listen  map[string]bool                 // groups whose coordination pipe is bound
+	mu      sync.Mutex                       // guards sources, wants, lastPass, listening
+	sources map[content.ID]sourceInfo        // contents this node is the source of
+	wants   map[content.ID]map[peer.ID]int64 // wanting peers heard, by content: their link rate (bits/s, 0 unknown)
+	passAt  map[content.ID]time.Time         // until when a scheduled or running pass covers new wants
+	listen  map[string]bool                  // groups whose coordination pipe is bound
 	wg      sync.WaitGroup
 	ctx     context.Context
 }
 
 // sourceInfo is what the source keeps of a content it shares.
 type sourceInfo struct {
-	rate int64 // multicast pace, bytes/s
+	rate int64 // multicast pace, bytes/s; 0: from the links (passRate)
 	size int64
 }
 
@@ -81,7 +88,7 @@ func newDist(ctx context.Context, d *Daemon, eng *transfer.Engine) *dist {
 	ds := &dist{
 		d: d, eng: eng, ctx: ctx,
 		sources: map[content.ID]sourceInfo{},
-		wants:   map[content.ID]map[peer.ID]bool{},
+		wants:   map[content.ID]map[peer.ID]int64{},
 		passAt:  map[content.ID]time.Time{},
 		listen:  map[string]bool{},
 	}
@@ -90,11 +97,11 @@ func newDist(ctx context.Context, d *Daemon, eng *transfer.Engine) *dist {
 		ds.demux = mcast.NewDemux(ds.mc, demuxQueue)
 	}
 	d.node.Resolver().Handle(handlerWant, func(_ context.Context, from peer.ID, req []byte) ([]byte, error) {
-		_, id, err := decodeCoord(req)
+		_, id, link, err := decodeCoord(req)
 		if err != nil {
 			return nil, err
 		}
-		ds.onWant(id, from)
+		ds.onWant(id, from, link)
 		return nil, nil
 	})
 	return ds
@@ -109,7 +116,7 @@ const handlerWant = "dist.want"
 // wanting peers of its domain.
 func (ds *dist) wantSource(ctx context.Context, id content.ID, source peer.ID, gotMulticast func() bool) {
 	const wantRepeats = 8
-	msg := encodeCoord(opWant, id)
+	msg := encodeCoord(opWant, id, ds.linkRate().Bits)
 	for i := 0; i < wantRepeats && !gotMulticast(); i++ {
 		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err := ds.d.node.Resolver().Query(qctx, source, handlerWant, msg)
@@ -152,22 +159,73 @@ func (ds *dist) group(name string) (*peergroup.Group, error) {
 	return nil, usagef("this node is in %d groups: say which with --group", len(gs))
 }
 
-// coordination message: op, content ID, sender's domain.
+// Coordination message: op | content ID | the sender's link rate (u64 bits/s, 0 unknown;
+// absent from older nodes' messages).
 const (
 	opWant = 'W'
 )
 
-func encodeCoord(op byte, id content.ID) []byte {
-	return append([]byte{op}, id[:]...)
+func encodeCoord(op byte, id content.ID, link int64) []byte {
+	b := append([]byte{op}, id[:]...)
+	return binary.BigEndian.AppendUint64(b, uint64(max(link, 0)))
 }
 
-func decodeCoord(b []byte) (byte, content.ID, error) {
-	var id content.ID
-	if len(b) != 1+len(id) || b[0] != opWant {
-		return 0, id, errors.New("malformed coordination message")
+func decodeCoord(b []byte) (op byte, id content.ID, link int64, err error) {
+	n := 1 + len(id)
+	if (len(b) != n && len(b) != n+8) || b[0] != opWant {
+		return 0, id, 0, fmt.Errorf("malformed coordination message (%d bytes)", len(b))
 	}
 	copy(id[:], b[1:])
-	return b[0], id, nil
+	if len(b) == n+8 {
+		link = int64(min(binary.BigEndian.Uint64(b[n:]), math.MaxInt64))
+	}
+	return b[0], id, link, nil
+}
+
+// linkRate is the slowest rate among this node's multicast interfaces, as its host knows
+// them (linkrate.Of); unknown without native multicast or when no interface's rate is known.
+func (ds *dist) linkRate() linkrate.Rate {
+	mc := ds.d.pipes.Multicast()
+	if mc == nil {
+		return linkrate.Rate{}
+	}
+	var rs []linkrate.Rate
+	for _, name := range mc.Interfaces() {
+		r, err := linkrate.Of(name)
+		if err != nil {
+			ds.d.log.Debug("link rate", "iface", name, "err", err)
+			continue
+		}
+		rs = append(rs, r)
+	}
+	return linkrate.Min(rs...)
+}
+
+// passRate is the pace of a pass of id into this node's multicast domain: rate if given, else
+// linkShare of the slowest known link among this node and the domain's peers that want id,
+// else DefaultRate. from says which ("flag", "shaper", "link" or "default").
+func (ds *dist) passRate(id content.ID, rate int64) (bytesPerSec int64, from string) {
+	if rate > 0 {
+		return rate, "flag"
+	}
+	mc := ds.d.pipes.Multicast()
+	rs := []linkrate.Rate{ds.linkRate()}
+	ds.mu.Lock()
+	for p, bits := range ds.wants[id] {
+		if mc != nil && mc.InDomain(p) {
+			rs = append(rs, linkrate.Rate{Bits: bits, Source: "link"})
+		}
+	}
+	ds.mu.Unlock()
+	return paceFor(linkrate.Min(rs...))
+}
+
+// paceFor is the pace for the slowest link r: linkShare of it, DefaultRate when unknown.
+func paceFor(r linkrate.Rate) (bytesPerSec int64, from string) {
+	if r.Bits <= 0 {
+		return DefaultRate, "default"
+	}
+	return max(1, int64(float64(r.Bits)*linkShare/8)), r.Source
 }
 
 func (ds *dist) coordSpec(g *peergroup.Group) pipes.PipeSpec {
@@ -200,33 +258,37 @@ func (ds *dist) ensureListening(g *peergroup.Group) error {
 			if err != nil {
 				return
 			}
-			op, id, err := decodeCoord(m.Data)
+			op, id, link, err := decodeCoord(m.Data)
 			if err != nil {
 				ds.d.log.Debug("coordination pipe: bad message", "from", m.From, "err", err)
 				continue
 			}
 			if op == opWant {
-				ds.onWant(id, m.From)
+				ds.onWant(id, m.From, link)
 			}
 		}
 	}()
 	return nil
 }
 
-func (ds *dist) onWant(id content.ID, from peer.ID) {
+// onWant records that from wants id (its link rate: link bits/s, 0 unknown) and, at the
+// source, schedules a pass for the wanting peers of its domain.
+func (ds *dist) onWant(id content.ID, from peer.ID, link int64) {
 	ds.mu.Lock()
 	if ds.wants[id] == nil {
-		ds.wants[id] = map[peer.ID]bool{}
+		ds.wants[id] = map[peer.ID]int64{}
 	}
-	ds.wants[id][from] = true
+	if link > 0 || ds.wants[id][from] == 0 {
+		ds.wants[id][from] = link
+	}
 	src, isSource := ds.sources[id]
 	// One pass at a time: wants that arrive while a pass is scheduled or running join it (what
-	// they miss they repair from peers).
+	// they miss they repair from peers). Until the pace is chosen, the pass is assumed to run
+	// at DefaultRate or the given rate.
 	due := isSource && time.Now().After(ds.passAt[id])
 	if due {
-		ds.passAt[id] = time.Now().Add(passWindow + time.Duration(float64(src.size)/float64(src.rate)*float64(time.Second)))
+		ds.passAt[id] = time.Now().Add(passWindow + passTime(src.size, cmp.Or(src.rate, DefaultRate)))
 	}
-	rate := src.rate
 	ds.mu.Unlock()
 	if !due || ds.demux == nil || !ds.d.pipes.Multicast().InDomain(from) {
 		return
@@ -239,20 +301,26 @@ func (ds *dist) onWant(id content.ID, from peer.ID) {
 			return
 		case <-time.After(passWindow):
 		}
-		ds.d.log.Info("multicast pass", "content", id, "rate", rate)
+		rate, rateFrom := ds.passRate(id, src.rate)
+		ds.mu.Lock()
+		ds.passAt[id] = time.Now().Add(passTime(src.size, rate))
+		ds.mu.Unlock()
+		ds.d.log.Info("multicast pass", "content", id, "rate", rate, "rate_from", rateFrom)
 		if err := ds.eng.Multicast(id, ds.mc, rate); err != nil {
 			ds.d.log.Warn("multicast pass", "content", id, "err", err)
 		}
 	}()
 }
 
+// passTime is how long a pass of size bytes at rate bytes/s takes.
+func passTime(size, rate int64) time.Duration {
+	return time.Duration(float64(size) / float64(rate) * float64(time.Second))
+}
+
 func (ds *dist) share(ctx context.Context, path string, groupName, name string, rate int64) (*content.Manifest, *peergroup.Group, error) {
 	g, err := ds.group(groupName)
 	if err != nil {
 		return nil, nil, err
-	}
-	if rate <= 0 {
-		rate = DefaultRate
 	}
 	if err := ds.ensureListening(g); err != nil {
 		return nil, nil, err
@@ -262,7 +330,7 @@ func (ds *dist) share(ctx context.Context, path string, groupName, name string, 
 		return nil, nil, err
 	}
 	ds.mu.Lock()
-	ds.sources[m.ID()] = sourceInfo{rate: rate, size: m.Size}
+	ds.sources[m.ID()] = sourceInfo{rate: max(rate, 0), size: m.Size}
 	ds.mu.Unlock()
 	if err := ds.advertise(ctx, g, m.ID(), m.Name, m.Size, "source"); err != nil {
 		return nil, nil, err
@@ -405,7 +473,7 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 		ch := ds.demux.Open(id)
 		defer ch.Close()
 		req.Multicast = ch
-		ds.onWant(id, ds.d.node.ID())
+		ds.onWant(id, ds.d.node.ID(), ds.linkRate().Bits)
 		mc := ds.d.pipes.Multicast()
 		if source != "" && mc.InDomain(source) {
 			// The source first: its pass waits for this want.
@@ -415,7 +483,7 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 		}
 		coord, err := ds.d.pipes.Output(ctx, ds.coordSpec(g))
 		if err == nil {
-			_ = coord.Send(ctx, encodeCoord(opWant, id))
+			_ = coord.Send(ctx, encodeCoord(opWant, id, ds.linkRate().Bits))
 			coord.Close()
 		}
 		if source != "" && !mc.InDomain(source) {
@@ -437,8 +505,9 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 				proxy = true
 				req.Multicast = nil
 				req.Relay = ds.mc
-				req.RelayRate = DefaultRate
-				ds.d.log.Info("proxy peer for this multicast domain", "content", id)
+				var from string
+				req.RelayRate, from = ds.passRate(id, 0)
+				ds.d.log.Info("proxy peer for this multicast domain", "content", id, "rate", req.RelayRate, "rate_from", from)
 			}
 		}
 	}

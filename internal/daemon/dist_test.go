@@ -7,6 +7,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/raftcast/raftcast/advert"
+	"github.com/raftcast/raftcast/internal/linkrate"
 	"github.com/raftcast/raftcast/peergroup"
 	"github.com/raftcast/raftcast/transfer/content"
 )
@@ -35,6 +36,55 @@ func TestFromCatalogue(t *testing.T) {
 		id, src, ok := fromCatalogue(cat, tc.q)
 		if ok != tc.ok || id != tc.id || src != tc.src {
 			t.Errorf("%s: got %s %q %v, want %s %q %v", tc.name, id, src, ok, tc.id, tc.src, tc.ok)
+		}
+	}
+}
+
+// A want carries the sender's link rate; a want from an older node (no rate) still decodes,
+// and anything else is refused.
+func TestCoordMessage(t *testing.T) {
+	id := content.ID{1, 2, 3}
+	op, got, link, err := decodeCoord(encodeCoord(opWant, id, 100_000_000))
+	if err != nil || op != opWant || got != id || link != 100_000_000 {
+		t.Fatalf("round trip: %c %v %d %v", op, got, link, err)
+	}
+	old := append([]byte{opWant}, id[:]...)
+	if _, got, link, err = decodeCoord(old); err != nil || got != id || link != 0 {
+		t.Fatalf("want without a rate: %v %d %v", got, link, err)
+	}
+	huge := encodeCoord(opWant, id, 0)
+	for i := len(huge) - 8; i < len(huge); i++ {
+		huge[i] = 0xff
+	}
+	if _, _, link, err = decodeCoord(huge); err != nil || link <= 0 {
+		t.Fatalf("rate 2^64-1: %d %v, want a positive rate", link, err)
+	}
+	for name, b := range map[string][]byte{
+		"empty":    nil,
+		"short":    old[:10],
+		"odd tail": append(old, 1, 2, 3),
+		"other op": append([]byte{'X'}, id[:]...),
+		"too long": append(encodeCoord(opWant, id, 1), 0),
+	} {
+		if _, _, _, err := decodeCoord(b); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+// The pace is 95 % of the slowest known link, DefaultRate when none is known.
+func TestPaceFor(t *testing.T) {
+	for _, c := range []struct {
+		r    linkrate.Rate
+		want int64
+		from string
+	}{
+		{linkrate.Rate{}, DefaultRate, "default"},
+		{linkrate.Rate{Bits: 100_000_000, Source: "shaper"}, 11_875_000, "shaper"},
+		{linkrate.Rate{Bits: 1_000_000_000, Source: "link"}, 118_750_000, "link"},
+	} {
+		if got, from := paceFor(c.r); got != c.want || from != c.from {
+			t.Errorf("paceFor(%+v) = %d %s, want %d %s", c.r, got, from, c.want, c.from)
 		}
 	}
 }
