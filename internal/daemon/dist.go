@@ -73,6 +73,7 @@ type dist struct {
 	sources map[content.ID]sourceInfo        // contents this node is the source of
 	wants   map[content.ID]map[peer.ID]int64 // wanting peers heard, by content: their link rate (bits/s, 0 unknown)
 	passAt  map[content.ID]time.Time         // until when a scheduled or running pass covers new wants
+	passGo  map[content.ID]chan struct{}     // closed to start a scheduled pass before passWindow ends
 	listen  map[string]bool                  // groups whose coordination pipe is bound
 	wg      sync.WaitGroup
 	ctx     context.Context
@@ -80,8 +81,9 @@ type dist struct {
 
 // sourceInfo is what the source keeps of a content it shares.
 type sourceInfo struct {
-	rate int64 // multicast pace, bytes/s; 0: from the links (passRate)
-	size int64
+	rate  int64 // multicast pace, bytes/s; 0: from the links (passRate)
+	size  int64
+	group *peergroup.Group
 }
 
 func newDist(ctx context.Context, d *Daemon, eng *transfer.Engine) *dist {
@@ -90,6 +92,7 @@ func newDist(ctx context.Context, d *Daemon, eng *transfer.Engine) *dist {
 		sources: map[content.ID]sourceInfo{},
 		wants:   map[content.ID]map[peer.ID]int64{},
 		passAt:  map[content.ID]time.Time{},
+		passGo:  map[content.ID]chan struct{}{},
 		listen:  map[string]bool{},
 	}
 	if mc := d.pipes.Multicast(); mc != nil {
@@ -286,10 +289,16 @@ func (ds *dist) onWant(id content.ID, from peer.ID, link int64) {
 	// they miss they repair from peers). Until the pace is chosen, the pass is assumed to run
 	// at DefaultRate or the given rate.
 	due := isSource && time.Now().After(ds.passAt[id])
+	var start chan struct{}
 	if due {
 		ds.passAt[id] = time.Now().Add(passWindow + passTime(src.size, cmp.Or(src.rate, DefaultRate)))
+		start = make(chan struct{})
+		ds.passGo[id] = start
 	}
 	ds.mu.Unlock()
+	if isSource {
+		ds.startIfAllWant(id, src.group)
+	}
 	if !due || ds.demux == nil || !ds.d.pipes.Multicast().InDomain(from) {
 		return
 	}
@@ -300,16 +309,54 @@ func (ds *dist) onWant(id content.ID, from peer.ID, link int64) {
 		case <-ds.ctx.Done():
 			return
 		case <-time.After(passWindow):
+		case <-start:
 		}
 		rate, rateFrom := ds.passRate(id, src.rate)
 		ds.mu.Lock()
 		ds.passAt[id] = time.Now().Add(passTime(src.size, rate))
+		if ds.passGo[id] == start {
+			delete(ds.passGo, id)
+		}
 		ds.mu.Unlock()
 		ds.d.log.Info("multicast pass", "content", id, "rate", rate, "rate_from", rateFrom)
 		if err := ds.eng.Multicast(id, ds.mc, rate); err != nil {
 			ds.d.log.Warn("multicast pass", "content", id, "err", err)
 		}
 	}()
+}
+
+// startIfAllWant starts the pass of id scheduled at this source before passWindow ends once
+// every live member of g in this node's multicast domain wants id: nobody is left to wait for.
+func (ds *dist) startIfAllWant(id content.ID, g *peergroup.Group) {
+	mc := ds.d.pipes.Multicast()
+	if g == nil || mc == nil {
+		return
+	}
+	self := ds.d.node.ID()
+	members := g.LiveMembers()
+	ds.mu.Lock()
+	defer ds.mu.Unlock()
+	if start := ds.passGo[id]; start != nil && allWant(members, self, mc.InDomain, ds.wants[id]) {
+		ds.d.log.Debug("multicast pass: every member of the domain wants it", "content", id)
+		close(start)
+		delete(ds.passGo, id)
+	}
+}
+
+// allWant reports whether every one of members but self that inDomain accepts is in wants,
+// and there is at least one.
+func allWant(members []peer.ID, self peer.ID, inDomain func(peer.ID) bool, wants map[peer.ID]int64) bool {
+	n := 0
+	for _, p := range members {
+		if p == self || !inDomain(p) {
+			continue
+		}
+		if _, ok := wants[p]; !ok {
+			return false
+		}
+		n++
+	}
+	return n > 0
 }
 
 // passTime is how long a pass of size bytes at rate bytes/s takes.
@@ -330,7 +377,7 @@ func (ds *dist) share(ctx context.Context, path string, groupName, name string, 
 		return nil, nil, err
 	}
 	ds.mu.Lock()
-	ds.sources[m.ID()] = sourceInfo{rate: max(rate, 0), size: m.Size}
+	ds.sources[m.ID()] = sourceInfo{rate: max(rate, 0), size: m.Size, group: g}
 	ds.mu.Unlock()
 	if err := ds.advertise(ctx, g, m.ID(), m.Name, m.Size, "source"); err != nil {
 		return nil, nil, err

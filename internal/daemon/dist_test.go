@@ -88,3 +88,27 @@ func TestPaceFor(t *testing.T) {
 		}
 	}
 }
+
+// The source starts a pass early once every other member of its domain wants the content.
+func TestAllWant(t *testing.T) {
+	self, a, b, far := peer.ID("self"), peer.ID("a"), peer.ID("b"), peer.ID("far")
+	members := []peer.ID{self, a, b, far}
+	inDomain := func(p peer.ID) bool { return p != far }
+	for _, c := range []struct {
+		name  string
+		wants map[peer.ID]int64
+		want  bool
+	}{
+		{"nobody", nil, false},
+		{"one of two", map[peer.ID]int64{a: 0, self: 0}, false},
+		{"both (one link unknown)", map[peer.ID]int64{a: 0, b: 100e6}, true},
+		{"only the one outside the domain", map[peer.ID]int64{far: 0}, false},
+	} {
+		if got := allWant(members, self, inDomain, c.wants); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+	if allWant([]peer.ID{self, far}, self, inDomain, map[peer.ID]int64{far: 0}) {
+		t.Error("no other member in the domain: true, want false (wait out the window)")
+	}
+}
