@@ -150,7 +150,8 @@ func (g *Group) applyLocal(ctx context.Context, cmd Command, b []byte, from peer
 //   - MemberRemove(expel): from a Raft voter (an expelled leader hands over and drops out);
 //   - TaskAdd: the sender is the requester; TaskRemove: the task's requester;
 //   - SlicesDone: the member that delivered them or the task's requester;
-//   - ContentAdd: the sender is the source; ContentRemove: the entry's source.
+//   - ContentAdd: the sender is the source; ContentRemove: the entry's source;
+//   - ProxySet: the sender names itself.
 func (g *Group) authorize(cmd Command, from peer.ID) error {
 	if from == g.self {
 		return nil
@@ -201,6 +202,10 @@ func (g *Group) authorize(cmd Command, from peer.ID) error {
 	case *ContentRemove:
 		if ct, ok := v.Catalogue[c.ContentID]; ok && ct.Source != from {
 			return deny("only the source removes its entry")
+		}
+	case *ProxySet:
+		if c.Proxy != from {
+			return deny("a member names only itself proxy")
 		}
 	}
 	return nil

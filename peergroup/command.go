@@ -39,6 +39,7 @@ const (
 	KindTaskRemove
 	KindContentAdd
 	KindContentRemove
+	KindProxySet
 	kindEnd
 )
 
@@ -46,7 +47,7 @@ var commandNames = [...]string{
 	KindGroupInit: "group-init", KindMemberAdd: "member-add", KindMemberUpdate: "member-update",
 	KindMemberRemove: "member-remove", KindMemberLive: "member-live", KindTaskAdd: "task-add",
 	KindTaskAssign: "task-assign", KindSlicesDone: "slices-done", KindTaskRemove: "task-remove",
-	KindContentAdd: "content-add", KindContentRemove: "content-remove",
+	KindContentAdd: "content-add", KindContentRemove: "content-remove", KindProxySet: "proxy-set",
 }
 
 func (k CommandKind) String() string {
@@ -135,6 +136,8 @@ func newCommand(k CommandKind) Command {
 		return &ContentAdd{}
 	case KindContentRemove:
 		return &ContentRemove{}
+	case KindProxySet:
+		return &ProxySet{}
 	}
 	return nil
 }
@@ -530,4 +533,36 @@ func (c *ContentRemove) encode(e *bincodec.Encoder) { e.Str(c.ContentID) }
 func (c *ContentRemove) decode(d *bincodec.Decoder) { c.ContentID = d.Str(maxIDLen, "content ID") }
 func (c *ContentRemove) check() error {
 	return checkID(KindContentRemove, "content ID", c.ContentID)
+}
+
+// ProxySet records Proxy as the proxy peer of a content in Proxy's multicast domain (the
+// member that pulls the content from peers and re-multicasts it there), in place of Replaces
+// (a proxy that died; empty if none). A content has one proxy per domain; the state keeps the
+// list, and each node picks the one it hears in its own domain.
+type ProxySet struct {
+	ContentID string
+	Proxy     peer.ID
+	Replaces  peer.ID
+}
+
+func (*ProxySet) Kind() CommandKind { return KindProxySet }
+func (c *ProxySet) encode(e *bincodec.Encoder) {
+	e.Str(c.ContentID)
+	e.Peer(c.Proxy)
+	e.Peer(c.Replaces) // empty: none
+}
+func (c *ProxySet) decode(d *bincodec.Decoder) {
+	c.ContentID = d.Str(maxIDLen, "content ID")
+	c.Proxy = d.Peer()
+	c.Replaces = d.PeerOpt()
+}
+func (c *ProxySet) check() error {
+	k := KindProxySet
+	if err := checkID(k, "content ID", c.ContentID); err != nil {
+		return err
+	}
+	if c.Replaces == c.Proxy {
+		return malformed(k, "a proxy cannot replace itself")
+	}
+	return checkPeer(k, "proxy", c.Proxy)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -29,6 +30,7 @@ func sampleCommands(ps []peer.ID) []Command {
 		&SlicesDone{TaskID: "t1", Member: ps[1], Slices: []uint32{5, 0}},
 		&TaskRemove{TaskID: "t1"},
 		&ContentAdd{Content: Content{ID: "c1", Name: "a.iso", Size: 123, Source: ps[0], Added: t0}},
+		&ProxySet{ContentID: "c1", Proxy: ps[1], Replaces: ps[0]},
 		&ContentRemove{ContentID: "c1"},
 	}
 }
@@ -283,6 +285,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	mustApply(t, f, 3, &TaskAssign{TaskID: "t1", Term: 3, Assignments: []Assignment{{0, ps[0]}, {9, ps[1]}}, Exclude: []peer.ID{ps[2]}})
 	mustApply(t, f, 3, &SlicesDone{TaskID: "t1", Member: ps[0], Slices: []uint32{0}})
 	mustApply(t, f, 3, &ContentAdd{Content: Content{ID: "c9", Name: "n", Size: 5, Source: ps[1], Added: t0}})
+	mustApply(t, f, 3, &ProxySet{ContentID: "c9", Proxy: ps[0]})
 
 	snap, err := f.Snapshot()
 	if err != nil {
@@ -339,4 +342,63 @@ func FuzzDecodeCommand(f *testing.F) {
 			t.Fatalf("re-encoding changed the command: %v", err)
 		}
 	})
+}
+
+// A content's proxies: one per domain, a takeover replaces the dead one, and a proxy that
+// leaves the group or a content that leaves the catalogue takes its entries along.
+func TestFSMProxies(t *testing.T) {
+	ps := testPeers(t, 4)
+	f := newTestFSM(t, ps)
+	if err := applyAt(t, f, 1, &ProxySet{ContentID: "c", Proxy: ps[1]}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("proxy of an unknown content: %v, want ErrInvalid", err)
+	}
+	mustApply(t, f, 1, &ContentAdd{Content: Content{ID: "c", Name: "c", Size: 1, Source: ps[0], Added: t0}})
+	mustApply(t, f, 1, &ContentAdd{Content: Content{ID: "d", Name: "d", Size: 1, Source: ps[0], Added: t0}})
+	mustApply(t, f, 1, &ProxySet{ContentID: "c", Proxy: ps[1]})
+	mustApply(t, f, 1, &ProxySet{ContentID: "c", Proxy: ps[2]})
+	mustApply(t, f, 1, &ProxySet{ContentID: "c", Proxy: ps[2]}) // again: no duplicate
+	mustApply(t, f, 1, &ProxySet{ContentID: "d", Proxy: ps[1]})
+	proxies := func(id string) []peer.ID { return f.view(nil).Proxies[id] }
+	if got := proxies("c"); !slices.Equal(got, []peer.ID{ps[1], ps[2]}) {
+		t.Fatalf("proxies of c: %v", got)
+	}
+	mustApply(t, f, 1, &ProxySet{ContentID: "c", Proxy: ps[3], Replaces: ps[1]})
+	if got := proxies("c"); !slices.Equal(got, []peer.ID{ps[2], ps[3]}) {
+		t.Fatalf("after ps[3] took over from ps[1]: %v", got)
+	}
+	mustApply(t, f, 1, &MemberRemove{PeerID: ps[1], Reason: ReasonLeave})
+	if got := proxies("d"); got != nil {
+		t.Fatalf("proxies of d after its proxy left: %v", got)
+	}
+	if err := applyAt(t, f, 1, &ProxySet{ContentID: "d", Proxy: ps[1]}); !errors.Is(err, ErrNotMember) {
+		t.Fatalf("a non-member as proxy: %v, want ErrNotMember", err)
+	}
+	mustApply(t, f, 1, &ContentRemove{ContentID: "c"})
+	if got := f.view(nil).Proxies; len(got) != 0 {
+		t.Fatalf("proxies after the content left: %v", got)
+	}
+	if _, err := EncodeCommand(&ProxySet{ContentID: "c", Proxy: ps[2], Replaces: ps[2]}); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("a proxy replacing itself: %v, want ErrMalformed", err)
+	}
+}
+
+// A snapshot from before proxies were recorded (version 1) still restores.
+func TestSnapshotVersion1(t *testing.T) {
+	ps := testPeers(t, 2)
+	f := newTestFSM(t, ps)
+	b := marshalFSM(f)
+	// Version 2 appends the proxy list (here empty: one zero count byte) to version 1's layout.
+	v1 := append([]byte(nil), b[:len(b)-1]...)
+	v1[len(snapshotMagic)] = 1
+	s, err := unmarshalState(v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.members) != 2 || len(s.tasks) != 1 {
+		t.Fatalf("restored %d members, %d tasks", len(s.members), len(s.tasks))
+	}
+	b[len(snapshotMagic)] = 3
+	if _, err := unmarshalState(b); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("version 3: %v, want ErrMalformed", err)
+	}
 }

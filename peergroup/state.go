@@ -19,6 +19,7 @@ type state struct {
 	load      map[peer.ID]int64 // outstanding (assigned, not done) slices per member
 	tasks     map[string]*Task
 	catalogue map[string]*Content
+	proxies   map[string][]peer.ID // content ID → its proxy peers (one per multicast domain)
 	banned    map[peer.ID]bool
 	// index is the log index of the last command applied (or rejected): how far this
 	// replica's state has got. It is in snapshots so that it survives a restore.
@@ -31,6 +32,7 @@ func newState() *state {
 		load:      make(map[peer.ID]int64),
 		tasks:     make(map[string]*Task),
 		catalogue: make(map[string]*Content),
+		proxies:   make(map[string][]peer.ID),
 		banned:    make(map[peer.ID]bool),
 	}
 }
@@ -85,6 +87,9 @@ func (s *state) apply(cmd Command, logTerm uint64) error {
 		}
 		delete(s.members, c.PeerID)
 		delete(s.load, c.PeerID)
+		for id, ps := range s.proxies {
+			s.setProxies(id, slices.DeleteFunc(ps, func(p peer.ID) bool { return p == c.PeerID }))
+		}
 		if c.Reason == ReasonExpel {
 			s.banned[c.PeerID] = true
 		}
@@ -150,10 +155,32 @@ func (s *state) apply(cmd Command, logTerm uint64) error {
 			return invalid(c.Kind(), "unknown content %q", c.ContentID)
 		}
 		delete(s.catalogue, c.ContentID)
+		delete(s.proxies, c.ContentID)
+	case *ProxySet:
+		if _, ok := s.catalogue[c.ContentID]; !ok {
+			return invalid(c.Kind(), "unknown content %q", c.ContentID)
+		}
+		if _, ok := s.members[c.Proxy]; !ok {
+			return fmt.Errorf("%w: proxy %s", ErrNotMember, c.Proxy)
+		}
+		ps := slices.DeleteFunc(slices.Clone(s.proxies[c.ContentID]), func(p peer.ID) bool { return p == c.Replaces || p == c.Proxy })
+		if len(ps) >= maxListLen {
+			return invalid(c.Kind(), "content %q has %d proxies", c.ContentID, len(ps))
+		}
+		s.setProxies(c.ContentID, append(ps, c.Proxy))
 	default:
 		return fmt.Errorf("%w: unhandled command %T", ErrMalformed, cmd)
 	}
 	return nil
+}
+
+// setProxies sets (or, empty, removes) the proxy list of a content.
+func (s *state) setProxies(id string, ps []peer.ID) {
+	if len(ps) == 0 {
+		delete(s.proxies, id)
+		return
+	}
+	s.proxies[id] = ps
 }
 
 // release gives back one unit of load of p (if p is still a member with load).
@@ -217,7 +244,11 @@ func (s *state) view(voter func(peer.ID) bool) StateView {
 		Load:      maps.Clone(s.load),
 		Tasks:     make(map[string]Task, len(s.tasks)),
 		Catalogue: make(map[string]Content, len(s.catalogue)),
+		Proxies:   make(map[string][]peer.ID, len(s.proxies)),
 		Banned:    slices.Sorted(maps.Keys(s.banned)),
+	}
+	for id, ps := range s.proxies {
+		v.Proxies[id] = slices.Clone(ps)
 	}
 	for _, m := range s.members {
 		c := *m
@@ -241,7 +272,7 @@ func (s *state) view(voter func(peer.ID) bool) StateView {
 // every map written in sorted key order, so equal states give equal bytes.
 const (
 	snapshotMagic   = "RCGS"
-	snapshotVersion = 1
+	snapshotVersion = 2 // 2 added the proxies; version 1 snapshots are read too
 )
 
 func (s *state) marshal() []byte {
@@ -287,6 +318,12 @@ func (s *state) marshal() []byte {
 		(&ContentAdd{Content: *s.catalogue[id]}).encode(&e)
 	}
 	e.Peers(slices.Sorted(maps.Keys(s.banned)))
+	pids := slices.Sorted(maps.Keys(s.proxies))
+	e.Count(len(pids))
+	for _, id := range pids {
+		e.Str(id)
+		e.Peers(s.proxies[id])
+	}
 	return e.B
 }
 
@@ -295,8 +332,9 @@ func unmarshalState(b []byte) (*state, error) {
 	if m := d.Fixed(len(snapshotMagic)); d.Err() == nil && string(m) != snapshotMagic {
 		return nil, fmt.Errorf("%w: not a group snapshot", ErrMalformed)
 	}
-	if v := d.U8(); d.Err() == nil && v != snapshotVersion {
-		return nil, fmt.Errorf("%w: snapshot version %d (this node knows %d)", ErrMalformed, v, snapshotVersion)
+	version := d.U8()
+	if d.Err() == nil && (version < 1 || version > snapshotVersion) {
+		return nil, fmt.Errorf("%w: snapshot version %d (this node knows 1 to %d)", ErrMalformed, version, snapshotVersion)
 	}
 	s := newState()
 	s.index = d.Uvarint()
@@ -345,6 +383,15 @@ func unmarshalState(b []byte) (*state, error) {
 	}
 	for _, p := range d.Peers(maxListLen, "banned") {
 		s.banned[p] = true
+	}
+	if version >= 2 {
+		n = d.Count(maxListLen, "proxied contents")
+		for i := 0; i < n && d.Err() == nil; i++ {
+			id := d.Str(maxIDLen, "content ID")
+			if ps := d.Peers(maxListLen, "proxies"); d.Err() == nil {
+				s.setProxies(id, ps)
+			}
+		}
 	}
 	if err := d.Finish(); err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)

@@ -174,7 +174,8 @@ type StateView struct {
 	Load      map[peer.ID]int64
 	Tasks     map[string]Task
 	Catalogue map[string]Content
-	Banned    []peer.ID // expelled peers (sorted)
+	Proxies   map[string][]peer.ID // content ID → its proxy peers, one per multicast domain (ProxySet)
+	Banned    []peer.ID            // expelled peers (sorted)
 }
 
 // Member returns the member with that peer ID.
