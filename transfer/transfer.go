@@ -367,6 +367,9 @@ type GetRequest struct {
 	Multicast mcast.Channel // optional: the domain's multicast data channel (read by this Get alone: share one channel among gets through mcast.Demux)
 	Relay     mcast.Channel // optional (proxy peer): re-multicast every slice obtained from peers here
 	RelayRate int64         // pacing of the relay, bytes/s
+	// RelayFrom, with Relay: start relaying only once it is closed (a receiver taking over from
+	// a proxy that died): every slice held by then, then each one as it is stored. Nil: at once.
+	RelayFrom <-chan struct{}
 	// SourceDelay: ask the source only for slices other peers have stopped gaining for this
 	// long (swarm.PlannerConfig.SourceDelay): for a proxy while the source multicasts.
 	SourceDelay time.Duration
@@ -602,8 +605,20 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 		})
 	}
 
-	// Relay (proxy peer): re-multicast slices as they arrive from peers, in ascending order.
-	var relayQ chan int
+	// Relay (proxy peer): re-multicast slices as they arrive, in ascending order: those held
+	// when it starts, then each one stored (by any carrier) after.
+	var (
+		relayMu sync.Mutex // guards relayQ
+		relayQ  chan int   // nil until the relay starts
+	)
+	sessDone := make(chan struct{}) // closed when the session ends
+	relayed := func(i int) {
+		relayMu.Lock()
+		if relayQ != nil {
+			relayQ <- i // capacity: each slice at most twice (held at the start and stored)
+		}
+		relayMu.Unlock()
+	}
 	if req.Relay != nil {
 		rate := req.RelayRate
 		if rate <= 0 {
@@ -613,13 +628,34 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 		if err != nil {
 			return err
 		}
-		relayQ = make(chan int, m.NumSlices())
-		for i := 0; i < m.NumSlices(); i++ {
-			if st.Has(i) {
-				relayQ <- i
+		start := func() {
+			relayMu.Lock()
+			relayQ = make(chan int, 2*m.NumSlices())
+			for i := 0; i < m.NumSlices(); i++ {
+				if st.Has(i) {
+					relayQ <- i
+				}
 			}
+			relayMu.Unlock()
+			e.relay(relayCtx, snd, st, relayQ)
 		}
-		wg.Go(func() { e.relay(relayCtx, snd, st, relayQ) })
+		wg.Go(func() {
+			if req.RelayFrom != nil {
+				select {
+				case <-relayCtx.Done():
+					return
+				case <-sessDone: // complete before any takeover (or just as it came)
+					select {
+					case <-req.RelayFrom:
+					default:
+						return
+					}
+				case <-req.RelayFrom:
+					e.log.Info("taking over the relay", "content", m.ID(), "held", st.Count())
+				}
+			}
+			start()
+		})
 	}
 
 	var sess *swarm.Session
@@ -630,6 +666,7 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 			mcBytes.Add(int64(n))
 			it.done.Add(int64(n))
 			sess.Stored(i)
+			relayed(i)
 			report(st.Count(), sess.Stats())
 		}
 		rcfg.OnLost = func(idx []int) { sess.Release(idx...) }
@@ -662,16 +699,14 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 
 	scfg := e.cfg.Session
 	scfg.Source = req.Source
-	if req.Relay != nil {
+	if req.Relay != nil && req.RelayFrom == nil {
 		scfg.Planner.Ascending = true // fetch in order, so the relay can multicast in order
 	}
 	scfg.Planner.SourceDelay = req.SourceDelay
 	scfg.Peers = peers
 	scfg.OnStored = func(i, n int, _ peer.ID) {
 		it.done.Add(int64(st.Layout().SliceLen(i)))
-		if relayQ != nil {
-			relayQ <- i // capacity: one per slice
-		}
+		relayed(i)
 	}
 	scfg.OnProgress = func(p swarm.Progress) { report(p.Have, p.Stats) }
 	if recv != nil {
@@ -695,6 +730,7 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 	}
 
 	err = sess.Run(ctx)
+	close(sessDone)
 	cancel()
 	if err != nil {
 		relayCancel()

@@ -330,6 +330,78 @@ func TestProxyRelaysIntoDomain(t *testing.T) {
 	}
 }
 
+// TestRelayTakeover: a receiver that takes over from a dead proxy (RelayFrom closed a
+// quarter of the way through) relays what it held by then and everything it gains after:
+// a receiver of its domain that has no other way to the content completes from that
+// multicast alone. Without a takeover, a receiver relays nothing and its get ends.
+func TestRelayTakeover(t *testing.T) {
+	const ss = 16 << 10
+	src, taker, idle := newTNode(t, ss), newTNode(t, ss), newTNode(t, ss)
+	only := newTNode(t, ss)
+	connect(t, src, taker, idle)
+	path, data := writeRandom(t, 2<<20, 11)
+	m, err := src.e.Share(t.Context(), path, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	dom := mcasttest.NewDomain(1500)
+	listen := dom.Join(0, 1, 1<<16)
+
+	// No takeover: nothing is multicast, and the get returns once complete.
+	never := make(chan struct{})
+	idlePort := dom.Join(0, 2, 16)
+	res, err := idle.e.Get(ctx, GetRequest{ID: m.ID(), Out: filepath.Join(idle.dir, "out.bin"), Source: src.h.ID(),
+		Multicast: idlePort, Relay: idlePort, RelayFrom: never, RelayRate: 100 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResult(t, res, filepath.Join(idle.dir, "out.bin"), data)
+	if n := listen.Received.Load() + listen.Overflow.Load(); n != 0 {
+		t.Fatalf("%d datagrams multicast without a takeover", n)
+	}
+	listen.Close()
+
+	onlyPort := dom.Join(0, 3, 1<<16)
+	var wg sync.WaitGroup
+	var onlyRes *Result
+	var onlyErr error
+	wg.Go(func() {
+		// No stream peers at all: the taker's relay is its only way to the bytes.
+		onlyRes, onlyErr = only.e.Get(ctx, GetRequest{Manifest: m, Out: filepath.Join(only.dir, "out.bin"), Multicast: onlyPort})
+	})
+	for len(only.e.Transfers()) == 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the multicast-only receiver never started")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	take := make(chan struct{})
+	var once sync.Once
+	takerPort := dom.Join(0, 4, 1<<16)
+	res, err = taker.e.Get(ctx, GetRequest{ID: m.ID(), Out: filepath.Join(taker.dir, "out.bin"), Source: src.h.ID(),
+		Multicast: takerPort, Relay: takerPort, RelayFrom: take, RelayRate: 100 << 20,
+		Progress: func(p Progress) {
+			if p.Have >= p.Total/4 {
+				once.Do(func() { close(take) })
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResult(t, res, filepath.Join(taker.dir, "out.bin"), data)
+	wg.Wait()
+	if onlyErr != nil {
+		t.Fatalf("multicast-only receiver: %v", onlyErr)
+	}
+	if onlyRes.BytesMulticast != onlyRes.Size {
+		t.Errorf("multicast-only receiver: %d of %d bytes by multicast", onlyRes.BytesMulticast, onlyRes.Size)
+	}
+	checkResult(t, onlyRes, filepath.Join(only.dir, "out.bin"), data)
+}
+
 // corrupting serves a complete copy with one byte of every part of every slice flipped.
 type corrupting struct{ *store.Store }
 
