@@ -129,6 +129,110 @@ scenario_distribution() {
 	rc_check "distribution time" 0 "\"seconds\":$elapsed,\"bytes\":$size,\"receivers\":${#receivers[@]},$all"
 }
 
+# proxy-failover: the paper's testbed with three hosts per segment (--hosts 3). Segment 1 has
+# no source, so one of its receivers is its proxy; once the proxy holds a third of the file
+# (RC_KILL_AT bytes) its daemon is SIGKILLed by PID. Another receiver of segment 1 must take
+# over (it records itself as proxy in the group state, in place of the dead one, and relays
+# into segment 1), and every receiver but the dead proxy must complete with a byte-identical
+# copy. Links are shaped to --rate, else RC_FAULT_RATE (30mbit), so that the kill lands
+# mid-transfer. --bytes sets the file (24MiB).
+scenario_proxy_failover() {
+	local hosts rvh src h rc size file linkrate s1=() receivers=()
+	rc_raftcast_bin
+	mapfile -t hosts < <(rc_hosts)
+	rvh=${hosts[0]}
+	src=h21
+	for h in "${hosts[@]:1}"; do
+		[[ $h == "$src" ]] && continue
+		receivers+=("$h")
+		[[ $(rc_segment_of "$h") == s1 ]] && s1+=("$h")
+	done
+	((${#s1[@]} >= 3)) || rc_die "proxy-failover needs three receivers in segment 1 (paper --hosts 3)"
+	size=$(rc_size_bytes "${RC_BYTES:-24MiB}")
+	linkrate=${RC_DEFAULT_RATE:-}
+	if [[ -z $linkrate ]]; then
+		linkrate=${RC_FAULT_RATE:-30mbit}
+		rc_links_shape "$linkrate"
+	fi
+	start_rendezvous "$rvh"
+	for h in "$src" "${receivers[@]}"; do start_node "$h"; done
+	for h in "$src" "${receivers[@]}"; do
+		rc=0
+		wait_api "$h" 60 || rc=$?
+		rc_check "ready $h" "$rc"
+		((rc == 0)) || rc_die "node $h not ready"
+	done
+	rc_group_form "$src" "${receivers[@]}"
+	sleep "${RC_BEACON_WAIT:-3}" # multicast beacons: every node learns its domain
+	file=$RC_DIR/share.bin
+	rc_make_file "$file" "$size"
+	rc=0
+	rc_raftcast "$src" share "$file" --name failover.bin --json >"$RC_DIR/logs/$src-share.json" || rc=$?
+	rc_check "share $src" "$rc"
+	((rc == 0)) || return 0
+	local gt=${RC_GET_TIMEOUT:-240}
+	declare -A getpid=()
+	mkdir -p "$RC_DIR/recv"
+	for h in "${receivers[@]}"; do
+		rc_bg "$h" get "$RAFTCAST_BIN" --data "$(rc_data "$h")" get failover.bin \
+			--out "$RC_DIR/recv/$h.bin" --timeout "${gt}s" --json
+		getpid[$h]=$RC_PID
+	done
+
+	# Find segment 1's proxy by its log line, then kill it once it holds kill_at bytes.
+	local kill_at=${RC_KILL_AT:-$((size / 3))} proxy="" held=0 deadline=$((SECONDS + gt))
+	while ((SECONDS < deadline)) && [[ -z $proxy ]]; do
+		for h in "${s1[@]}"; do
+			grep -q 'msg="proxy peer for this multicast domain" ' "$RC_DIR/logs/$h-raftcast.log" 2>/dev/null && proxy=$h
+		done
+		sleep 0.1
+	done
+	rc=0
+	[[ -n $proxy ]] || rc=1
+	rc_check "proxy chosen" "$rc" "\"proxy\":\"$proxy\""
+	((rc == 0)) || return 0
+	while ((SECONDS < deadline)); do
+		held=$(rc_done_bytes "$proxy")
+		((held >= kill_at)) && break
+		kill -0 "${getpid[$proxy]}" 2>/dev/null || break
+		sleep 0.1
+	done
+	rc_kill_node "$proxy"
+	rc_wait_pid "${getpid[$proxy]}" 30 || true # its get ends with its daemon
+	rc=0
+	((held >= kill_at && held < size)) || rc=1
+	rc_check "proxy killed mid-transfer $proxy" "$rc" "\"done_bytes\":$held,\"size\":$size"
+
+	# Every other receiver completes with an identical copy.
+	local log taker="" mc
+	for h in "${receivers[@]}"; do
+		[[ $h == "$proxy" ]] && continue
+		rc=0
+		rc_wait_pid "${getpid[$h]}" "$((gt + 30))" || rc=$?
+		cmp -s "$file" "$RC_DIR/recv/$h.bin" || rc=1
+		log=$RC_DIR/logs/$h-get.log
+		mc=$(rc_jnum bytes_multicast "$log")
+		rc_check "identical $h" "$rc" "\"segment\":\"$(rc_segment_of "$h")\",\"bytes_multicast\":$mc,\"bytes_peers\":$(rc_jnum bytes_peers "$log"),\"bytes_source\":$(rc_jnum bytes_source "$log")"
+		if grep -q 'msg="proxy peer for this multicast domain: taking over"' "$RC_DIR/logs/$h-raftcast.log" 2>/dev/null; then
+			taker="$taker$h "
+		fi
+	done
+	taker=${taker% }
+	# Exactly one receiver of segment 1 took over, and the group records it in place of the
+	# dead proxy (as the source sees the group state).
+	rc=0
+	[[ -n $taker && $taker != *" "* && $(rc_segment_of "${taker:-x}") == s1 ]] || rc=1
+	local st recorded=""
+	st=$(rc_raftcast "$src" group status tn --json 2>/dev/null | rc_flat) || true
+	if [[ -n $taker ]]; then
+		local tid
+		tid=$(rc_raftcast "$taker" status --json 2>/dev/null | rc_flat | grep -o '"peer_id":"[^"]*"' | head -1 | cut -d'"' -f4)
+		[[ -n $tid && $st == *"\"proxies\""*"$tid"* ]] && recorded=$tid
+	fi
+	[[ -n $recorded ]] || rc=1
+	rc_check "takeover" "$rc" "\"dead_proxy\":\"$proxy\",\"taken_over_by\":\"$taker\",\"recorded\":\"$recorded\""
+}
+
 # rc_daemon_pid NODE: the PID of NODE's raftcast daemon (ip netns exec execs it, so the
 # recorded PID is the daemon's own).
 rc_daemon_pid() {

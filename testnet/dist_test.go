@@ -59,3 +59,26 @@ func TestPaperDistribution(t *testing.T) {
 		})
 	}
 }
+
+// TestProxyFailover: issue 5's "if it dies another member takes over". The paper's testbed with
+// three receivers in segment 1; its proxy is killed a third of the way through; another
+// receiver of segment 1 takes over and is recorded as proxy in the group state, and every
+// other receiver completes with an identical copy.
+func TestProxyFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: skipping the proxy failover run (about 1 min)")
+	}
+	tools := needRoot(t)
+	if _, err := exec.LookPath("smcrouted"); err != nil {
+		t.Skip("the paper topology's multicast routing needs smcrouted (apt-get install smcroute)")
+	}
+	t.Setenv("RAFTCAST_BIN", raftcastBin(t, tools))
+	s, logs := runTestnet(t, tools, fmt.Sprintf("rcf%d", os.Getpid()%100000), nil,
+		"paper", "--hosts", "3", "--scenario", "proxy-failover", "--timeout", "300")
+	assertAllOK(t, s, logs)
+	for _, name := range []string{"proxy chosen", "takeover"} {
+		if !s.check(t, name).OK {
+			t.Errorf("check %q failed", name)
+		}
+	}
+}

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"maps"
 	"net/url"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -92,6 +95,9 @@ func newGroupCmd(g *globals) *cobra.Command {
 						alive = "down"
 					}
 					printf("member  %s  %-6s %s\n", m.PeerID, role, alive)
+				}
+				for _, id := range slices.Sorted(maps.Keys(st.Proxies)) {
+					printf("proxies %s  %s\n", id, strings.Join(st.Proxies[id], " "))
 				}
 			})
 		},

@@ -208,6 +208,8 @@ type GroupStatus struct {
 	State   string        `json:"state"`
 	Self    string        `json:"self"`
 	Members []GroupMember `json:"members"`
+	// Proxies: content ID → the proxy peers recorded for it, one per multicast domain.
+	Proxies map[string][]string `json:"proxies,omitempty"`
 }
 
 // PipeSend is the body of POST /v1/pipes/send.

@@ -10,12 +10,14 @@ package daemon
 //     coordination pipe (a propagate pipe, one per group). It receives by multicast and repairs
 //     from peers (group members and holders that advertise the content).
 //   - The source answers wants from its own multicast domain with a paced multicast pass
-//     (wants that arrive within passWindow share one pass).
+//     (wants that arrive within passWindow share one pass, or fewer once every member of the
+//     domain wants it), paced at --rate or 95 % of the slowest link known (passRate).
 //   - In a multicast domain without the source, the wanting receiver with the smallest peer ID
-//     is the domain's proxy: it pulls the content from peers and re-multicasts every slice it
-//     obtains into its domain. Every receiver of that domain computes the same choice from the
-//     wants it heard, so no extra round trip is needed; if two proxies emerge, receivers simply
-//     see duplicates.
+//     claims to be the domain's proxy in the group state (ProxySet, through Raft: of two
+//     claims at once, the log's order picks one); the proxy pulls the content from peers and
+//     re-multicasts every slice it obtains into its domain. The other receivers of the domain
+//     watch it (watchProxy): once it is dead, the smallest live wanting peer of the domain
+//     claims the role in its place and relays what it holds and gains from then on.
 //   - A receiver that completed publishes a content advertisement with role=holder and keeps
 //     serving.
 
@@ -26,6 +28,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -546,15 +549,23 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 				// source's uplink to its multicast.
 				req.SourceDelay = proxySourceDelay
 			}
-			if ds.isProxy(id) {
+			var from string
+			req.RelayRate, from = ds.passRate(id, 0)
+			if p := ds.domainProxy(g, id); (p == "" || p == ds.d.node.ID()) && ds.isProxy(id) && ds.claimProxy(ctx, g, id, "") {
 				// The proxy pulls from peers at once (no multicast to wait for here) and
 				// re-multicasts what it obtains.
 				proxy = true
 				req.Multicast = nil
 				req.Relay = ds.mc
-				var from string
-				req.RelayRate, from = ds.passRate(id, 0)
 				ds.d.log.Info("proxy peer for this multicast domain", "content", id, "rate", req.RelayRate, "rate_from", from)
+			} else {
+				// Another member proxies: should it die, the smallest live wanting peer of
+				// the domain takes over, relaying what it holds and gains from then on.
+				takeover := make(chan struct{})
+				req.Relay, req.RelayFrom = ds.mc, takeover
+				wctx, wcancel := context.WithCancel(ctx)
+				defer wcancel()
+				go ds.watchProxy(wctx, g, id, source, takeover)
 			}
 		}
 	}
@@ -586,6 +597,93 @@ func (ds *dist) othersWant(id content.ID, source peer.ID) bool {
 		}
 	}
 	return false
+}
+
+// domainProxy is the live proxy the group recorded for id in this node's multicast domain
+// ("" if none): a recorded proxy that this node hears in its domain (or itself).
+func (ds *dist) domainProxy(g *peergroup.Group, id content.ID) peer.ID {
+	mc := ds.d.pipes.Multicast()
+	self := ds.d.node.ID()
+	live := g.LiveMembers()
+	for _, p := range g.State().Proxies[id.String()] {
+		if (p == self || mc.InDomain(p)) && slices.Contains(live, p) {
+			return p
+		}
+	}
+	return ""
+}
+
+// claimProxy records this node in the group state as id's proxy in its domain, in place of
+// dead (if any), and reports whether it is the domain's proxy: the group's log orders the
+// claims, so of two nodes of a domain that claim at once, both see the same first one. If the
+// claim cannot be recorded (no catalogue entry, no leader in time) this node proxies all the
+// same, on its own choice.
+func (ds *dist) claimProxy(ctx context.Context, g *peergroup.Group, id content.ID, dead peer.ID) bool {
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	self := ds.d.node.ID()
+	if err := g.Apply(actx, &peergroup.ProxySet{ContentID: id.String(), Proxy: self, Replaces: dead}); err != nil {
+		ds.d.log.Warn("recording this node as proxy", "content", id, "group", g.Name(), "err", err)
+		return true
+	}
+	if p := ds.domainProxy(g, id); p != self {
+		ds.d.log.Info("another proxy was recorded first", "content", id, "proxy", p)
+		return false
+	}
+	return true
+}
+
+// proxyCheckEvery is how often a receiver outside the source's domain checks that its
+// domain's proxy is alive; proxyGrace is how long it waits for a proxy to be recorded at all.
+const (
+	proxyCheckEvery = 500 * time.Millisecond
+	proxyGrace      = 5 * time.Second
+)
+
+// watchProxy runs beside a get in a domain without the source whose proxy is another node:
+// once that proxy is dead (no longer live in the group, or no longer heard in the domain),
+// or none was recorded within proxyGrace, the smallest live wanting peer of the domain
+// becomes the proxy: it records itself in the group state and closes takeover, which starts
+// its relay. It returns when ctx ends or it took over.
+func (ds *dist) watchProxy(ctx context.Context, g *peergroup.Group, id content.ID, source peer.ID, takeover chan struct{}) {
+	mc := ds.d.pipes.Multicast()
+	self := ds.d.node.ID()
+	var known peer.ID // the domain's proxy last seen alive
+	since := time.Now()
+	t := time.NewTicker(proxyCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if p := ds.domainProxy(g, id); p != "" && p != self { // self: a claim that lost, or stale
+			known = p
+			continue
+		}
+		if known == "" && time.Since(since) < proxyGrace {
+			continue
+		}
+		live := g.LiveMembers()
+		ds.mu.Lock()
+		var candidates []peer.ID
+		for p := range ds.wants[id] {
+			if p != known && p != source && (p == self || mc.InDomain(p)) && slices.Contains(live, p) {
+				candidates = append(candidates, p)
+			}
+		}
+		ds.mu.Unlock()
+		if len(candidates) == 0 || slices.MinFunc(candidates, func(a, b peer.ID) int { return bytes.Compare([]byte(a), []byte(b)) }) != self {
+			continue
+		}
+		if !ds.claimProxy(ctx, g, id, known) {
+			continue // another took over first: it is the one to watch now
+		}
+		ds.d.log.Info("proxy peer for this multicast domain: taking over", "content", id, "dead", known)
+		close(takeover)
+		return
+	}
 }
 
 // isProxy reports whether this node has the smallest peer ID among the wanting peers of id in
