@@ -169,6 +169,7 @@ func (ds *dist) group(name string) (*peergroup.Group, error) {
 // absent from older nodes' messages).
 const (
 	opWant = 'W'
+	opDone = 'D' // the sender's get of the content ended: it no longer wants it
 )
 
 func encodeCoord(op byte, id content.ID, link int64) []byte {
@@ -178,7 +179,7 @@ func encodeCoord(op byte, id content.ID, link int64) []byte {
 
 func decodeCoord(b []byte) (op byte, id content.ID, link int64, err error) {
 	n := 1 + len(id)
-	if (len(b) != n && len(b) != n+8) || b[0] != opWant {
+	if (len(b) != n && len(b) != n+8) || (b[0] != opWant && b[0] != opDone) {
 		return 0, id, 0, fmt.Errorf("malformed coordination message (%d bytes)", len(b))
 	}
 	copy(id[:], b[1:])
@@ -269,12 +270,39 @@ func (ds *dist) ensureListening(g *peergroup.Group) error {
 				ds.d.log.Debug("coordination pipe: bad message", "from", m.From, "err", err)
 				continue
 			}
-			if op == opWant {
+			switch op {
+			case opWant:
 				ds.onWant(id, m.From, link)
+			case opDone:
+				ds.onDone(id, m.From)
 			}
 		}
 	}()
 	return nil
+}
+
+// onDone records that from no longer wants id (its get ended).
+func (ds *dist) onDone(id content.ID, from peer.ID) {
+	ds.mu.Lock()
+	delete(ds.wants[id], from)
+	if len(ds.wants[id]) == 0 {
+		delete(ds.wants, id)
+	}
+	ds.mu.Unlock()
+}
+
+// sendDone tells the group that this node's get of id ended, so that it no longer counts as
+// a wanting peer (a proxy candidate, say).
+func (ds *dist) sendDone(g *peergroup.Group, id content.ID) {
+	ds.onDone(id, ds.d.node.ID())
+	ctx, cancel := context.WithTimeout(ds.ctx, 2*time.Second)
+	defer cancel()
+	coord, err := ds.d.pipes.Output(ctx, ds.coordSpec(g))
+	if err != nil {
+		return
+	}
+	defer coord.Close()
+	_ = coord.Send(ctx, encodeCoord(opDone, id, 0))
 }
 
 // onWant records that from wants id (its link rate: link bits/s, 0 unknown) and, at the
@@ -524,6 +552,7 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 		defer ch.Close()
 		req.Multicast = ch
 		ds.onWant(id, ds.d.node.ID(), ds.linkRate().Bits)
+		defer ds.sendDone(g, id)
 		mc := ds.d.pipes.Multicast()
 		if source != "" && mc.InDomain(source) {
 			// The source first: its pass waits for this want.

@@ -48,6 +48,9 @@ func TestCoordMessage(t *testing.T) {
 	if err != nil || op != opWant || got != id || link != 100_000_000 {
 		t.Fatalf("round trip: %c %v %d %v", op, got, link, err)
 	}
+	if op, got, _, err := decodeCoord(encodeCoord(opDone, id, 0)); err != nil || op != opDone || got != id {
+		t.Fatalf("done: %c %v %v", op, got, err)
+	}
 	old := append([]byte{opWant}, id[:]...)
 	if _, got, link, err = decodeCoord(old); err != nil || got != id || link != 0 {
 		t.Fatalf("want without a rate: %v %d %v", got, link, err)
