@@ -137,7 +137,7 @@ scenario_distribution() {
 # copy. Links are shaped to --rate, else RC_FAULT_RATE (30mbit), so that the kill lands
 # mid-transfer. --bytes sets the file (24MiB).
 scenario_proxy_failover() {
-	local hosts rvh src h rc size file linkrate s1=() receivers=()
+	local hosts rvh src h rc size file s1=() receivers=()
 	rc_raftcast_bin
 	mapfile -t hosts < <(rc_hosts)
 	rvh=${hosts[0]}
@@ -149,19 +149,7 @@ scenario_proxy_failover() {
 	done
 	((${#s1[@]} >= 3)) || rc_die "proxy-failover needs three receivers in segment 1 (paper --hosts 3)"
 	size=$(rc_size_bytes "${RC_BYTES:-24MiB}")
-	linkrate=${RC_DEFAULT_RATE:-}
-	if [[ -z $linkrate ]]; then
-		linkrate=${RC_FAULT_RATE:-30mbit}
-		rc_links_shape "$linkrate"
-	fi
-	start_rendezvous "$rvh"
-	for h in "$src" "${receivers[@]}"; do start_node "$h"; done
-	for h in "$src" "${receivers[@]}"; do
-		rc=0
-		wait_api "$h" 60 || rc=$?
-		rc_check "ready $h" "$rc"
-		((rc == 0)) || rc_die "node $h not ready"
-	done
+	rc_fault_start "$rvh" "$src" "${receivers[@]}"
 	rc_group_form "$src" "${receivers[@]}"
 	sleep "${RC_BEACON_WAIT:-3}" # multicast beacons: every node learns its domain
 	file=$RC_DIR/share.bin

@@ -926,6 +926,27 @@ rc_mbit() {
 		m = (u == "gbit") ? 1000 : (u == "mbit") ? 1 : (u == "kbit") ? 0.001 : 0.000001; print n * m }'
 }
 
+# rc_fault_start RVH NODE...: every link shaped to --rate, else to RC_FAULT_RATE (30mbit) at
+# run time (the rate in RC_FAULT_LINKRATE); a rendezvous on RVH and a node on each NODE, each
+# ready.
+rc_fault_start() {
+	local rvh=$1 h rc
+	shift
+	RC_FAULT_LINKRATE=${RC_DEFAULT_RATE:-}
+	if [[ -z $RC_FAULT_LINKRATE ]]; then
+		RC_FAULT_LINKRATE=${RC_FAULT_RATE:-30mbit}
+		rc_links_shape "$RC_FAULT_LINKRATE"
+	fi
+	start_rendezvous "$rvh"
+	for h in "$@"; do start_node "$h"; done
+	for h in "$@"; do
+		rc=0
+		wait_api "$h" 60 || rc=$?
+		rc_check "ready $h" "$rc"
+		((rc == 0)) || rc_die "node $h not ready"
+	done
+}
+
 # faults: one distribution (share/get, as in `distribution`) under three faults at once.
 # The rendezvous is rv (else the first host), the source h21 (else the second host), every
 # other host receives; three receivers or more are needed (lan --hosts 5).
@@ -957,19 +978,8 @@ scenario_faults() {
 	((size >= 12 << 20)) || rc_die "faults needs --bytes 12MiB or more (the killed receiver must have saved slices)"
 	kill_at=${RC_KILL_AT:-$((size / 2))}
 	((kill_at >= 9 << 20)) || kill_at=$((9 << 20))
-	linkrate=${RC_DEFAULT_RATE:-}
-	if [[ -z $linkrate ]]; then
-		linkrate=${RC_FAULT_RATE:-30mbit}
-		rc_links_shape "$linkrate"
-	fi
-	start_rendezvous "$rvh"
-	for h in "$src" "${receivers[@]}"; do start_node "$h"; done
-	for h in "$src" "${receivers[@]}"; do
-		rc=0
-		wait_api "$h" 60 || rc=$?
-		rc_check "ready $h" "$rc"
-		((rc == 0)) || rc_die "node $h not ready"
-	done
+	rc_fault_start "$rvh" "$src" "${receivers[@]}"
+	linkrate=$RC_FAULT_LINKRATE
 	rc=0
 	rc_raftcast "$src" group create tn --json >"$RC_DIR/logs/$src-group.json" || rc=$?
 	rc_check "group create $src" "$rc"
