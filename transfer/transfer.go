@@ -611,7 +611,8 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 		relayMu sync.Mutex // guards relayQ
 		relayQ  chan int   // nil until the relay starts
 	)
-	sessDone := make(chan struct{}) // closed when the session ends
+	sessDone := make(chan struct{})             // closed when the session ends
+	var recvSeen atomic.Pointer[mcast.Receiver] // the multicast receiver, once made
 	relayed := func(i int) {
 		relayMu.Lock()
 		if relayQ != nil {
@@ -628,16 +629,17 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 		if err != nil {
 			return err
 		}
-		start := func() {
+		// start relays from slice from on: those held, then each one stored.
+		start := func(from int) {
 			relayMu.Lock()
 			relayQ = make(chan int, 2*m.NumSlices())
-			for i := 0; i < m.NumSlices(); i++ {
+			for i := from; i < m.NumSlices(); i++ {
 				if st.Has(i) {
 					relayQ <- i
 				}
 			}
 			relayMu.Unlock()
-			e.relay(relayCtx, snd, st, relayQ)
+			e.relay(relayCtx, snd, st, relayQ, from)
 		}
 		wg.Go(func() {
 			if req.RelayFrom != nil {
@@ -651,10 +653,18 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 						return
 					}
 				case <-req.RelayFrom:
-					e.log.Info("taking over the relay", "content", m.ID(), "held", st.Count())
 				}
+				// What the dead proxy multicast (up to the front this receiver saw) reached
+				// the domain then; the rest of the domain repairs its losses from peers.
+				from := 0
+				if r := recvSeen.Load(); r != nil {
+					from = r.Front() + 1
+				}
+				e.log.Info("taking over the relay", "content", m.ID(), "held", st.Count(), "from_slice", from)
+				start(from)
+				return
 			}
-			start()
+			start(0)
 		})
 	}
 
@@ -695,6 +705,7 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 		if recv, err = mcast.NewReceiver(req.Multicast, m, st, rcfg, e.log); err != nil {
 			return err
 		}
+		recvSeen.Store(recv)
 	}
 
 	scfg := e.cfg.Session
@@ -752,13 +763,13 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 	return nil
 }
 
-// relay multicasts slices in ascending order as they become available (their indices arrive
-// on q, each once), then the end of the pass once all are sent.
-func (e *Engine) relay(ctx context.Context, snd *mcast.Sender, st *store.Store, q chan int) {
+// relay multicasts slices from on in ascending order as they become available (their indices
+// arrive on q), then the end of the pass once all are sent.
+func (e *Engine) relay(ctx context.Context, snd *mcast.Sender, st *store.Store, q chan int, from int) {
 	n := st.Layout().NumSlices()
 	buf := make([]byte, st.Layout().SliceSize)
 	ready := store.NewBitmap(n)
-	next := 0
+	next := from
 	for next < n {
 		select {
 		case <-ctx.Done():

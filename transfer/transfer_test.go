@@ -330,10 +330,11 @@ func TestProxyRelaysIntoDomain(t *testing.T) {
 	}
 }
 
-// TestRelayTakeover: a receiver that takes over from a dead proxy (RelayFrom closed a
-// quarter of the way through) relays what it held by then and everything it gains after:
-// a receiver of its domain that has no other way to the content completes from that
-// multicast alone. Without a takeover, a receiver relays nothing and its get ends.
+// TestRelayTakeover: a receiver that takes over from a dead proxy (RelayFrom closed) relays,
+// from the slice after the last one the dead proxy multicast, what it holds and everything
+// it gains after: a receiver of the domain with no other way to the content completes from
+// the two proxies' multicast alone, and the first quarter (the dead proxy's) is not sent
+// again. Without a takeover, a receiver relays nothing and its get ends.
 func TestRelayTakeover(t *testing.T) {
 	const ss = 16 << 10
 	src, taker, idle := newTNode(t, ss), newTNode(t, ss), newTNode(t, ss)
@@ -363,43 +364,68 @@ func TestRelayTakeover(t *testing.T) {
 	}
 	listen.Close()
 
-	onlyPort := dom.Join(0, 3, 1<<16)
+	// Takeover: the taker knows no stream peer until it takes over (then the source), so
+	// what it holds before came from the dead proxy's multicast.
+	onlyPort, takerPort, deadPort := dom.Join(0, 3, 1<<16), dom.Join(0, 4, 1<<16), dom.Join(0, 5, 16)
+	take := make(chan struct{})
 	var wg sync.WaitGroup
-	var onlyRes *Result
-	var onlyErr error
+	var onlyRes, takerRes *Result
+	var onlyErr, takerErr error
 	wg.Go(func() {
-		// No stream peers at all: the taker's relay is its only way to the bytes.
+		// No stream peers at all: multicast is its only way to the bytes.
 		onlyRes, onlyErr = only.e.Get(ctx, GetRequest{Manifest: m, Out: filepath.Join(only.dir, "out.bin"), Multicast: onlyPort})
 	})
-	for len(only.e.Transfers()) == 0 {
+	wg.Go(func() {
+		takerRes, takerErr = taker.e.Get(ctx, GetRequest{Manifest: m, Out: filepath.Join(taker.dir, "out.bin"),
+			Multicast: takerPort, Relay: takerPort, RelayFrom: take, RelayRate: 100 << 20,
+			MorePeers: func(context.Context) []peer.ID {
+				select {
+				case <-take:
+					return []peer.ID{src.h.ID()}
+				default:
+					return nil
+				}
+			}})
+	})
+	for len(only.e.Transfers()) == 0 || len(taker.e.Transfers()) == 0 {
 		select {
 		case <-ctx.Done():
-			t.Fatal("the multicast-only receiver never started")
+			t.Fatal("the receivers never started")
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	take := make(chan struct{})
-	var once sync.Once
-	takerPort := dom.Join(0, 4, 1<<16)
-	res, err = taker.e.Get(ctx, GetRequest{ID: m.ID(), Out: filepath.Join(taker.dir, "out.bin"), Source: src.h.ID(),
-		Multicast: takerPort, Relay: takerPort, RelayFrom: take, RelayRate: 100 << 20,
-		Progress: func(p Progress) {
-			if p.Have >= p.Total/4 {
-				once.Do(func() { close(take) })
-			}
-		}})
+	dead, err := mcast.NewSender(deadPort, m, mcast.DefaultSenderConfig(100<<20))
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkResult(t, res, filepath.Join(taker.dir, "out.bin"), data)
-	wg.Wait()
-	if onlyErr != nil {
-		t.Fatalf("multicast-only receiver: %v", onlyErr)
+	n, q := m.NumSlices(), m.NumSlices()/4
+	for i := range q {
+		if err := dead.SendSlice(ctx, i, data[i*ss:min((i+1)*ss, len(data))]); err != nil {
+			t.Fatal(err)
+		}
 	}
+	for taker.e.Transfers()[0].DoneBytes < int64(q*ss) {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the taker never got the dead proxy's slices")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	relayed := dom.Join(0, 6, 1<<16) // counts the taker's datagrams from now on
+	close(take)
+	wg.Wait()
+	if takerErr != nil || onlyErr != nil {
+		t.Fatalf("taker: %v; multicast-only receiver: %v", takerErr, onlyErr)
+	}
+	checkResult(t, takerRes, filepath.Join(taker.dir, "out.bin"), data)
+	checkResult(t, onlyRes, filepath.Join(only.dir, "out.bin"), data)
 	if onlyRes.BytesMulticast != onlyRes.Size {
 		t.Errorf("multicast-only receiver: %d of %d bytes by multicast", onlyRes.BytesMulticast, onlyRes.Size)
 	}
-	checkResult(t, onlyRes, filepath.Join(only.dir, "out.bin"), data)
+	per := (ss + mcast.DefaultDatagram - mcast.HeaderSize - 1) / (mcast.DefaultDatagram - mcast.HeaderSize)
+	if got, most := relayed.Received.Load()+relayed.Overflow.Load(), int64((n-q)*per+3); got == 0 || got > most {
+		t.Errorf("the taker multicast %d datagrams, want 1 to %d (slices %d to %d and END)", got, most, q, n-1)
+	}
 }
 
 // corrupting serves a complete copy with one byte of every part of every slice flipped.
