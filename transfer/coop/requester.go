@@ -766,6 +766,9 @@ type exporter struct {
 	dirty   int64        // bytes written since the last fdatasync
 	stopped bool
 	timing  string // how finish spent its time, for the log
+	// Time spent by advance, for the log: reading slices from the store, writing them out,
+	// hashing, and handing dirty pages to writeback.
+	tRead, tWrite, tHash, tSync time.Duration
 }
 
 // exportSyncEvery: the output's dirty bytes are handed to writeback (asynchronously) every
@@ -796,23 +799,30 @@ func (x *exporter) advance(ctx context.Context) error {
 			if x.written.Has(i) || !have.Has(i) {
 				continue
 			}
+			t0 := time.Now()
 			b, err := x.e.st.ReadSlice(i, x.buf)
 			if err != nil {
 				return err
 			}
+			t1 := time.Now()
 			if _, err := x.f.WriteAt(b, x.e.layout.Offset(i)); err != nil {
 				return fmt.Errorf("coop: write %s: %w", x.tmp, err)
 			}
+			t2 := time.Now()
+			x.tRead, x.tWrite = x.tRead+t1.Sub(t0), x.tWrite+t2.Sub(t1)
 			x.written.Set(i)
 			x.nw++
 			if i == x.hashed { // in order: hash it now rather than read it back
 				x.h.Write(b)
 				x.hashed++
+				x.tHash += time.Since(t2)
 			}
 			if x.dirty += int64(len(b)); x.dirty >= exportSyncEvery {
 				// Start writing back without waiting (an fsync here would stall the writes
 				// and the hash behind them); the final fsync finds little left to do.
+				t3 := time.Now()
 				_ = unix.SyncFileRange(int(x.f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+				x.tSync += time.Since(t3)
 				x.dirty = 0
 			}
 		}
@@ -821,12 +831,14 @@ func (x *exporter) advance(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		t0 := time.Now()
 		b := x.buf[:x.e.layout.SliceLen(x.hashed)]
 		if _, err := x.f.ReadAt(b, x.e.layout.Offset(x.hashed)); err != nil {
 			return fmt.Errorf("coop: read back %s: %w", x.tmp, err)
 		}
 		x.h.Write(b)
 		x.hashed++
+		x.tHash += time.Since(t0)
 	}
 	return nil
 }
@@ -850,7 +862,7 @@ func (x *exporter) run(ctx context.Context) error {
 // finish writes the rest (every slice must be held), checks the checksum against want,
 // fsyncs and renames to the output. It returns the SHA-256, hex.
 func (x *exporter) finish(want string) (string, error) {
-	t0, h0 := time.Now(), x.hashed
+	t0, h0, w0 := time.Now(), x.hashed, x.nw
 	if err := x.advance(context.Background()); err != nil {
 		x.abort()
 		return "", err
@@ -873,7 +885,9 @@ func (x *exporter) finish(want string) (string, error) {
 		err = cerr
 	}
 	x.stopped = true
-	x.timing = fmt.Sprintf("%d slices hashed at the end in %s, fsync %s", x.hashed-h0, t1.Sub(t0), time.Since(t1))
+	x.timing = fmt.Sprintf("%d slices written and %d hashed at the end in %s, fsync %s; in all: read %s, write %s, hash %s, writeback %s",
+		x.nw-w0, x.hashed-h0, t1.Sub(t0), time.Since(t1), x.tRead.Round(time.Millisecond), x.tWrite.Round(time.Millisecond),
+		x.tHash.Round(time.Millisecond), x.tSync.Round(time.Millisecond))
 	if err == nil {
 		err = os.Rename(x.tmp, x.out)
 	}
