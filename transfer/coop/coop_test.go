@@ -184,11 +184,11 @@ func TestGroupDownload(t *testing.T) {
 		if got := res.BytesByPeer[slow.id().String()]; got >= size/4 {
 			t.Fatalf("the lagging member delivered %d bytes, its whole share: nothing was taken over", got)
 		}
-		// Moving only what the lagging member neither holds nor fetches costs the origin
-		// nothing; the margin is for a loaded machine, where the harness's 3 s SliceTimeout
-		// can find the lagging member silent and re-plan the slices it was fetching.
-		if body := o.body.Load(); body > size*5/4 {
-			t.Fatalf("origin sent %.3f× the size (> 1.25×)", float64(body)/size)
+		// Moving only what the lagging member neither holds nor reads costs the origin
+		// nothing; the margin (as in SlowMember) is for a loaded machine, where the harness's
+		// 3 s SliceTimeout can find members silent and re-plan the slices they were fetching.
+		if body := o.body.Load(); body > size*3/2 {
+			t.Fatalf("origin sent %.3f× the size (> 1.5×)", float64(body)/size)
 		}
 		t.Logf("lagging member: done in %.2fs, origin %.3f× size, lagging member credited %d bytes",
 			res.Seconds, float64(o.body.Load())/size, res.BytesByPeer[slow.id().String()])

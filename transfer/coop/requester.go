@@ -507,7 +507,7 @@ func (l *listener) run(ctx context.Context, progress func(done, total int64)) er
 	defer cancel()
 
 	hb := &heartbeat{l: l, started: s.cfg.Now(), reporting: make(map[int]bool), prevOut: make(map[peer.ID]int), lastReport: s.cfg.Now(),
-		stoleFrom: make(map[peer.ID]time.Time)}
+		stoleFrom: make(map[peer.ID]stealRecord)}
 	calls := make(chan callResult, 4)
 	// A report and a steal may run at once: a report waits for an fsync, which a busy disk
 	// can stretch to seconds, and the end game must not wait for it.
@@ -572,8 +572,19 @@ func (l *listener) run(ctx context.Context, progress func(done, total int64)) er
 	}
 }
 
-// stealCooldown: heartbeats before the same member may be stolen from again.
-const stealCooldown = 6
+// stealCooldown: heartbeats before the same member may be stolen from again; futileCooldown
+// when the last steal from it moved nothing (it held or was reading every slice asked for:
+// its pushes lag, its fetches do not).
+const (
+	stealCooldown  = 6
+	futileCooldown = 20
+)
+
+// stealRecord is the last steal from a member.
+type stealRecord struct {
+	at     time.Time
+	slices []uint32 // the slices asked for
+}
 
 // Heartbeat actions.
 const (
@@ -616,8 +627,8 @@ type heartbeat struct {
 	lastReport time.Time
 	lastReplan time.Time
 	lastSteal  time.Time
-	stoleFrom  map[peer.ID]time.Time // when each member was last stolen from
-	prevOut    map[peer.ID]int       // outstanding slices per member at the previous check
+	stoleFrom  map[peer.ID]stealRecord // the last steal from each member
+	prevOut    map[peer.ID]int         // outstanding slices per member at the previous check
 }
 
 func (h *heartbeat) finished(r callResult) {
@@ -711,8 +722,8 @@ func (h *heartbeat) check(busy map[string]bool) (*action, error) {
 
 	// Endgame: move the tail of a slow member's share to idle members (before reporting: a
 	// report can wait a heartbeat, the tail cannot). A member stolen from within the last
-	// stealCooldown heartbeats is skipped, so a member whose pushes lag (it holds its
-	// outstanding slices: nothing moves) does not hide the slowest fetcher behind it.
+	// stealCooldown heartbeats is skipped, futileCooldown if nothing moved, so a member
+	// whose pushes lag (it holds its outstanding slices) does not hide the slowest fetcher.
 	if !busy[lanePlan] && s.cfg.Steal && len(res.Missing) == 0 && now.Sub(h.lastSteal) >= 2*s.cfg.Heartbeat {
 		slicesOf := func(p peer.ID) []uint32 {
 			var own []uint32
@@ -725,14 +736,18 @@ func (h *heartbeat) check(busy map[string]bool) (*action, error) {
 		}
 		etaOf := func(p peer.ID) (time.Duration, bool) { d, ok := eta[p]; return d, ok }
 		skip := make(map[peer.ID]bool)
-		for p, at := range h.stoleFrom {
-			if now.Sub(at) < stealCooldown*s.cfg.Heartbeat {
+		for p, r := range h.stoleFrom {
+			cool := time.Duration(stealCooldown)
+			if !slices.ContainsFunc(r.slices, func(i uint32) bool { return int(i) >= len(t.Slices) || t.Slices[i].Assignee != p }) {
+				cool = futileCooldown // nothing moved (or not yet applied here: no harm)
+			}
+			if now.Sub(r.at) < cool*s.cfg.Heartbeat {
 				skip[p] = true
 			}
 		}
 		if victim, stolen := PlanSteal(res.Outstanding, slicesOf, liveList, t.Excluded, skip, etaOf, s.cfg.StealAfter); victim != "" {
 			h.lastSteal = now
-			h.stoleFrom[victim] = now
+			h.stoleFrom[victim] = stealRecord{at: now, slices: stolen}
 			req := &rearrangeRequest{GroupID: l.groupID, TaskID: t.ID, Slices: stolen, Avoid: []peer.ID{victim}, NoRanges: l.noRanges}
 			s.log.Info("moving a slow member's last slices to idle members", "task", t.ID, "victim", victim, "slices", len(stolen), "eta", eta[victim])
 			return &action{kind: actSteal, do: func(ctx context.Context) error { return l.rearrange(ctx, req) }}, nil
