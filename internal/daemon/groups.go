@@ -1,12 +1,15 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -69,7 +72,8 @@ func (gs *groups) close() error {
 	return gs.m.Close()
 }
 
-// watch publishes g's advertisement now, whenever g changes, and before it expires.
+// watch publishes g's advertisement now, whenever what it says changes, and before it
+// expires.
 func (gs *groups) watch(g *peergroup.Group) {
 	gs.mu.Lock()
 	defer gs.mu.Unlock()
@@ -85,25 +89,54 @@ func (gs *groups) watch(g *peergroup.Group) {
 		defer stop()
 		refresh := time.NewTicker(groupAdvertTTL / 2)
 		defer refresh.Stop()
-		for {
-			gs.publish(ctx, g)
-			select {
+		keepAdvert(ctx, changed, refresh.C, 300*time.Millisecond,
+			func() []byte { return gs.advertContent(g) }, func() { gs.publish(ctx, g) })
+	}()
+}
+
+// keepAdvert publishes an advertisement at once, then again when what it says (content)
+// changed after a change of the group (changed; bursts coalesced over settle), and at every
+// refresh whatever it says, until ctx ends or changed closes (the group closed: left, or this
+// node was expelled). Most changes of a group's state (download tasks and their progress)
+// leave its advertisement as it was: publishing it again would cost every member a DHT put
+// to every other, each verified, at every change.
+func keepAdvert(ctx context.Context, changed <-chan struct{}, refresh <-chan time.Time, settle time.Duration,
+	content func() []byte, publish func()) {
+	var last []byte
+	force := true
+	for {
+		if c := content(); force || !bytes.Equal(c, last) {
+			publish()
+			last = c
+		}
+		force = false
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-changed:
+			if !ok {
+				return
+			}
+			select { // coalesce bursts of changes (joins, elections) into one advert
 			case <-ctx.Done():
 				return
-			case _, ok := <-changed:
-				if !ok {
-					return // the group closed (left, or this node was expelled)
-				}
-				// Coalesce bursts of changes (joins, elections) into one advert.
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(300 * time.Millisecond):
-				}
-			case <-refresh.C:
+			case <-time.After(settle):
 			}
+		case <-refresh:
+			force = true
 		}
-	}()
+	}
+}
+
+// advertContent returns what the group's advertisement says (its attributes and body).
+func (gs *groups) advertContent(g *peergroup.Group) []byte {
+	a := gs.groupAdvert(g, time.Time{})
+	out := a.Body
+	for _, k := range slices.Sorted(maps.Keys(a.Attrs)) {
+		out = append(append(append(out, k...), 0), a.Attrs[k]...)
+		out = append(out, 0)
+	}
+	return out
 }
 
 func (gs *groups) unwatch(id string) {
@@ -115,15 +148,21 @@ func (gs *groups) unwatch(id string) {
 	}
 }
 
-func (gs *groups) publish(ctx context.Context, g *peergroup.Group) {
+// groupAdvert builds the group's advertisement as of now.
+func (gs *groups) groupAdvert(g *peergroup.Group, now time.Time) *advert.Advert {
 	info := g.Info()
-	a := advert.New(advert.KindGroup, g.ID(), g.Name(), gs.d.node.PrivateKey(), groupAdvertTTL, time.Now())
+	a := advert.New(advert.KindGroup, g.ID(), g.Name(), gs.d.node.PrivateKey(), groupAdvertTTL, now)
 	a.Attrs["policy"] = info.Policy.String()
 	a.Attrs["members"] = fmt.Sprint(info.Members)
 	if l := g.Leader(); l != "" {
 		a.Attrs["leader"] = l.String()
 	}
 	a.Body = peergroup.EncodeGroupInfo(info)
+	return a
+}
+
+func (gs *groups) publish(ctx context.Context, g *peergroup.Group) {
+	a := gs.groupAdvert(g, time.Now())
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if _, err := gs.d.node.Publish(pctx, a); err != nil {

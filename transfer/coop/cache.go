@@ -130,8 +130,9 @@ func (c *cache) let(e *entry, doom bool) {
 	}
 }
 
-// have returns the bitmap (store.Bitmap bytes) of key's slices held here, without creating
-// a store that does not exist. n is the slice count the asker expects.
+// have returns the bitmap (store.Bitmap bytes) of key's slices held here or being read from
+// the origin now, without creating a store that does not exist. n is the slice count the
+// asker expects.
 func (c *cache) have(key string, n int) ([]byte, error) {
 	if err := validCacheKey(key); err != nil {
 		return nil, err
@@ -149,7 +150,18 @@ func (c *cache) have(key string, n int) ([]byte, error) {
 	if e.layout.NumSlices() != n {
 		return nil, nil
 	}
-	return e.st.HaveBytes(), nil
+	// The slice each fetch is reading now counts as held: it is on its way, and a steal
+	// that moved it would have the origin send it twice (a fetch stops between slices, not
+	// within one). The rest of a fetch's range may move: the fetch stops after its slice.
+	b := e.st.Have()
+	e.mu.Lock()
+	for i := range e.inflight {
+		if i == 0 || !e.inflight[i-1] {
+			b.Set(i)
+		}
+	}
+	e.mu.Unlock()
+	return b.Bytes(), nil
 }
 
 // readBitmapFile reads a store's bitmap file ("RCBM" | version | size | slice size | bitmap |

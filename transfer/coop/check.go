@@ -94,10 +94,12 @@ func CheckSlices(in CheckInput) CheckResult {
 // (endgame). It needs an idle member (live, not excluded, nothing outstanding) and a victim:
 // the member with at least two slices outstanding whose estimated time to finish them (eta;
 // unknown for a member that has delivered nothing yet) is the longest and at least minETA.
-// It returns the victim and the upper half of its outstanding slices (the ones it would
-// fetch last; it keeps the one it is fetching now), or nothing.
+// Members in skip are not picked (a steal from them moved nothing lately: a member whose
+// pushes lag its fetches holds its outstanding slices already, and the slowest member
+// behind it must get its turn). It returns the victim and the upper half of its outstanding
+// slices (the ones it would fetch last; it keeps the one it is fetching now), or nothing.
 func PlanSteal(outstanding map[peer.ID]int, slicesOf func(peer.ID) []uint32, live []peer.ID, excluded []peer.ID,
-	eta func(peer.ID) (time.Duration, bool), minETA time.Duration) (peer.ID, []uint32) {
+	skip map[peer.ID]bool, eta func(peer.ID) (time.Duration, bool), minETA time.Duration) (peer.ID, []uint32) {
 	ex := make(map[peer.ID]bool, len(excluded))
 	for _, p := range excluded {
 		ex[p] = true
@@ -115,7 +117,7 @@ func PlanSteal(outstanding map[peer.ID]int, slicesOf func(peer.ID) []uint32, liv
 	var victim peer.ID
 	var worst time.Duration
 	for p, n := range outstanding {
-		if ex[p] || n < 2 {
+		if ex[p] || skip[p] || n < 2 {
 			continue
 		}
 		d, ok := eta(p)

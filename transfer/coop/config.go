@@ -41,7 +41,8 @@ type Config struct {
 	// delivered nothing for this long (dead, silent, or too slow for one slice) and excludes
 	// it (default 15s).
 	SliceTimeout time.Duration
-	// Heartbeat: how often the requester checks a task (default 500ms).
+	// Heartbeat: how often the requester checks a task (default 250ms: the end game, see
+	// Steal, reacts within a few heartbeats).
 	Heartbeat time.Duration
 	// DoneBatch, DoneInterval: the requester reports delivered slices to the group's log
 	// (SlicesDone, which releases the load map) in batches of this many slices, or after this
@@ -50,7 +51,9 @@ type Config struct {
 	DoneInterval time.Duration
 	// Steal: near the end of a task the requester moves the last half of a slow member's
 	// outstanding slices to idle members, when the slow member would need at least
-	// StealAfter more to finish them at the rate it has delivered so far (default true, 5s).
+	// StealAfter more to finish them at the rate it has delivered so far (default true, 1s:
+	// each member's origin share is capped, so a member that lags a second behind the others
+	// at the end adds that second to the download unless idle members take over).
 	Steal      bool
 	StealAfter time.Duration
 	// ChangeRestarts: how many times a download restarts from scratch when the resource
@@ -96,11 +99,11 @@ func DefaultConfig() Config {
 		FetchRetries:     2,
 		RetryBackoff:     250 * time.Millisecond,
 		SliceTimeout:     15 * time.Second,
-		Heartbeat:        500 * time.Millisecond,
+		Heartbeat:        250 * time.Millisecond,
 		DoneBatch:        64,
 		DoneInterval:     time.Second,
 		Steal:            true,
-		StealAfter:       5 * time.Second,
+		StealAfter:       time.Second,
 		ChangeRestarts:   1,
 		PushWindow:       16,
 		PushStreams:      2,

@@ -12,10 +12,10 @@
 //     fails, gives no size or does not advertise "Accept-Ranges: bytes", a GET of bytes 0-0)
 //     for the size, the validators (ETag, Last-Modified) and range support, splits the
 //     resource into slices (Config.SliceSize, default 256 KiB, larger for resources of more
-//     than 4096 slices), asks the live members which
-//     slices of this version they hold (have request, bounded by Config.HaveTimeout), and
-//     commits the task (peergroup.TaskAdd) and its plan (peergroup.TaskAssign, stamped with
-//     its term) to the group's log. The plan (Plan, pure): slices some member holds, or is
+//     than 4096 slices), asks the live members which slices of this version they hold or
+//     are reading now (have request, bounded by Config.HaveTimeout), and commits the task
+//     (peergroup.TaskAdd) and its plan (peergroup.TaskAssign, stamped with its term) to the
+//     group's log. The plan (Plan, pure): slices some member holds, or is
 //     fetching for another running task of the same version, go to the least-loaded such
 //     member (cache, and "join": a second request for a URL being downloaded rides on the
 //     first one's fetches); the rest are counted out by peergroup's min-heap over the load
@@ -54,13 +54,17 @@
 //     Config.Heartbeat. A member with outstanding slices and no delivery for
 //     Config.SliceTimeout, or that the group considers dead, is excluded and its missing
 //     slices (and unassigned ones) are re-planned by the leader (rearrange request). Near
-//     the end, when a member would need more than Config.StealAfter to finish its
+//     the end, when a member would need more than Config.StealAfter (1 s) to finish its
 //     outstanding slices at the rate it has delivered so far while another member is idle,
 //     the last half of them move to idle members (steal): the leader first asks the slow
-//     member what it holds and moves only the rest, so cached slices never turn into origin
-//     traffic; the slow member keeps the slice it is fetching, stops after it, and still
-//     pushes every slice it fetched. Slices arriving before the start answer (a member is
-//     quick, or the requester restarted) are stored and counted all the same. Delivered
+//     member what it holds or is reading now and moves only the rest, so cached slices never
+//     turn into origin traffic again; the slow member stops each range it is fetching after
+//     the slice it is reading and still pushes every slice it fetched (bytes that arrive
+//     twice are logged as duplicate; the origin may have sent part of a range cut short).
+//     A member stolen from is not picked again for a few heartbeats: one whose pushes lag
+//     holds its outstanding slices (nothing moves), and the slowest fetcher gets its turn.
+//     Slices arriving before the start answer (a member is quick, or the requester
+//     restarted) are stored and counted all the same. Delivered
 //     slices are made durable (store flush) and then reported in batches (peergroup.SlicesDone,
 //     Config.DoneBatch / DoneInterval), which releases the load map: the leader never handles
 //     single slices. Leader changes are survived: assignments live in the log, calls to the

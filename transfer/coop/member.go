@@ -407,6 +407,9 @@ func (w *worker) fetchOnce(first, last int) (int, error) {
 		if err != nil {
 			return max(i, first), fmt.Errorf("cache slice %d: %w", i, err)
 		}
+		if !added && w.task.Requester == w.self {
+			w.s.duplicateOf(w.task.ID, len(buf))
+		}
 		w.mu.Lock()
 		if added && i >= first {
 			w.fetched[i] = true
@@ -816,6 +819,8 @@ func (s *Service) servePush(st network.Stream) error {
 				if added {
 					e.notify()
 					s.progressOf(t.ID).onSlice(s.cfg.Now(), from, int(f.idx), len(f.data), f.flags&flagFromOrigin != 0)
+				} else {
+					s.duplicateOf(t.ID, len(f.data))
 				}
 				_ = st.SetWriteDeadline(time.Now().Add(s.cfg.IOTimeout))
 				if err := writeFrame(st, msgAck, binaryUvarint(f.idx)); err != nil {

@@ -9,9 +9,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -335,5 +339,54 @@ func TestFrames(t *testing.T) {
 	}
 	if (&errorMsg{Code: 200}).err() == nil {
 		t.Fatal("unknown code gave no error")
+	}
+}
+
+// TestHTTPClientRecvBuf: the connections NewHTTPClient opens have a receive buffer of
+// OriginRecvBuf (or the kernel's cap, net.core.rmem_max), not the autotuned default.
+func TestHTTPClientRecvBuf(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	defer srv.Close()
+	c := NewHTTPClient(2)
+	defer c.CloseIdleConnections()
+	var rcvbuf int
+	var serr error
+	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+		sc, ok := info.Conn.(syscall.Conn)
+		if !ok {
+			serr = fmt.Errorf("%T is not a syscall.Conn", info.Conn)
+			return
+		}
+		rc, err := sc.SyscallConn()
+		if err != nil {
+			serr = err
+			return
+		}
+		_ = rc.Control(func(fd uintptr) {
+			rcvbuf, serr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF)
+		})
+	}}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctxT(t, 10*time.Second), trace), http.MethodGet, srv.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	want := OriginRecvBuf
+	if b, err := os.ReadFile("/proc/sys/net/core/rmem_max"); err == nil {
+		if max, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && max < want {
+			want = max
+		}
+	}
+	// Linux reports twice the value set (its bookkeeping share).
+	if rcvbuf < 2*want {
+		t.Fatalf("SO_RCVBUF %d, want at least %d (2 x %d)", rcvbuf, 2*want, want)
 	}
 }

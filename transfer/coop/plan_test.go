@@ -272,18 +272,30 @@ func TestPlanSteal(t *testing.T) {
 		}
 	}
 	out := map[peer.ID]int{a: 4, b: 1}
-	v, s := PlanSteal(out, of, ps, nil, eta(10*time.Second), 5*time.Second)
+	v, s := PlanSteal(out, of, ps, nil, nil, eta(10*time.Second), 5*time.Second)
 	if v != a || !slices.Equal(s, []uint32{6, 7}) {
 		t.Fatalf("steal %s %v, want a [6 7]", v, s)
 	}
-	if v, _ := PlanSteal(out, of, ps, nil, eta(time.Second), 5*time.Second); v != "" {
+	if v, _ := PlanSteal(out, of, ps, nil, nil, eta(time.Second), 5*time.Second); v != "" {
 		t.Fatal("stole from a member about to finish")
 	}
-	if v, _ := PlanSteal(out, of, ps, []peer.ID{c}, eta(10*time.Second), 5*time.Second); v != "" {
+	if v, _ := PlanSteal(out, of, ps, []peer.ID{c}, nil, eta(10*time.Second), 5*time.Second); v != "" {
 		t.Fatal("stole with no idle member (c excluded)")
 	}
-	if v, _ := PlanSteal(map[peer.ID]int{a: 1}, of, ps, nil, eta(time.Hour), time.Second); v != "" {
+	if v, _ := PlanSteal(map[peer.ID]int{a: 1}, of, ps, nil, nil, eta(time.Hour), time.Second); v != "" {
 		t.Fatal("stole a member's last slice")
+	}
+	// A member stolen from lately is skipped: the next slowest gets its turn.
+	own[b] = []uint32{9, 10, 11}
+	out2 := map[peer.ID]int{a: 4, b: 3}
+	eta2 := func(p peer.ID) (time.Duration, bool) {
+		return map[peer.ID]time.Duration{a: 10 * time.Second, b: 3 * time.Second}[p], p != c
+	}
+	if v, _ := PlanSteal(out2, of, ps, nil, nil, eta2, time.Second); v != a {
+		t.Fatalf("victim %s, want a (the slowest)", v)
+	}
+	if v, s := PlanSteal(out2, of, ps, nil, map[peer.ID]bool{a: true}, eta2, time.Second); v != b || !slices.Equal(s, []uint32{11}) {
+		t.Fatalf("steal %s %v with a skipped, want b [11]", v, s)
 	}
 }
 

@@ -260,6 +260,7 @@ type progress struct {
 	by          map[int]peer.ID       // who delivered each slice
 	bytesByPeer map[peer.ID]int64
 	fromCache   int64
+	duplicate   int64 // bytes of slices delivered again (held already): a steal's overlap
 	changed     error
 }
 
@@ -299,6 +300,20 @@ func (l *progress) onSlice(now time.Time, from peer.ID, i, n int, fromOrigin boo
 	}
 	l.mu.Unlock()
 	signal(l.wake)
+}
+
+// duplicateOf records n bytes of a slice of task that reached this node's store again (it was
+// held already: a member and the idle member that took its slices over both delivered it),
+// if the task is still running here.
+func (s *Service) duplicateOf(task string, n int) {
+	s.mu.Lock()
+	p := s.progress[task]
+	s.mu.Unlock()
+	if p != nil {
+		p.mu.Lock()
+		p.duplicate += int64(n)
+		p.mu.Unlock()
+	}
 }
 
 func (l *progress) setChanged(err error) {
@@ -406,6 +421,7 @@ func (s *Service) runTask(ctx context.Context, g *peergroup.Group, req Request, 
 		s.log.Debug("last delivery per member, before the end", append([]any{"task", task.ID}, last...)...)
 	}
 	res.BytesFromCache = l.fromCache
+	duplicate := l.duplicate
 	l.mu.Unlock()
 	exportAt := time.Now()
 	if err == nil {
@@ -421,6 +437,7 @@ func (s *Service) runTask(ctx context.Context, g *peergroup.Group, req Request, 
 	}
 	if err == nil {
 		s.log.Info("download complete", "task", task.ID, "url", req.URL, "size", task.Size, "from_cache", res.BytesFromCache,
+			"duplicate", duplicate,
 			"after_last_slice", time.Since(finishAt), "export_wait", exportAt.Sub(finishAt), "export", x.timing)
 		// The file is in place: the task leaves the table in the background (the next download
 		// of the URL from this node waits for it), so the answer does not wait for a commit.
@@ -489,9 +506,12 @@ func (l *listener) run(ctx context.Context, progress func(done, total int64)) er
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	hb := &heartbeat{l: l, started: s.cfg.Now(), reporting: make(map[int]bool), prevOut: make(map[peer.ID]int), lastReport: s.cfg.Now()}
+	hb := &heartbeat{l: l, started: s.cfg.Now(), reporting: make(map[int]bool), prevOut: make(map[peer.ID]int), lastReport: s.cfg.Now(),
+		stoleFrom: make(map[peer.ID]stealRecord)}
 	calls := make(chan callResult, 4)
-	busy := false // a report or re-plan call is running
+	// A report and a steal may run at once: a report waits for an fsync, which a busy disk
+	// can stretch to seconds, and the end game must not wait for it.
+	busy := make(map[string]bool) // by lane (laneOf): a call of that lane is running
 	lastDone := int64(-1)
 	for {
 		count := l.e.st.Count()
@@ -524,23 +544,23 @@ func (l *listener) run(ctx context.Context, progress func(done, total int64)) er
 				return fmt.Errorf("%w: the group closed", ErrClosed)
 			}
 		case <-tick.C:
-			if busy {
+			if busy[laneReport] && busy[lanePlan] {
 				continue
 			}
-			act, err := hb.check()
+			act, err := hb.check(busy)
 			if err != nil {
 				return err
 			}
 			if act != nil {
-				busy = true
+				busy[laneOf(act.kind)] = true
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					calls <- callResult{kind: act.kind, err: act.do(ctx)}
+					calls <- callResult{kind: act.kind, err: act.do(ctx), slices: act.slices}
 				}()
 			}
 		case r := <-calls:
-			busy = false
+			busy[laneOf(r.kind)] = false
 			hb.finished(r)
 			if r.err != nil && errors.Is(r.err, ErrNoMembers) && r.kind == actRearrange {
 				return fmt.Errorf("%w: %d slices missing", ErrNoMembers, n-l.e.st.Count())
@@ -552,6 +572,20 @@ func (l *listener) run(ctx context.Context, progress func(done, total int64)) er
 	}
 }
 
+// stealCooldown: heartbeats before the same member may be stolen from again; futileCooldown
+// when the last steal from it moved nothing (it held or was reading every slice asked for:
+// its pushes lag, its fetches do not).
+const (
+	stealCooldown  = 6
+	futileCooldown = 20
+)
+
+// stealRecord is the last steal from a member.
+type stealRecord struct {
+	at     time.Time
+	slices []uint32 // the slices asked for
+}
+
 // Heartbeat actions.
 const (
 	actReport    = "report"
@@ -559,9 +593,23 @@ const (
 	actSteal     = "steal"
 )
 
+// Lanes: calls of one lane run one at a time; the two lanes run side by side.
+const (
+	laneReport = "report"
+	lanePlan   = "plan"
+)
+
+func laneOf(kind string) string {
+	if kind == actReport {
+		return laneReport
+	}
+	return lanePlan
+}
+
 type callResult struct {
-	kind string
-	err  error
+	kind   string
+	err    error
+	slices []int // report: the slices reported
 }
 
 type action struct {
@@ -579,24 +627,23 @@ type heartbeat struct {
 	lastReport time.Time
 	lastReplan time.Time
 	lastSteal  time.Time
-	prevOut    map[peer.ID]int // outstanding slices per member at the previous check
-	pending    *action
+	stoleFrom  map[peer.ID]stealRecord // the last steal from each member
+	prevOut    map[peer.ID]int         // outstanding slices per member at the previous check
 }
 
 func (h *heartbeat) finished(r callResult) {
-	if h.pending != nil && h.pending.kind == actReport {
-		for _, i := range h.pending.slices {
+	if r.kind == actReport {
+		for _, i := range r.slices {
 			delete(h.reporting, i)
 		}
 		if r.err == nil {
 			h.lastReport = h.l.s.cfg.Now()
 		}
 	}
-	h.pending = nil
 }
 
-// check looks at the task once and returns at most one call to make.
-func (h *heartbeat) check() (*action, error) {
+// check looks at the task once and returns at most one call to make, of a lane not busy.
+func (h *heartbeat) check(busy map[string]bool) (*action, error) {
 	l, s := h.l, h.l.s
 	now := s.cfg.Now()
 	v := l.g.State()
@@ -659,7 +706,9 @@ func (h *heartbeat) check() (*action, error) {
 	}
 
 	// Re-plan the slices of silent, dead or failed members (partDownLoad).
-	if len(res.Missing) > 0 && now.Sub(h.lastReplan) >= s.cfg.SliceTimeout/4 {
+	// (Not while a report runs, as before the lanes: a requester slow to report is likely
+	// slow to take in pushes too, and its members are not to blame.)
+	if !busy[lanePlan] && !busy[laneReport] && len(res.Missing) > 0 && now.Sub(h.lastReplan) >= s.cfg.SliceTimeout/4 {
 		h.lastReplan = now
 		req := &rearrangeRequest{GroupID: l.groupID, TaskID: t.ID, Slices: res.Missing, Exclude: res.Exclude, NoRanges: l.noRanges}
 		s.log.Info("re-planning missing slices", "task", t.ID, "missing", len(res.Missing), "exclude", res.Exclude)
@@ -668,8 +717,41 @@ func (h *heartbeat) check() (*action, error) {
 			delete(l.since, p)
 		}
 		l.mu.Unlock()
-		h.pending = &action{kind: actRearrange, do: func(ctx context.Context) error { return l.rearrange(ctx, req) }}
-		return h.pending, nil
+		return &action{kind: actRearrange, do: func(ctx context.Context) error { return l.rearrange(ctx, req) }}, nil
+	}
+
+	// Endgame: move the tail of a slow member's share to idle members (before reporting: a
+	// report can wait a heartbeat, the tail cannot). A member stolen from within the last
+	// stealCooldown heartbeats is skipped, futileCooldown if nothing moved, so a member
+	// whose pushes lag (it holds its outstanding slices) does not hide the slowest fetcher.
+	if !busy[lanePlan] && s.cfg.Steal && len(res.Missing) == 0 && now.Sub(h.lastSteal) >= 2*s.cfg.Heartbeat {
+		slicesOf := func(p peer.ID) []uint32 {
+			var own []uint32
+			for i, sl := range t.Slices {
+				if sl.Assignee == p && sl.State != peergroup.SliceDone && !held.Has(i) {
+					own = append(own, uint32(i))
+				}
+			}
+			return own
+		}
+		etaOf := func(p peer.ID) (time.Duration, bool) { d, ok := eta[p]; return d, ok }
+		skip := make(map[peer.ID]bool)
+		for p, r := range h.stoleFrom {
+			cool := time.Duration(stealCooldown)
+			if !slices.ContainsFunc(r.slices, func(i uint32) bool { return int(i) >= len(t.Slices) || t.Slices[i].Assignee != p }) {
+				cool = futileCooldown // nothing moved (or not yet applied here: no harm)
+			}
+			if now.Sub(r.at) < cool*s.cfg.Heartbeat {
+				skip[p] = true
+			}
+		}
+		if victim, stolen := PlanSteal(res.Outstanding, slicesOf, liveList, t.Excluded, skip, etaOf, s.cfg.StealAfter); victim != "" {
+			h.lastSteal = now
+			h.stoleFrom[victim] = stealRecord{at: now, slices: stolen}
+			req := &rearrangeRequest{GroupID: l.groupID, TaskID: t.ID, Slices: stolen, Avoid: []peer.ID{victim}, NoRanges: l.noRanges}
+			s.log.Info("moving a slow member's last slices to idle members", "task", t.ID, "victim", victim, "slices", len(stolen), "eta", eta[victim])
+			return &action{kind: actSteal, do: func(ctx context.Context) error { return l.rearrange(ctx, req) }}, nil
+		}
 	}
 
 	// Report delivered slices in batches (SlicesDone), after making them durable.
@@ -679,7 +761,7 @@ func (h *heartbeat) check() (*action, error) {
 			unreported = append(unreported, int(i))
 		}
 	}
-	if len(unreported) >= s.cfg.DoneBatch || (len(unreported) > 0 && now.Sub(h.lastReport) >= s.cfg.DoneInterval) {
+	if !busy[laneReport] && (len(unreported) >= s.cfg.DoneBatch || (len(unreported) > 0 && now.Sub(h.lastReport) >= s.cfg.DoneInterval)) {
 		for _, i := range unreported {
 			h.reporting[i] = true
 		}
@@ -693,29 +775,7 @@ func (h *heartbeat) check() (*action, error) {
 			byMember[p] = append(byMember[p], uint32(i))
 		}
 		l.mu.Unlock()
-		h.pending = &action{kind: actReport, slices: unreported, do: func(ctx context.Context) error { return l.report(ctx, byMember) }}
-		return h.pending, nil
-	}
-
-	// Endgame: move the tail of a slow member's share to idle members.
-	if s.cfg.Steal && len(res.Missing) == 0 && now.Sub(h.lastSteal) >= 4*s.cfg.Heartbeat {
-		slicesOf := func(p peer.ID) []uint32 {
-			var own []uint32
-			for i, sl := range t.Slices {
-				if sl.Assignee == p && sl.State != peergroup.SliceDone && !held.Has(i) {
-					own = append(own, uint32(i))
-				}
-			}
-			return own
-		}
-		etaOf := func(p peer.ID) (time.Duration, bool) { d, ok := eta[p]; return d, ok }
-		if victim, stolen := PlanSteal(res.Outstanding, slicesOf, liveList, t.Excluded, etaOf, s.cfg.StealAfter); victim != "" {
-			h.lastSteal = now
-			req := &rearrangeRequest{GroupID: l.groupID, TaskID: t.ID, Slices: stolen, Avoid: []peer.ID{victim}, NoRanges: l.noRanges}
-			s.log.Info("moving a slow member's last slices to idle members", "task", t.ID, "victim", victim, "slices", len(stolen), "eta", eta[victim])
-			h.pending = &action{kind: actSteal, do: func(ctx context.Context) error { return l.rearrange(ctx, req) }}
-			return h.pending, nil
-		}
+		return &action{kind: actReport, slices: unreported, do: func(ctx context.Context) error { return l.report(ctx, byMember) }}, nil
 	}
 	return nil, nil
 }
@@ -766,6 +826,9 @@ type exporter struct {
 	dirty   int64        // bytes written since the last fdatasync
 	stopped bool
 	timing  string // how finish spent its time, for the log
+	// Time spent by advance, for the log: reading slices from the store, writing them out,
+	// hashing, and handing dirty pages to writeback.
+	tRead, tWrite, tHash, tSync time.Duration
 }
 
 // exportSyncEvery: the output's dirty bytes are handed to writeback (asynchronously) every
@@ -796,23 +859,30 @@ func (x *exporter) advance(ctx context.Context) error {
 			if x.written.Has(i) || !have.Has(i) {
 				continue
 			}
+			t0 := time.Now()
 			b, err := x.e.st.ReadSlice(i, x.buf)
 			if err != nil {
 				return err
 			}
+			t1 := time.Now()
 			if _, err := x.f.WriteAt(b, x.e.layout.Offset(i)); err != nil {
 				return fmt.Errorf("coop: write %s: %w", x.tmp, err)
 			}
+			t2 := time.Now()
+			x.tRead, x.tWrite = x.tRead+t1.Sub(t0), x.tWrite+t2.Sub(t1)
 			x.written.Set(i)
 			x.nw++
 			if i == x.hashed { // in order: hash it now rather than read it back
 				x.h.Write(b)
 				x.hashed++
+				x.tHash += time.Since(t2)
 			}
 			if x.dirty += int64(len(b)); x.dirty >= exportSyncEvery {
 				// Start writing back without waiting (an fsync here would stall the writes
 				// and the hash behind them); the final fsync finds little left to do.
+				t3 := time.Now()
 				_ = unix.SyncFileRange(int(x.f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+				x.tSync += time.Since(t3)
 				x.dirty = 0
 			}
 		}
@@ -821,12 +891,14 @@ func (x *exporter) advance(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		t0 := time.Now()
 		b := x.buf[:x.e.layout.SliceLen(x.hashed)]
 		if _, err := x.f.ReadAt(b, x.e.layout.Offset(x.hashed)); err != nil {
 			return fmt.Errorf("coop: read back %s: %w", x.tmp, err)
 		}
 		x.h.Write(b)
 		x.hashed++
+		x.tHash += time.Since(t0)
 	}
 	return nil
 }
@@ -850,7 +922,7 @@ func (x *exporter) run(ctx context.Context) error {
 // finish writes the rest (every slice must be held), checks the checksum against want,
 // fsyncs and renames to the output. It returns the SHA-256, hex.
 func (x *exporter) finish(want string) (string, error) {
-	t0, h0 := time.Now(), x.hashed
+	t0, h0, w0 := time.Now(), x.hashed, x.nw
 	if err := x.advance(context.Background()); err != nil {
 		x.abort()
 		return "", err
@@ -873,7 +945,9 @@ func (x *exporter) finish(want string) (string, error) {
 		err = cerr
 	}
 	x.stopped = true
-	x.timing = fmt.Sprintf("%d slices hashed at the end in %s, fsync %s", x.hashed-h0, t1.Sub(t0), time.Since(t1))
+	x.timing = fmt.Sprintf("%d slices written and %d hashed at the end in %s, fsync %s; in all: read %s, write %s, hash %s, writeback %s",
+		x.nw-w0, x.hashed-h0, t1.Sub(t0), time.Since(t1), x.tRead.Round(time.Millisecond), x.tWrite.Round(time.Millisecond),
+		x.tHash.Round(time.Millisecond), x.tSync.Round(time.Millisecond))
 	if err == nil {
 		err = os.Rename(x.tmp, x.out)
 	}
