@@ -277,6 +277,42 @@ func TestGroupDownload(t *testing.T) {
 		t.Logf("two requesters: origin sent %.3f× the size", float64(o.body.Load())/size)
 	})
 
+	t.Run("SimultaneousRequests", func(t *testing.T) {
+		// Three members ask for one URL at the same moment (a slow probe lines their
+		// requests up at the leader): the leader plans one task after the other, each seeing
+		// what the earlier ones assigned, so the origin sends the file about once rather
+		// than once per task.
+		const size = 16 << 20
+		data := randomData(t, size)
+		o := newTestOrigin(t, data, func(o *testOrigin) { o.rate = 4 << 20; o.headDelay = 300 * time.Millisecond })
+		ns := []*testNode{requester(0), requester(1), requester(2)}
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		errs := make([]error, len(ns))
+		outs := make([]string, len(ns))
+		for i, n := range ns {
+			outs[i] = filepath.Join(t.TempDir(), "f.bin")
+			g := n.group(t, id)
+			wg.Go(func() {
+				<-start
+				_, errs[i] = n.svc.Download(ctxT(t, 90*time.Second), g, Request{URL: o.url("same"), Out: outs[i]}, nil)
+			})
+		}
+		close(start)
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("download %d: %v", i, err)
+			}
+			checkFile(t, outs[i], data)
+		}
+		// Steals under heavy CPU load fetch some slices again (see JoinRunningTask).
+		if body := o.body.Load(); body > size*3/2 {
+			t.Fatalf("three simultaneous requests took %.2f× the size from the origin (want about 1×)", float64(body)/size)
+		}
+		t.Logf("three simultaneous requesters: origin sent %.3f× the size", float64(o.body.Load())/size)
+	})
+
 	t.Run("RequesterRestartResumes", func(t *testing.T) {
 		const size = 12 << 20
 		data := randomData(t, size)

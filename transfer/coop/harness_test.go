@@ -254,7 +254,8 @@ type testOrigin struct {
 	failMember  string
 	slowMember  string // this member's requests run at slowRate per connection
 	slowRate    int64
-	changeAfter int64 // after this many body bytes, serve version 2 (0: never)
+	changeAfter int64         // after this many body bytes, serve version 2 (0: never)
+	headDelay   time.Duration // a HEAD (the leader's probe) waits this long before answering
 
 	body      atomic.Int64 // body bytes written
 	requests  atomic.Int64
@@ -292,6 +293,9 @@ func (o *testOrigin) current() (int, []byte) {
 
 func (o *testOrigin) serve(w http.ResponseWriter, r *http.Request) {
 	o.requests.Add(1)
+	if r.Method == http.MethodHead && o.headDelay > 0 {
+		time.Sleep(o.headDelay)
+	}
 	member := r.Header.Get("X-Test-Member")
 	if o.failMember != "" && member == o.failMember {
 		o.failed.Add(1)

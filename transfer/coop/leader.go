@@ -121,10 +121,12 @@ func (s *Service) serveStart(ctx context.Context, from peer.ID, req *startReques
 		}
 	}
 	s.setNoRanges(task.ID, !res.Ranges)
+	s.planMu.Lock()
+	defer s.planMu.Unlock()
 	key, durable := cacheKey(&task)
 	var holders map[uint32][]peer.ID
 	if durable {
-		holders = s.holders(ctx, g, v, &task, key)
+		holders = s.holders(ctx, g, g.State(), &task, key)
 	}
 	all := make([]uint32, peergroup.NumSlices(task.Size, task.SliceSize))
 	for i := range all {

@@ -42,6 +42,11 @@ type Service struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // group runs, the scan loop, stream handlers, downloads
 
+	// planMu serialises the leader's planning of new tasks, so that a task's plan sees the
+	// assignments of the tasks planned before it (requests for one URL that arrive together
+	// share the fetches instead of each planning the whole file).
+	planMu sync.Mutex
+
 	pushStreams atomic.Int32 // incoming push streams being served
 	ctlStreams  atomic.Int32 // incoming control streams being served
 
