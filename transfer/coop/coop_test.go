@@ -245,72 +245,23 @@ func TestGroupDownload(t *testing.T) {
 		const size = 16 << 20
 		data := randomData(t, size)
 		o := newTestOrigin(t, data, func(o *testOrigin) { o.rate = 4 << 20 })
-		a, b := requester(0), requester(1)
-		outs := []string{filepath.Join(t.TempDir(), "a.bin"), filepath.Join(t.TempDir(), "b.bin")}
-		var wg sync.WaitGroup
-		errs := make([]error, 2)
-		for i, n := range []*testNode{a, b} {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if i == 1 { // the second asks once the first is under way
-					for o.body.Load() < 1<<20 {
-						time.Sleep(10 * time.Millisecond)
-					}
+		downloadTogether(t, id, o, data, "f", []*testNode{requester(0), requester(1)}, func(i int) {
+			if i == 1 { // the second asks once the first is under way
+				for o.body.Load() < 1<<20 {
+					time.Sleep(10 * time.Millisecond)
 				}
-				_, errs[i] = n.svc.Download(ctxT(t, 60*time.Second), n.group(t, id), Request{URL: o.url("f"), Out: outs[i]}, nil)
-			}()
-		}
-		wg.Wait()
-		for i, err := range errs {
-			if err != nil {
-				t.Fatalf("download %d: %v", i, err)
 			}
-			checkFile(t, outs[i], data)
-		}
-		// Two separate tasks would take 2× the size; joining takes about 1×. Under heavy CPU
-		// load a member that falls behind has slices stolen and fetched again, so the bound
-		// leaves room for that (1.38× seen at load 40).
-		if body := o.body.Load(); body > size*3/2 {
-			t.Fatalf("two concurrent requests took %.2f× the size from the origin (want about 1×)", float64(body)/size)
-		}
-		t.Logf("two requesters: origin sent %.3f× the size", float64(o.body.Load())/size)
+		})
 	})
 
 	t.Run("SimultaneousRequests", func(t *testing.T) {
 		// Three members ask for one URL at the same moment (a slow probe lines their
 		// requests up at the leader): the leader plans one task after the other, each seeing
-		// what the earlier ones assigned, so the origin sends the file about once rather
-		// than once per task.
+		// what the earlier ones assigned.
 		const size = 16 << 20
 		data := randomData(t, size)
 		o := newTestOrigin(t, data, func(o *testOrigin) { o.rate = 4 << 20; o.headDelay = 300 * time.Millisecond })
-		ns := []*testNode{requester(0), requester(1), requester(2)}
-		start := make(chan struct{})
-		var wg sync.WaitGroup
-		errs := make([]error, len(ns))
-		outs := make([]string, len(ns))
-		for i, n := range ns {
-			outs[i] = filepath.Join(t.TempDir(), "f.bin")
-			g := n.group(t, id)
-			wg.Go(func() {
-				<-start
-				_, errs[i] = n.svc.Download(ctxT(t, 90*time.Second), g, Request{URL: o.url("same"), Out: outs[i]}, nil)
-			})
-		}
-		close(start)
-		wg.Wait()
-		for i, err := range errs {
-			if err != nil {
-				t.Fatalf("download %d: %v", i, err)
-			}
-			checkFile(t, outs[i], data)
-		}
-		// Steals under heavy CPU load fetch some slices again (see JoinRunningTask).
-		if body := o.body.Load(); body > size*3/2 {
-			t.Fatalf("three simultaneous requests took %.2f× the size from the origin (want about 1×)", float64(body)/size)
-		}
-		t.Logf("three simultaneous requesters: origin sent %.3f× the size", float64(o.body.Load())/size)
+		downloadTogether(t, id, o, data, "same", []*testNode{requester(0), requester(1), requester(2)}, nil)
 	})
 
 	t.Run("RequesterRestartResumes", func(t *testing.T) {
@@ -350,4 +301,39 @@ func TestGroupDownload(t *testing.T) {
 		}
 		t.Logf("resumed %d bytes; origin sent %.3f× the size", res.BytesResumed, float64(o.body.Load())/size)
 	})
+}
+
+// downloadTogether has each of ns download the origin's name into a file of its own at once
+// (before(i), if not nil, runs first in download i's goroutine), checks every copy against
+// data, and fails unless the origin sent about the file once: separate tasks would each take
+// the whole file; tasks for one URL share the fetches. Under heavy CPU load a member that
+// falls behind has slices stolen and fetched again, so the bound leaves room for that (1.38×
+// seen at load 40).
+func downloadTogether(t *testing.T, id string, o *testOrigin, data []byte, name string, ns []*testNode, before func(i int)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, len(ns))
+	outs := make([]string, len(ns))
+	for i, n := range ns {
+		outs[i] = filepath.Join(t.TempDir(), "f.bin")
+		g := n.group(t, id)
+		wg.Go(func() {
+			if before != nil {
+				before(i)
+			}
+			_, errs[i] = n.svc.Download(ctxT(t, 90*time.Second), g, Request{URL: o.url(name), Out: outs[i]}, nil)
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("download %d: %v", i, err)
+		}
+		checkFile(t, outs[i], data)
+	}
+	size := int64(len(data))
+	if body := o.body.Load(); body > size*3/2 {
+		t.Fatalf("%d concurrent requests took %.2f× the size from the origin (want about 1×)", len(ns), float64(body)/float64(size))
+	}
+	t.Logf("%d requesters: origin sent %.3f× the size", len(ns), float64(o.body.Load())/float64(size))
 }
