@@ -103,9 +103,12 @@ func newDist(ctx context.Context, d *Daemon, eng *transfer.Engine) *dist {
 		ds.demux = mcast.NewDemux(ds.mc, demuxQueue)
 	}
 	d.node.Resolver().Handle(handlerWant, func(_ context.Context, from peer.ID, req []byte) ([]byte, error) {
-		_, id, link, err := decodeCoord(req)
+		op, id, link, err := decodeCoord(req)
 		if err != nil {
 			return nil, err
+		}
+		if op != opWant {
+			return nil, fmt.Errorf("coordination op %q on the want handler", op)
 		}
 		ds.onWant(id, from, link)
 		return nil, nil
@@ -186,8 +189,14 @@ func decodeCoord(b []byte) (op byte, id content.ID, link int64, err error) {
 	if len(b) == n+8 {
 		link = int64(min(binary.BigEndian.Uint64(b[n:]), math.MaxInt64))
 	}
+	if link < minLinkRate {
+		link = 0 // unknown: a rate this low would stall every pass (a bogus or hostile want)
+	}
 	return b[0], id, link, nil
 }
+
+// minLinkRate is the lowest link rate a want may report (bits/s); below it counts as unknown.
+const minLinkRate = 1_000_000
 
 // linkRate is the slowest rate among this node's multicast interfaces, as its host knows
 // them (linkrate.Of); unknown without native multicast or when no interface's rate is known.

@@ -62,6 +62,9 @@ func TestCoordMessage(t *testing.T) {
 	if _, _, link, err = decodeCoord(huge); err != nil || link <= 0 {
 		t.Fatalf("rate 2^64-1: %d %v, want a positive rate", link, err)
 	}
+	if _, _, link, err = decodeCoord(encodeCoord(opWant, id, 1)); err != nil || link != 0 {
+		t.Fatalf("a 1 bit/s link: %d %v, want 0 (unknown)", link, err)
+	}
 	for name, b := range map[string][]byte{
 		"empty":    nil,
 		"short":    old[:10],
