@@ -22,14 +22,12 @@ package daemon
 //     serving.
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
 	"math"
 	"slices"
-	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -123,9 +121,9 @@ const handlerWant = "dist.want"
 // wantSource tells the source that this node wants id, again every second until multicast
 // bytes arrive or ctx ends (at most wantRepeats times): the source starts a pass for the
 // wanting peers of its domain.
-func (ds *dist) wantSource(ctx context.Context, id content.ID, source peer.ID, gotMulticast func() bool) {
+func (ds *dist) wantSource(ctx context.Context, id content.ID, source peer.ID, link int64, gotMulticast func() bool) {
 	const wantRepeats = 8
-	msg := encodeCoord(opWant, id, ds.linkRate().Bits)
+	msg := encodeCoord(opWant, id, link)
 	for i := 0; i < wantRepeats && !gotMulticast(); i++ {
 		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err := ds.d.node.Resolver().Query(qctx, source, handlerWant, msg)
@@ -560,18 +558,19 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 		ch := ds.demux.Open(id)
 		defer ch.Close()
 		req.Multicast = ch
-		ds.onWant(id, ds.d.node.ID(), ds.linkRate().Bits)
+		link := ds.linkRate().Bits // read once: it asks the kernel
+		ds.onWant(id, ds.d.node.ID(), link)
 		defer ds.sendDone(g, id)
 		mc := ds.d.pipes.Multicast()
 		if source != "" && mc.InDomain(source) {
 			// The source first: its pass waits for this want.
 			wctx, wcancel := context.WithCancel(ctx)
 			defer wcancel()
-			go ds.wantSource(wctx, id, source, func() bool { return mcBytes.Load() > 0 })
+			go ds.wantSource(wctx, id, source, link, func() bool { return mcBytes.Load() > 0 })
 		}
 		coord, err := ds.d.pipes.Output(ctx, ds.coordSpec(g))
 		if err == nil {
-			_ = coord.Send(ctx, encodeCoord(opWant, id, ds.linkRate().Bits))
+			_ = coord.Send(ctx, encodeCoord(opWant, id, link))
 			coord.Close()
 		}
 		if source != "" && !mc.InDomain(source) {
@@ -684,7 +683,6 @@ const (
 // becomes the proxy: it records itself in the group state and closes takeover, which starts
 // its relay. It returns when ctx ends or it took over.
 func (ds *dist) watchProxy(ctx context.Context, g *peergroup.Group, id content.ID, source peer.ID, takeover chan struct{}) {
-	mc := ds.d.pipes.Multicast()
 	self := ds.d.node.ID()
 	var known peer.ID // the domain's proxy last seen alive
 	since := time.Now()
@@ -704,15 +702,7 @@ func (ds *dist) watchProxy(ctx context.Context, g *peergroup.Group, id content.I
 			continue
 		}
 		live := g.LiveMembers()
-		ds.mu.Lock()
-		var candidates []peer.ID
-		for p := range ds.wants[id] {
-			if p != known && p != source && (p == self || mc.InDomain(p)) && slices.Contains(live, p) {
-				candidates = append(candidates, p)
-			}
-		}
-		ds.mu.Unlock()
-		if len(candidates) == 0 || slices.MinFunc(candidates, func(a, b peer.ID) int { return bytes.Compare([]byte(a), []byte(b)) }) != self {
+		if ds.firstWanting(id, func(p peer.ID) bool { return p != known && p != source && slices.Contains(live, p) }) != self {
 			continue
 		}
 		if !ds.claimProxy(ctx, g, id, known) {
@@ -727,16 +717,21 @@ func (ds *dist) watchProxy(ctx context.Context, g *peergroup.Group, id content.I
 // isProxy reports whether this node has the smallest peer ID among the wanting peers of id in
 // its multicast domain.
 func (ds *dist) isProxy(id content.ID) bool {
+	return ds.firstWanting(id, func(peer.ID) bool { return true }) == ds.d.node.ID()
+}
+
+// firstWanting is the smallest peer ID among the peers of this node's multicast domain (this
+// node included) that want id and that ok accepts ("" if none).
+func (ds *dist) firstWanting(id content.ID, ok func(peer.ID) bool) peer.ID {
 	mc := ds.d.pipes.Multicast()
 	self := ds.d.node.ID()
 	ds.mu.Lock()
-	var local []peer.ID
+	defer ds.mu.Unlock()
+	var first peer.ID
 	for p := range ds.wants[id] {
-		if p == self || mc.InDomain(p) {
-			local = append(local, p)
+		if (p == self || mc.InDomain(p)) && ok(p) && (first == "" || p < first) {
+			first = p
 		}
 	}
-	ds.mu.Unlock()
-	sort.Slice(local, func(i, j int) bool { return bytes.Compare([]byte(local[i]), []byte(local[j])) < 0 })
-	return len(local) > 0 && local[0] == self
+	return first
 }

@@ -414,12 +414,12 @@ func groupStatus(g *peergroup.Group) api.GroupStatus {
 	for _, m := range st.Members {
 		out.Members = append(out.Members, api.GroupMember{PeerID: m.PeerID.String(), Voter: m.Voter, Alive: m.Alive, Domain: m.Domain})
 	}
-	for id, ps := range g.State().Proxies {
-		if out.Proxies == nil {
-			out.Proxies = map[string][]string{}
-		}
-		for _, p := range ps {
-			out.Proxies[id] = append(out.Proxies[id], p.String())
+	if ps := g.State().Proxies; len(ps) > 0 {
+		out.Proxies = make(map[string][]string, len(ps))
+		for id, peers := range ps {
+			for _, p := range peers {
+				out.Proxies[id] = append(out.Proxies[id], p.String())
+			}
 		}
 	}
 	return out
