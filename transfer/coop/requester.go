@@ -851,13 +851,9 @@ func newExporter(e *entry, out, task string) (*exporter, error) {
 func (x *exporter) advance(ctx context.Context) error {
 	n := x.e.layout.NumSlices()
 	if x.nw < n {
-		have := x.e.st.Have()
-		for i := 0; i < n; i++ {
+		for _, i := range x.e.st.Have().Minus(x.written) {
 			if ctx.Err() != nil {
 				return nil
-			}
-			if x.written.Has(i) || !have.Has(i) {
-				continue
 			}
 			t0 := time.Now()
 			b, err := x.e.st.ReadSlice(i, x.buf)

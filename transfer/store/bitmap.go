@@ -85,6 +85,21 @@ func (b Bitmap) Missing() []int {
 	return out
 }
 
+// Minus returns, in increasing order, the indices set in b and clear in o (of the same
+// length), a word of 64 at a time.
+func (b Bitmap) Minus(o Bitmap) []int {
+	var out []int
+	for k, w := range b.w {
+		if k < len(o.w) {
+			w &^= o.w[k]
+		}
+		for ; w != 0; w &= w - 1 {
+			out = append(out, k*64+bits.TrailingZeros64(w))
+		}
+	}
+	return out
+}
+
 // Bytes encodes the bitmap in (Len+7)/8 bytes: bit i is bit i%8 (least significant first) of
 // byte i/8; padding bits are zero.
 func (b Bitmap) Bytes() []byte {

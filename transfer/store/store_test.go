@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -437,5 +438,21 @@ func TestPermissionErrorReported(t *testing.T) {
 	_, err = s.Put(0, data)
 	if !errors.Is(err, os.ErrPermission) || !strings.Contains(err.Error(), "no permission") {
 		t.Fatalf("permission error not reported: %v", err)
+	}
+}
+
+func TestBitmapMinus(t *testing.T) {
+	a, b := NewBitmap(130), NewBitmap(130)
+	for _, i := range []int{0, 3, 63, 64, 100, 129} {
+		a.Set(i)
+	}
+	for _, i := range []int{3, 64, 128} {
+		b.Set(i)
+	}
+	if got, want := a.Minus(b), []int{0, 63, 100, 129}; !slices.Equal(got, want) {
+		t.Fatalf("Minus = %v, want %v", got, want)
+	}
+	if got := b.Minus(b); len(got) != 0 {
+		t.Fatalf("b minus itself = %v", got)
 	}
 }
