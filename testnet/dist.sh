@@ -41,11 +41,7 @@ scenario_distribution() {
 		start_node "$h"
 		[[ $h == "$src" ]] || receivers+=("$h")
 	done
-	for h in "${hosts[@]:1}"; do
-		rc=0
-		wait_api "$h" 60 || rc=$?
-		rc_check "ready $h" "$rc"
-	done
+	rc_check_ready 60 "${hosts[@]:1}" || true
 	rc_group_form "$src" "${receivers[@]}"
 	sleep 3 # multicast beacons: every node learns its domain's members
 	file=$RC_DIR/share.bin
@@ -159,13 +155,7 @@ scenario_proxy_failover() {
 	rc_check "share $src" "$rc"
 	((rc == 0)) || return 0
 	local gt=${RC_GET_TIMEOUT:-240}
-	declare -A getpid=()
-	mkdir -p "$RC_DIR/recv"
-	for h in "${receivers[@]}"; do
-		rc_bg "$h" get "$RAFTCAST_BIN" --data "$(rc_data "$h")" get failover.bin \
-			--out "$RC_DIR/recv/$h.bin" --timeout "${gt}s" --json
-		getpid[$h]=$RC_PID
-	done
+	rc_start_gets failover.bin "$gt" "${receivers[@]}"
 
 	# Find segment 1's proxy by its log line, then kill it once it holds kill_at bytes.
 	local kill_at=${RC_KILL_AT:-$((size / 3))} proxy="" held=0 deadline=$((SECONDS + gt))
@@ -182,11 +172,11 @@ scenario_proxy_failover() {
 	while ((SECONDS < deadline)); do
 		held=$(rc_done_bytes "$proxy")
 		((held >= kill_at)) && break
-		kill -0 "${getpid[$proxy]}" 2>/dev/null || break
+		kill -0 "${RC_GETPID[$proxy]}" 2>/dev/null || break
 		sleep 0.1
 	done
 	rc_kill_node "$proxy"
-	rc_wait_pid "${getpid[$proxy]}" 30 || true # its get ends with its daemon
+	rc_wait_pid "${RC_GETPID[$proxy]}" 30 || true # its get ends with its daemon
 	rc=0
 	((held >= kill_at && held < size)) || rc=1
 	rc_check "proxy killed mid-transfer $proxy" "$rc" "\"done_bytes\":$held,\"size\":$size"
@@ -196,7 +186,7 @@ scenario_proxy_failover() {
 	for h in "${receivers[@]}"; do
 		[[ $h == "$proxy" ]] && continue
 		rc=0
-		rc_wait_pid "${getpid[$h]}" "$((gt + 30))" || rc=$?
+		rc_wait_pid "${RC_GETPID[$h]}" "$((gt + 30))" || rc=$?
 		cmp -s "$file" "$RC_DIR/recv/$h.bin" || rc=1
 		log=$RC_DIR/logs/$h-get.log
 		mc=$(rc_jnum bytes_multicast "$log")

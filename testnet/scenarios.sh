@@ -339,11 +339,7 @@ scenario_raftcast_smoke() {
 	rvh=${hosts[0]}
 	start_rendezvous "$rvh"
 	for h in "${hosts[@]:1}"; do start_node "$h"; done
-	for h in "${hosts[@]:1}"; do
-		rc=0
-		wait_api "$h" 30 || rc=$?
-		rc_check "ready $h" "$rc"
-	done
+	rc_check_ready 30 "${hosts[@]:1}" || true
 	for h in "${hosts[@]:1}"; do
 		rc=1
 		rc_wait_for 30 rc_peers_connected "$h" && rc=0
@@ -398,14 +394,10 @@ rc_raftcast_net() {
 	RC_RV=$1
 	if [[ -n $(rc_q node rv host) ]]; then RC_RV=rv; fi
 	start_rendezvous "$RC_RV"
-	for h in "$@"; do [[ $h == "$RC_RV" ]] || start_node "$h"; done
-	for h in "$@"; do
-		[[ $h == "$RC_RV" ]] && continue
-		rc=0
-		wait_api "$h" 30 || rc=$?
-		rc_check "ready $h" "$rc"
-		((rc == 0)) || rc_die "node $h not ready"
-	done
+	local nodes=()
+	for h in "$@"; do [[ $h == "$RC_RV" ]] || nodes+=("$h"); done
+	for h in "${nodes[@]}"; do start_node "$h"; done
+	rc_check_ready 30 "${nodes[@]}" || rc_die "a node is not ready"
 }
 
 # download: cooperative HTTP download. An nginx origin in the last host of the last
@@ -939,11 +931,34 @@ rc_fault_start() {
 	fi
 	start_rendezvous "$rvh"
 	for h in "$@"; do start_node "$h"; done
+	rc_check_ready 60 "$@" || rc_die "a node is not ready"
+}
+
+# rc_check_ready SECONDS NODE...: wait up to SECONDS for each node's API, one "ready NODE"
+# check each; fails if any is not ready.
+rc_check_ready() {
+	local secs=$1 h rc bad=0
+	shift
 	for h in "$@"; do
 		rc=0
-		wait_api "$h" 60 || rc=$?
+		wait_api "$h" "$secs" || rc=$?
 		rc_check "ready $h" "$rc"
-		((rc == 0)) || rc_die "node $h not ready"
+		((rc == 0)) || bad=1
+	done
+	return "$bad"
+}
+
+# rc_start_gets NAME SECONDS NODE...: `raftcast get NAME` in the background on each node, its
+# copy at recv/NODE.bin, bounded by SECONDS; the PIDs in RC_GETPID[NODE].
+declare -gA RC_GETPID=()
+rc_start_gets() {
+	local name=$1 secs=$2 h
+	shift 2
+	mkdir -p "$RC_DIR/recv"
+	for h in "$@"; do
+		rc_bg "$h" get "$RAFTCAST_BIN" --data "$(rc_data "$h")" get "$name" \
+			--out "$RC_DIR/recv/$h.bin" --timeout "${secs}s" --json
+		RC_GETPID[$h]=$RC_PID
 	done
 }
 
@@ -999,13 +1014,7 @@ scenario_faults() {
 	rc_check "share $src" "$rc"
 	((rc == 0)) || return 0
 	local gt=${RC_GET_TIMEOUT:-240} start=$SECONDS
-	declare -A getpid=()
-	mkdir -p "$RC_DIR/recv"
-	for h in "${receivers[@]}"; do
-		rc_bg "$h" get "$RAFTCAST_BIN" --data "$(rc_data "$h")" get faults.bin \
-			--out "$RC_DIR/recv/$h.bin" --timeout "${gt}s" --json
-		getpid[$h]=$RC_PID
-	done
+	rc_start_gets faults.bin "$gt" "${receivers[@]}"
 
 	# The faults as the transfer goes, each on its own trigger (the receivers do not
 	# progress alike): P is cut off once it holds part_at bytes and healed
@@ -1017,7 +1026,7 @@ scenario_faults() {
 	while ((SECONDS < deadline)) && ! ((healed && restarted)); do
 		if ((tp < 0)); then
 			pdone=$(rc_done_bytes "$p")
-			if ((pdone >= part_at)) || ! kill -0 "${getpid[$p]}" 2>/dev/null; then
+			if ((pdone >= part_at)) || ! kill -0 "${RC_GETPID[$p]}" 2>/dev/null; then
 				rc_partition "$p"
 				tp=$SECONDS
 				rc_log "partitioned $p (it held $pdone bytes)"
@@ -1033,14 +1042,14 @@ scenario_faults() {
 		fi
 		if ((tk < 0)); then
 			kdone=$(rc_done_bytes "$k")
-			if ((kdone >= kill_at)) || ! kill -0 "${getpid[$k]}" 2>/dev/null; then
+			if ((kdone >= kill_at)) || ! kill -0 "${RC_GETPID[$k]}" 2>/dev/null; then
 				rc_kill_node "$k"
 				tk=$SECONDS
 				rc_log "$k held $kdone bytes when killed"
 				rc=0
 				((kdone >= kill_at && kdone < size)) || rc=1
 				rc_check "kill mid-transfer $k" "$rc" "\"done_bytes\":$kdone,\"size\":$size"
-				rc_wait_pid "${getpid[$k]}" 30 || true # its get ends with its daemon
+				rc_wait_pid "${RC_GETPID[$k]}" 30 || true # its get ends with its daemon
 			fi
 		elif ((!restarted && SECONDS - tk >= ${RC_RESTART_AFTER:-2})); then
 			restarted=1
@@ -1051,7 +1060,7 @@ scenario_faults() {
 			if ((rc == 0)); then
 				rc_bg "$k" get-resume "$RAFTCAST_BIN" --data "$(rc_data "$k")" get faults.bin \
 					--out "$RC_DIR/recv/$k.bin" --timeout "${gt}s" --json
-				getpid[$k]=$RC_PID
+				RC_GETPID[$k]=$RC_PID
 			fi
 		fi
 		sleep 0.1
@@ -1062,7 +1071,7 @@ scenario_faults() {
 	local log mc peers srcb resumed secs
 	for h in "${receivers[@]}"; do
 		rc=0
-		rc_wait_pid "${getpid[$h]}" "$((gt + 30))" || rc=$?
+		rc_wait_pid "${RC_GETPID[$h]}" "$((gt + 30))" || rc=$?
 		log=$RC_DIR/logs/$h-get.log
 		[[ $h == "$k" ]] && log=$RC_DIR/logs/$h-get-resume.log
 		cmp -s "$file" "$RC_DIR/recv/$h.bin" || rc=1
