@@ -21,19 +21,27 @@ func raftcastBin(t *testing.T, dir string) string {
 	return bin
 }
 
-// TestPaperDistribution is issue 5's namespace acceptance: the paper's testbed, the source in
-// segment 2, receivers in all three segments; every receiver completes with an identical copy
-// and segment 1's non-proxy receiver gets most bytes by multicast from its proxy. Again with
-// 5% random loss on every link: everyone completes.
-func TestPaperDistribution(t *testing.T) {
+// needPaper skips (with -short: what) unless the paper topology can run: root, smcrouted;
+// it sets RAFTCAST_BIN and returns the tools directory.
+func needPaper(t *testing.T, what string) string {
+	t.Helper()
 	if testing.Short() {
-		t.Skip("-short: skipping the distribution runs (about 2 min)")
+		t.Skip("-short: skipping " + what)
 	}
 	tools := needRoot(t)
 	if _, err := exec.LookPath("smcrouted"); err != nil {
 		t.Skip("the paper topology's multicast routing needs smcrouted (apt-get install smcroute)")
 	}
 	t.Setenv("RAFTCAST_BIN", raftcastBin(t, tools))
+	return tools
+}
+
+// TestPaperDistribution is issue 5's namespace acceptance: the paper's testbed, the source in
+// segment 2, receivers in all three segments; every receiver completes with an identical copy
+// and segment 1's non-proxy receiver gets most bytes by multicast from its proxy. Again with
+// 5% random loss on every link: everyone completes.
+func TestPaperDistribution(t *testing.T) {
+	tools := needPaper(t, "the distribution runs (about 2 min)")
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -65,14 +73,7 @@ func TestPaperDistribution(t *testing.T) {
 // receiver of segment 1 takes over and is recorded as proxy in the group state, and every
 // other receiver completes with an identical copy.
 func TestProxyFailover(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: skipping the proxy failover run (about 1 min)")
-	}
-	tools := needRoot(t)
-	if _, err := exec.LookPath("smcrouted"); err != nil {
-		t.Skip("the paper topology's multicast routing needs smcrouted (apt-get install smcroute)")
-	}
-	t.Setenv("RAFTCAST_BIN", raftcastBin(t, tools))
+	tools := needPaper(t, "the proxy failover run (about 1 min)")
 	s, logs := runTestnet(t, tools, fmt.Sprintf("rcf%d", os.Getpid()%100000), nil,
 		"paper", "--hosts", "3", "--scenario", "proxy-failover", "--timeout", "300")
 	assertAllOK(t, s, logs)

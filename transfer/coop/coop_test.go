@@ -136,29 +136,42 @@ func TestGroupDownload(t *testing.T) {
 		}
 	})
 
-	t.Run("SlowMember", func(t *testing.T) {
-		const size = 12 << 20
+	// withSlowMember has requester(0) download size bytes from an origin sending rate per
+	// connection, slowRate to requester(2) (returned): the copy must be whole and the origin
+	// must have sent at most 1.5× the size. Moving only what the slow member neither holds nor
+	// reads costs the origin nothing; the margin is for a loaded machine, where the harness's
+	// 3 s SliceTimeout can find members silent and re-plan the slices they were fetching.
+	withSlowMember := func(t *testing.T, size int, rate, slowRate int64) (Result, *testNode) {
+		t.Helper()
 		data := randomData(t, size)
 		slow := requester(2)
 		o := newTestOrigin(t, data, func(o *testOrigin) {
-			o.rate = 4 << 20
-			o.slowMember, o.slowRate = slow.name, 64<<10 // a 1 MiB slice takes 16s: past SliceTimeout
+			o.rate = rate
+			o.slowMember, o.slowRate = slow.name, slowRate
 		})
 		a := requester(0)
 		out := filepath.Join(t.TempDir(), "f.bin")
-		t0 := time.Now()
 		res, err := a.svc.Download(ctxT(t, 60*time.Second), a.group(t, id), Request{URL: o.url("f"), Out: out}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		checkFile(t, out, data)
+		if body := o.body.Load(); body > int64(size)*3/2 {
+			t.Fatalf("origin sent %.3f× the size (> 1.5×)", float64(body)/float64(size))
+		}
+		t.Logf("origin sent %.3f× the size", float64(o.body.Load())/float64(size))
+		return res, slow
+	}
+
+	t.Run("SlowMember", func(t *testing.T) {
+		const size = 12 << 20
+		t0 := time.Now()
+		// A 1 MiB slice takes 16 s at 64 KiB/s: past SliceTimeout.
+		res, slow := withSlowMember(t, size, 4<<20, 64<<10)
 		if d := time.Since(t0); d > 30*time.Second {
 			t.Fatalf("took %s: the slow member held the download up", d)
 		}
-		if body := o.body.Load(); body > size*3/2 {
-			t.Fatalf("origin sent %.2f× the size", float64(body)/size)
-		}
-		t.Logf("slow member: done in %.2fs, origin %.3f× size, slow member credited %d bytes", res.Seconds, float64(o.body.Load())/size, res.BytesByPeer[slow.id().String()])
+		t.Logf("slow member: done in %.2fs, slow member credited %d bytes", res.Seconds, res.BytesByPeer[slow.id().String()])
 	})
 
 	t.Run("LaggingMember", func(t *testing.T) {
@@ -167,31 +180,12 @@ func TestGroupDownload(t *testing.T) {
 		// finish its share 5 s after them. Idle members take over the part of its share it
 		// is not fetching yet, and the origin still sends the file about once.
 		const size = 48 << 20
-		data := randomData(t, size)
-		slow := requester(2)
-		o := newTestOrigin(t, data, func(o *testOrigin) {
-			o.rate = 8 << 20
-			o.slowMember, o.slowRate = slow.name, 1<<20
-		})
-		a := requester(0)
-		out := filepath.Join(t.TempDir(), "f.bin")
-		res, err := a.svc.Download(ctxT(t, 60*time.Second), a.group(t, id), Request{URL: o.url("f"), Out: out}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		checkFile(t, out, data)
+		res, slow := withSlowMember(t, size, 8<<20, 1<<20)
 		// The plan deals the 48 slices out evenly: 12 each.
 		if got := res.BytesByPeer[slow.id().String()]; got >= size/4 {
 			t.Fatalf("the lagging member delivered %d bytes, its whole share: nothing was taken over", got)
 		}
-		// Moving only what the lagging member neither holds nor reads costs the origin
-		// nothing; the margin (as in SlowMember) is for a loaded machine, where the harness's
-		// 3 s SliceTimeout can find members silent and re-plan the slices they were fetching.
-		if body := o.body.Load(); body > size*3/2 {
-			t.Fatalf("origin sent %.3f× the size (> 1.5×)", float64(body)/size)
-		}
-		t.Logf("lagging member: done in %.2fs, origin %.3f× size, lagging member credited %d bytes",
-			res.Seconds, float64(o.body.Load())/size, res.BytesByPeer[slow.id().String()])
+		t.Logf("lagging member: done in %.2fs, lagging member credited %d bytes", res.Seconds, res.BytesByPeer[slow.id().String()])
 	})
 
 	t.Run("ChangesMidDownload", func(t *testing.T) {
