@@ -97,8 +97,13 @@ type MulticastConfig struct {
 	// SocketBuffer is the send and receive buffer of each socket (default 8 MiB; root may
 	// exceed net.core.rmem_max).
 	SocketBuffer int
-	// DataQueue is the number of raw datagrams buffered for MulticastChannel.Recv (default
-	// 16384); more are dropped and counted.
+	// DataSocketBuffer is the receive buffer of the data sockets (default 32 MiB; root may
+	// exceed net.core.rmem_max): where datagrams wait while the consumer is behind.
+	DataSocketBuffer int
+	// DataQueue is the number of raw datagrams taken from the data sockets and waiting for
+	// MulticastChannel.Recv (default 512). While it is full the reader waits (up to
+	// DataQueueWait per read, after which that read's datagrams are dropped and counted) and
+	// what arrives meanwhile stays in the socket buffer: kernel memory, not this process's.
 	DataQueue int
 }
 
@@ -123,16 +128,17 @@ func DefaultConfig() Config {
 		MaxSenders:       4096,
 		GossipBuffer:     8192,
 		Multicast: MulticastConfig{
-			Group4:         netip.MustParseAddr("239.255.82.67"),
-			Group6:         netip.MustParseAddr("ff12::5243:7069"),
-			Port:           DefaultPort,
-			DataPort:       DefaultDataPort,
-			BeaconInterval: time.Second,
-			BeaconExpiry:   4 * time.Second,
-			HopLimit:       8,
-			MaxDatagram:    65000,
-			SocketBuffer:   8 << 20,
-			DataQueue:      16384,
+			Group4:           netip.MustParseAddr("239.255.82.67"),
+			Group6:           netip.MustParseAddr("ff12::5243:7069"),
+			Port:             DefaultPort,
+			DataPort:         DefaultDataPort,
+			BeaconInterval:   time.Second,
+			BeaconExpiry:     4 * time.Second,
+			HopLimit:         8,
+			MaxDatagram:      65000,
+			SocketBuffer:     8 << 20,
+			DataSocketBuffer: 32 << 20,
+			DataQueue:        512,
 		},
 	}
 }
@@ -198,6 +204,7 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("Multicast.MaxDatagram must be within 512..65000, got %d", m.MaxDatagram))
 		}
 		pos("Multicast.SocketBuffer", m.SocketBuffer)
+		pos("Multicast.DataSocketBuffer", m.DataSocketBuffer)
 		pos("Multicast.DataQueue", m.DataQueue)
 	}
 	if len(errs) > 0 {

@@ -118,7 +118,11 @@
 // messages per call, each run of equal-sized datagrams one UDP segmentation offload message
 // (UDP_SEGMENT; one message per datagram where the kernel refuses it), and the reader takes
 // up to 64 per recvmmsg, pausing between reads while datagrams flow so that each read finds
-// about 48 (RecvBatch returns them together). SetReceiving(false) leaves the data group (a
+// about 48 (RecvBatch returns them together). The reader hands them to a short queue
+// (DataQueue) and, while the consumer is behind and the queue full, waits (DataQueueWait) with
+// the backlog in the socket's receive buffer (DataSocketBuffer, 32 MiB): kernel memory that the
+// process neither copies nor garbage-collects, so a receiver's memory does not grow with how far
+// it falls behind. SetReceiving(false) leaves the data group (a
 // node that reads nothing takes nothing in; the transfer engine's Demux does this while no
 // content is being received). The data
 // sending socket of an interface shares the port of its beacon socket (so a datagram's source

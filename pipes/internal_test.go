@@ -8,6 +8,7 @@ import (
 	"io"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -305,5 +306,46 @@ func TestFrameReader(t *testing.T) {
 	}
 	if err := f.readFull(make([]byte, 10000)); err != io.ErrUnexpectedEOF {
 		t.Fatalf("payload cut short: %v, want io.ErrUnexpectedEOF", err)
+	}
+}
+
+// TestDataQueueWaits: a full data queue holds the reader back until the consumer takes a
+// batch (an empty queue takes any batch), and gives up when the channel closes.
+func TestDataQueueWaits(t *testing.T) {
+	m := &multicast{cfg: MulticastConfig{DataQueue: 4}, dataQ: make(chan *DatagramBatch, 4),
+		room: make(chan struct{}, 1), done: make(chan struct{})}
+	c := &MulticastChannel{m: m}
+	if !m.waitRoom(10) { // more than the bound, but the queue is empty
+		t.Fatal("an empty queue refused a batch")
+	}
+	m.dataQ <- &DatagramBatch{Datagrams: make([]Datagram, 10)}
+	got := make(chan bool, 1)
+	go func() { got <- m.waitRoom(1) }()
+	select {
+	case ok := <-got:
+		t.Fatalf("waitRoom returned %v with the queue full", ok)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if _, err := c.RecvBatch(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ok := <-got:
+		if !ok || m.queued.Load() != 1 {
+			t.Fatalf("after a take: waitRoom %v, %d queued; want true, 1", ok, m.queued.Load())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("waitRoom still waiting after the consumer took the batch")
+	}
+	m.queued.Store(4)
+	go func() { got <- m.waitRoom(1) }()
+	close(m.done)
+	select {
+	case ok := <-got:
+		if ok {
+			t.Fatal("waitRoom reserved room after the channel closed")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("waitRoom still waiting after the channel closed")
 	}
 }

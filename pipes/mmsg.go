@@ -466,6 +466,21 @@ func (s *dataSock) shutdown() {
 	}
 }
 
+// recvBuffer returns the socket's receive buffer (SO_RCVBUF halved: the kernel reports twice
+// what it grants to data, the rest being its bookkeeping); 0 once closed or on error.
+func (s *dataSock) recvBuffer() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return 0
+	}
+	n, err := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
+	if err != nil {
+		return 0
+	}
+	return n / 2
+}
+
 // setSockBuffers sets a socket's receive and send buffers to buf bytes: forced past
 // rmem_max/wmem_max when the process may (root), else as far as the limits allow.
 func setSockBuffers(fd, buf int) {

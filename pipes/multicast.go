@@ -48,8 +48,9 @@ type multicast struct {
 	ownAddr map[netip.Addr]bool // this node's interface addresses (fixed at start)
 	channel *MulticastChannel
 	dataQ   chan *DatagramBatch
-	queued  atomic.Int64 // datagrams in dataQ
-	batches sync.Pool    // of *DatagramBatch
+	queued  atomic.Int64  // datagrams in dataQ
+	room    chan struct{} // signalled (capacity 1) when RecvBatch takes a batch
+	batches sync.Pool     // of *DatagramBatch
 	done    chan struct{}
 	once    sync.Once
 
@@ -109,6 +110,7 @@ func startMulticast(s *Service) (*multicast, error) {
 		ownPort: make(map[uint16]bool),
 		ownAddr: make(map[netip.Addr]bool),
 		dataQ:   make(chan *DatagramBatch, cfg.DataQueue),
+		room:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		members: make(map[int]map[peer.ID]*member),
 		bySrc:   make(map[netip.AddrPort]peer.ID),
@@ -321,7 +323,7 @@ func (m *multicast) openData(v6 bool, ifs []*mcIface, joined func(*mcIface)) *da
 	if v6 {
 		fam, group = "IPv6", m.cfg.Group6
 	}
-	ds, err := openDataSock(v6, m.cfg.DataPort, m.cfg.SocketBuffer)
+	ds, err := openDataSock(v6, m.cfg.DataPort, m.cfg.DataSocketBuffer)
 	if err != nil {
 		m.s.log.Warn("multicast: "+fam+" data socket", "port", m.cfg.DataPort, "err", err)
 		return nil
@@ -706,8 +708,7 @@ func (m *multicast) onData(r *mmsgReader, n int) {
 		d.Peer = m.bySrc[d.From]
 	}
 	m.mu.Unlock()
-	if m.queued.Add(int64(k)) > int64(m.cfg.DataQueue) {
-		m.queued.Add(-int64(k))
+	if !m.waitRoom(k) {
 		m.s.stats.mcDataDropped.Add(uint64(k))
 		m.batches.Put(b)
 		return
@@ -720,6 +721,43 @@ func (m *multicast) onData(r *mmsgReader, n int) {
 		m.queued.Add(-int64(k))
 		m.s.stats.mcDataDropped.Add(uint64(k))
 		m.batches.Put(b)
+	}
+}
+
+// DataQueueWait bounds how long the data reader waits for room in the queue for one read's
+// datagrams (the consumer is behind; the socket buffer holds what arrives meanwhile) before
+// it drops them.
+const DataQueueWait = 2 * time.Second
+
+// waitRoom reserves room for k datagrams in the data queue, waiting while it is full (an
+// empty queue always takes a batch). It returns false if the wait timed out or the channel
+// closed.
+func (m *multicast) waitRoom(k int) bool {
+	var deadline, tick *time.Timer
+	defer func() {
+		if tick != nil {
+			tick.Stop()
+			deadline.Stop()
+		}
+	}()
+	for {
+		if q := m.queued.Add(int64(k)); q <= int64(m.cfg.DataQueue) || q == int64(k) {
+			return true
+		}
+		m.queued.Add(-int64(k))
+		if tick == nil {
+			deadline, tick = time.NewTimer(DataQueueWait), time.NewTimer(10*time.Millisecond)
+		} else {
+			tick.Reset(10 * time.Millisecond) // the other family's reader may take the signal
+		}
+		select {
+		case <-m.room:
+		case <-tick.C:
+		case <-deadline.C:
+			return false
+		case <-m.done:
+			return false
+		}
 	}
 }
 
@@ -1071,6 +1109,10 @@ func (c *MulticastChannel) RecvBatch(ctx context.Context) (*DatagramBatch, error
 	select {
 	case b := <-c.m.dataQ:
 		c.m.queued.Add(-int64(len(b.Datagrams)))
+		select {
+		case c.m.room <- struct{}{}:
+		default:
+		}
 		return b, nil
 	case <-c.m.done:
 		return nil, ErrClosed
@@ -1126,6 +1168,22 @@ func (c *MulticastChannel) UnfragmentedSize() int {
 		size = min(size, mi.ifi.MTU-hdr)
 	}
 	return size
+}
+
+// RecvBuffer is the receive buffer the kernel granted the data sockets, in bytes (the smallest
+// of the families; 0 without a data socket): how much backlog waits there while the consumer
+// is behind. Without the privilege to force it, net.core.rmem_max caps it.
+func (c *MulticastChannel) RecvBuffer() int {
+	least := 0
+	for _, ds := range []*dataSock{c.m.data4, c.m.data6} {
+		if ds == nil {
+			continue
+		}
+		if n := ds.recvBuffer(); least == 0 || n < least {
+			least = n
+		}
+	}
+	return least
 }
 
 // Domains returns this node's domain on each joined interface.

@@ -66,7 +66,7 @@ type MulticastStats struct {
 	BeaconsSent, BeaconsRecv uint64
 	DataSent, DataSentBytes  uint64 // raw channel datagrams (one per interface)
 	DataRecv, DataRecvBytes  uint64
-	DataDropped              uint64 // raw datagrams dropped because the Recv queue was full
+	DataDropped              uint64 // raw datagrams dropped: the Recv queue stayed full for DataQueueWait
 	SendErrors               uint64
 }
 

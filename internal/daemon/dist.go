@@ -98,7 +98,10 @@ func newDist(ctx context.Context, d *Daemon, eng *transfer.Engine) *dist {
 	}
 	if mc := d.pipes.Multicast(); mc != nil {
 		ds.mc = pipesch.Channel{C: mc}
-		ds.demux = mcast.NewDemux(ds.mc, demuxQueue)
+		buf := mc.RecvBuffer()
+		q := demuxQueueFor(buf)
+		ds.demux = mcast.NewDemux(ds.mc, q)
+		d.log.Debug("multicast receive buffering", "socket_buffer", buf, "queue", q)
 	}
 	d.node.Resolver().Handle(handlerWant, func(_ context.Context, from peer.ID, req []byte) ([]byte, error) {
 		op, id, link, err := decodeCoord(req)
@@ -139,9 +142,19 @@ func (ds *dist) wantSource(ctx context.Context, id content.ID, source peer.ID, l
 	}
 }
 
-// demuxQueue bounds the datagrams waiting for one receiver; past it they are dropped (and
-// counted), and the receiver repairs what it misses from peers.
-const demuxQueue = 16384
+// demuxQueueFor bounds the datagrams waiting for one receiver, given the data sockets'
+// receive buffer. While the queue is full the Demux stops reading and the backlog waits in the
+// socket buffer; past both, datagrams are dropped and the receiver repairs what it misses from
+// peers. A socket buffer of 16 MiB or more (granted to root) holds about a second at
+// 100 Mbit/s, so a short queue keeps the backlog out of the process (its memory then does not
+// depend on how far a receiver falls behind); a small one (rmem_max without the privilege)
+// leaves the backlog to a long queue in the process.
+func demuxQueueFor(recvBuffer int) int {
+	if recvBuffer >= 16<<20 {
+		return 1024
+	}
+	return 16384
+}
 
 // wait waits for the background work to end (cancel its context first).
 func (ds *dist) wait() {

@@ -5,13 +5,21 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/raftcast/raftcast/transfer/content"
 )
 
 // Demux shares one Channel among the receivers of several contents: it reads the channel in
 // one goroutine and hands each datagram to the sub-channel of its content tag. Datagrams for
-// content nobody opened are discarded; a full sub-channel queue drops (both counted).
+// content nobody opened are discarded (counted).
+//
+// A sub-channel's queue is bounded. When it is full and its receiver has started reading, the
+// Demux waits for room (at most SubWait per batch) rather than dropping: it stops reading the
+// channel, so the backlog builds up below it (for pipes, in the socket's receive buffer, not
+// in this process), and other contents on the channel wait too (they share its link anyway).
+// A full queue whose receiver has not asked for a batch within SubWait (not started, or done),
+// or a wait that times out, drops (counted).
 //
 // When the channel is a Membership, the Demux receives only while a sub-channel is open: a
 // node that gets nothing (a rendezvous, a source) does not take the stream in.
@@ -130,7 +138,7 @@ func (d *Demux) read() {
 		}
 		d.mu.Unlock()
 		for _, o := range outs {
-			o.s.push(o.b)
+			o.s.push(d.ctx, o.b)
 		}
 		clear(outs)
 	}
@@ -146,7 +154,7 @@ func tagOfDatagram(p []byte) (tag, bool) {
 
 // Open returns the sub-channel of content id (replacing an earlier one for the same content).
 func (d *Demux) Open(id content.ID) *Sub {
-	s := &Sub{d: d, t: tagOf(id), q: make(chan *Batch, d.queue), done: make(chan struct{})}
+	s := &Sub{d: d, t: tagOf(id), q: make(chan *Batch, d.queue), room: make(chan struct{}, 1), done: make(chan struct{})}
 	d.mu.Lock()
 	if d.err != nil {
 		close(s.done)
@@ -174,6 +182,8 @@ type Sub struct {
 	q           chan *Batch
 	queued      atomic.Int64
 	queuedBytes atomic.Int64
+	lastRead    atomic.Int64  // when the receiver last asked for a batch (unix ns; 0 never)
+	room        chan struct{} // signalled (capacity 1) when the receiver takes a batch
 	done        chan struct{}
 	closeOnce   sync.Once
 
@@ -192,14 +202,17 @@ var (
 // buffer capacity as well as datagrams, and small batches are trimmed before they queue.
 const queuedBytesPer = 2048
 
-// push queues b (the reader's), or drops it when the queue is full.
-func (s *Sub) push(b *Batch) {
+// SubWait bounds how long the Demux waits for room in a full sub-channel queue for one batch
+// before it drops the batch.
+const SubWait = time.Second
+
+// push queues b (the reader's), waiting while the queue is full and its receiver reads; it
+// drops b when the receiver has not read within SubWait, after SubWait, or when the
+// sub-channel or ctx ends.
+func (s *Sub) push(ctx context.Context, b *Batch) {
 	b.trim()
 	n, c := int64(b.Len()), int64(cap(b.buf))
-	qn, qc := s.queued.Add(n), s.queuedBytes.Add(c)
-	if qn > int64(s.d.queue) || qc > int64(s.d.queue)*queuedBytesPer {
-		s.queued.Add(-n)
-		s.queuedBytes.Add(-c)
+	if !s.reserve(ctx, n, c) {
 		s.d.Dropped.Add(n)
 		s.d.pool.Put(b)
 		return
@@ -214,6 +227,40 @@ func (s *Sub) push(b *Batch) {
 	}
 }
 
+// reserve takes room for n datagrams in c bytes of buffers (an empty queue always takes a
+// batch), waiting as push says; false if it gave up.
+func (s *Sub) reserve(ctx context.Context, n, c int64) bool {
+	var deadline *time.Timer
+	defer func() {
+		if deadline != nil {
+			deadline.Stop()
+		}
+	}()
+	for {
+		qn, qc := s.queued.Add(n), s.queuedBytes.Add(c)
+		if qn == n || (qn <= int64(s.d.queue) && qc <= int64(s.d.queue)*queuedBytesPer) {
+			return true
+		}
+		s.queued.Add(-n)
+		s.queuedBytes.Add(-c)
+		if time.Since(time.Unix(0, s.lastRead.Load())) > SubWait {
+			return false
+		}
+		if deadline == nil {
+			deadline = time.NewTimer(SubWait)
+		}
+		select {
+		case <-s.room:
+		case <-deadline.C:
+			return false
+		case <-s.done:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
 // Queued returns the datagrams waiting for the reader and the buffer bytes holding them.
 func (s *Sub) Queued() (datagrams int, bytes int64) {
 	return int(s.queued.Load()), s.queuedBytes.Load()
@@ -221,10 +268,15 @@ func (s *Sub) Queued() (datagrams int, bytes int64) {
 
 // next waits for the next queued batch.
 func (s *Sub) next(ctx context.Context) (*Batch, error) {
+	s.lastRead.Store(time.Now().UnixNano())
 	select {
 	case b := <-s.q:
 		s.queued.Add(-int64(b.Len()))
 		s.queuedBytes.Add(-int64(cap(b.buf)))
+		select {
+		case s.room <- struct{}{}:
+		default:
+		}
 		return b, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()

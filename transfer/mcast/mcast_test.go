@@ -3,6 +3,7 @@ package mcast_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -425,5 +426,69 @@ func TestDemuxQueueMemory(t *testing.T) {
 	}
 	if bytes > queue*2048 {
 		t.Fatalf("%d datagrams queued in %d bytes of buffers, more than 2 KiB each", n, bytes)
+	}
+}
+
+// TestDemuxWaitsForReader: a full queue whose receiver reads, slowly, holds the Demux back
+// (the channel below it keeps the backlog) and loses nothing; a full queue nobody reads drops
+// at once and does not hold back the other content.
+func TestDemuxWaitsForReader(t *testing.T) {
+	_, _, m1, _ := fixture(t, 64<<10, content.MinSliceSize)
+	_, _, m2, _ := fixture(t, 64<<10+1, content.MinSliceSize)
+	const queue, n = 8, 200
+	p := &batchPort{Port: mcasttest.NewDomain(1500).Join(0, 1, 16), batches: make(chan [][]byte)}
+	dm := mcast.NewDemux(p, queue)
+	defer dm.Close()
+	read, idle := dm.Open(m1.ID()), dm.Open(m2.ID())
+	defer read.Close()
+	defer idle.Close()
+	dg := func(id content.ID, i int) []byte {
+		b := make([]byte, 1400)
+		copy(b, "RM\x01\x01")
+		copy(b[4:12], id[:8])
+		binary.BigEndian.PutUint32(b[12:], uint32(i))
+		return b
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	got, first := make(chan []int, 1), make(chan struct{})
+	go func() {
+		var seen []int
+		b := new(mcast.Batch)
+		for len(seen) < n {
+			if err := read.RecvBatch(ctx, b); err != nil {
+				break
+			}
+			if len(seen) == 0 {
+				close(first)
+			}
+			for i := range b.Len() {
+				seen = append(seen, int(binary.BigEndian.Uint32(b.At(i)[12:])))
+			}
+			time.Sleep(2 * time.Millisecond) // slower than the sender: the queue fills
+		}
+		got <- seen
+	}()
+	for i := range n {
+		select {
+		case p.batches <- [][]byte{dg(m1.ID(), i), dg(m2.ID(), i)}:
+		case <-ctx.Done():
+			t.Fatal("demux did not take a batch")
+		}
+		if i == 0 {
+			<-first // the receiver reads from now on
+		}
+	}
+	seen := <-got
+	if len(seen) != n {
+		t.Fatalf("the reading receiver got %d datagrams of %d", len(seen), n)
+	}
+	for i, v := range seen {
+		if v != i {
+			t.Fatalf("datagram %d is %d: out of order", i, v)
+		}
+	}
+	if q, _ := idle.Queued(); q != queue || dm.Dropped.Load() != n-queue {
+		t.Fatalf("idle sub-channel queued %d, dropped %d: want %d queued and %d dropped", q, dm.Dropped.Load(), queue, n-queue)
 	}
 }
