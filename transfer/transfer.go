@@ -613,6 +613,8 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 	)
 	sessDone := make(chan struct{})             // closed when the session ends
 	var recvSeen atomic.Pointer[mcast.Receiver] // the multicast receiver, once made
+	var sessSeen atomic.Pointer[swarm.Session]  // the swarm session, once made (and holding)
+	var tookOver atomic.Bool                    // this node relays in place of a dead proxy
 	relayed := func(i int) {
 		relayMu.Lock()
 		if relayQ != nil {
@@ -661,6 +663,12 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 					from = r.Front() + 1
 				}
 				e.log.Info("taking over the relay", "content", m.ID(), "held", st.Count(), "from_slice", from)
+				// Its own relay is the domain's multicast now: nothing more comes to this node
+				// by multicast, so everything it misses is fetched from peers at once.
+				tookOver.Store(true)
+				if s := sessSeen.Load(); s != nil {
+					s.ReleaseAll()
+				}
 				start(from)
 				return
 			}
@@ -710,8 +718,10 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 
 	scfg := e.cfg.Session
 	scfg.Source = req.Source
-	if req.Relay != nil && req.RelayFrom == nil {
-		scfg.Planner.Ascending = true // fetch in order, so the relay can multicast in order
+	if req.Relay != nil {
+		// Fetch in order, so the relay can multicast in order (a would-be successor too: its
+		// few repairs before a takeover lose nothing by being in order).
+		scfg.Planner.Ascending = true
 	}
 	scfg.Planner.SourceDelay = req.SourceDelay
 	scfg.Peers = peers
@@ -732,6 +742,10 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 	}
 	if recv != nil {
 		sess.Hold(st.Missing()...) // expected by multicast until it says otherwise
+		sessSeen.Store(sess)
+		if tookOver.Load() { // the takeover came first
+			sess.ReleaseAll()
+		}
 		wg.Go(func() {
 			if err := recv.Run(ctx); err != nil && ctx.Err() == nil {
 				e.log.Warn("multicast receiver stopped", "content", m.ID(), "err", err)

@@ -365,7 +365,10 @@ func TestRelayTakeover(t *testing.T) {
 	listen.Close()
 
 	// Takeover: the taker knows no stream peer until it takes over (then the source), so
-	// what it holds before came from the dead proxy's multicast.
+	// what it holds before came from the dead proxy's multicast. Its multicast receiver
+	// would wait minutes before giving up on the dead proxy: the takeover itself must set it
+	// fetching what it misses.
+	taker.e.cfg.Receiver.IdleTimeout, taker.e.cfg.Receiver.GoneTimeout = 10*time.Minute, 10*time.Minute
 	onlyPort, takerPort, deadPort := dom.Join(0, 3, 1<<16), dom.Join(0, 4, 1<<16), dom.Join(0, 5, 16)
 	take := make(chan struct{})
 	var wg sync.WaitGroup
