@@ -607,20 +607,16 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 
 	// Relay (proxy peer): re-multicast slices as they arrive, in ascending order: those held
 	// when it starts, then each one stored (by any carrier) after.
-	var (
-		relayMu sync.Mutex // guards relayQ
-		relayQ  chan int   // nil until the relay starts
-	)
+	stored := make(chan struct{}, 1)            // signalled when a slice is stored: the relay looks again
 	sessDone := make(chan struct{})             // closed when the session ends
 	var recvSeen atomic.Pointer[mcast.Receiver] // the multicast receiver, once made
 	var sessSeen atomic.Pointer[swarm.Session]  // the swarm session, once made (and holding)
 	var tookOver atomic.Bool                    // this node relays in place of a dead proxy
-	relayed := func(i int) {
-		relayMu.Lock()
-		if relayQ != nil {
-			relayQ <- i // capacity: each slice at most twice (held at the start and stored)
+	wakeRelay := func() {
+		select {
+		case stored <- struct{}{}:
+		default:
 		}
-		relayMu.Unlock()
 	}
 	if req.Relay != nil {
 		rate := req.RelayRate
@@ -630,18 +626,6 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 		snd, err := mcast.NewSender(req.Relay, m, mcast.DefaultSenderConfig(rate))
 		if err != nil {
 			return err
-		}
-		// start relays from slice from on: those held, then each one stored.
-		start := func(from int) {
-			relayMu.Lock()
-			relayQ = make(chan int, 2*m.NumSlices())
-			for i := from; i < m.NumSlices(); i++ {
-				if st.Has(i) {
-					relayQ <- i
-				}
-			}
-			relayMu.Unlock()
-			e.relay(relayCtx, snd, st, relayQ, from)
 		}
 		wg.Go(func() {
 			if req.RelayFrom != nil {
@@ -669,10 +653,10 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 				if s := sessSeen.Load(); s != nil {
 					s.ReleaseAll()
 				}
-				start(from)
+				e.relay(relayCtx, snd, st, stored, from)
 				return
 			}
-			start(0)
+			e.relay(relayCtx, snd, st, stored, 0)
 		})
 	}
 
@@ -684,7 +668,7 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 			mcBytes.Add(int64(n))
 			it.done.Add(int64(n))
 			sess.Stored(i)
-			relayed(i)
+			wakeRelay()
 			report(st.Count(), sess.Stats())
 		}
 		rcfg.OnLost = func(idx []int) { sess.Release(idx...) }
@@ -727,7 +711,7 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 	scfg.Peers = peers
 	scfg.OnStored = func(i, n int, _ peer.ID) {
 		it.done.Add(int64(st.Layout().SliceLen(i)))
-		relayed(i)
+		wakeRelay()
 	}
 	scfg.OnProgress = func(p swarm.Progress) { report(p.Have, p.Stats) }
 	if recv != nil {
@@ -777,21 +761,13 @@ func (e *Engine) receive(ctx context.Context, it *item, req GetRequest, peers fu
 	return nil
 }
 
-// relay multicasts slices from on in ascending order as they become available (their indices
-// arrive on q), then the end of the pass once all are sent.
-func (e *Engine) relay(ctx context.Context, snd *mcast.Sender, st *store.Store, q chan int, from int) {
+// relay multicasts slices from on in ascending order as the store holds them (stored is
+// signalled when it gains one), then the end of the pass once all are sent.
+func (e *Engine) relay(ctx context.Context, snd *mcast.Sender, st *store.Store, stored <-chan struct{}, from int) {
 	n := st.Layout().NumSlices()
 	buf := make([]byte, st.Layout().SliceSize)
-	ready := store.NewBitmap(n)
-	next := from
-	for next < n {
-		select {
-		case <-ctx.Done():
-			return
-		case i := <-q:
-			ready.Set(i)
-		}
-		for ; next < n && ready.Has(next); next++ {
+	for next := from; next < n; {
+		for ; next < n && st.Has(next); next++ {
 			b, err := st.ReadSlice(next, buf)
 			if err == nil {
 				err = snd.SendSlice(ctx, next, b)
@@ -802,6 +778,14 @@ func (e *Engine) relay(ctx context.Context, snd *mcast.Sender, st *store.Store, 
 				}
 				return
 			}
+		}
+		if next == n {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-stored:
 		}
 	}
 	_ = snd.SendEnd(ctx)
