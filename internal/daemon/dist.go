@@ -228,15 +228,13 @@ func (ds *dist) linkRate() linkrate.Rate {
 	return linkrate.Min(rs...)
 }
 
-// passRate is the pace of a pass of id into this node's multicast domain: rate if given, else
-// linkShare of the slowest known link among this node and the domain's peers that want id,
-// else DefaultRate. from says which ("flag", "shaper", "link" or "default").
-func (ds *dist) passRate(id content.ID, rate int64) (bytesPerSec int64, from string) {
-	if rate > 0 {
-		return rate, "flag"
-	}
+// passRate is the pace of a pass of id into this node's multicast domain when no rate is given:
+// linkShare of the slowest known link among this node's (own, from linkRate) and those of the
+// domain's peers that want id, else DefaultRate. from says which ("shaper", "link" or
+// "default").
+func (ds *dist) passRate(id content.ID, own linkrate.Rate) (bytesPerSec int64, from string) {
 	mc := ds.d.pipes.Multicast()
-	rs := []linkrate.Rate{ds.linkRate()}
+	rs := []linkrate.Rate{own}
 	ds.mu.Lock()
 	for p, bits := range ds.wants[id] {
 		if mc != nil && mc.InDomain(p) {
@@ -362,7 +360,10 @@ func (ds *dist) onWant(id content.ID, from peer.ID, link int64) {
 		case <-time.After(passWindow):
 		case <-start:
 		}
-		rate, rateFrom := ds.passRate(id, src.rate)
+		rate, rateFrom := src.rate, "flag"
+		if rate <= 0 {
+			rate, rateFrom = ds.passRate(id, ds.linkRate())
+		}
 		ds.mu.Lock()
 		ds.passAt[id] = time.Now().Add(passTime(src.size, rate))
 		if ds.passGo[id] == start {
@@ -571,7 +572,8 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 		ch := ds.demux.Open(id)
 		defer ch.Close()
 		req.Multicast = ch
-		link := ds.linkRate().Bits // read once: it asks the kernel
+		own := ds.linkRate() // read once: it asks the kernel
+		link := own.Bits
 		ds.onWant(id, ds.d.node.ID(), link)
 		defer ds.sendDone(g, id)
 		mc := ds.d.pipes.Multicast()
@@ -600,7 +602,7 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 				req.SourceDelay = proxySourceDelay
 			}
 			var from string
-			req.RelayRate, from = ds.passRate(id, 0)
+			req.RelayRate, from = ds.passRate(id, own)
 			if p := ds.domainProxy(g, id); (p == "" || p == ds.d.node.ID()) && ds.isProxy(id) && ds.claimProxy(ctx, g, id, "") {
 				// The proxy pulls from peers at once (no multicast to wait for here) and
 				// re-multicasts what it obtains.
