@@ -3,6 +3,7 @@ package peergroup
 import (
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -91,6 +92,13 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		f.onApply(nil)
 	}
 	return nil
+}
+
+// proxies returns a copy of the proxy peers recorded for a content.
+func (f *fsm) proxies(contentID string) []peer.ID {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return slices.Clone(f.st.proxies[contentID])
 }
 
 // view returns a copy of the state.

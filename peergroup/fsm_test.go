@@ -358,7 +358,14 @@ func TestFSMProxies(t *testing.T) {
 	mustApply(t, f, 1, &ProxySet{ContentID: "c", Proxy: ps[2]})
 	mustApply(t, f, 1, &ProxySet{ContentID: "c", Proxy: ps[2]}) // again: no duplicate
 	mustApply(t, f, 1, &ProxySet{ContentID: "d", Proxy: ps[1]})
-	proxies := func(id string) []peer.ID { return f.view(nil).Proxies[id] }
+	proxies := func(id string) []peer.ID {
+		t.Helper()
+		v := f.view(nil).Proxies[id]
+		if got := f.proxies(id); !slices.Equal(got, v) {
+			t.Fatalf("proxies(%q) = %v, the state view says %v", id, got, v)
+		}
+		return v
+	}
 	if got := proxies("c"); !slices.Equal(got, []peer.ID{ps[1], ps[2]}) {
 		t.Fatalf("proxies of c: %v", got)
 	}

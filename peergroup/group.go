@@ -311,6 +311,10 @@ func (g *Group) configuration() (map[peer.ID]bool, error) {
 	return out, nil
 }
 
+// Proxies returns the proxy peers recorded for a content (ProxySet), one per multicast domain:
+// State().Proxies[contentID] without copying the rest of the state.
+func (g *Group) Proxies(contentID string) []peer.ID { return g.fsm.proxies(contentID) }
+
 // State returns a read-only copy of the replicated state; Member.Voter comes from the Raft
 // configuration this node knows.
 func (g *Group) State() StateView {

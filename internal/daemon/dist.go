@@ -657,7 +657,7 @@ func (ds *dist) domainProxy(g *peergroup.Group, id content.ID) peer.ID {
 	mc := ds.d.pipes.Multicast()
 	self := ds.d.node.ID()
 	live := g.LiveMembers()
-	for _, p := range g.State().Proxies[id.String()] {
+	for _, p := range g.Proxies(id.String()) {
 		if (p == self || mc.InDomain(p)) && slices.Contains(live, p) {
 			return p
 		}
