@@ -3,6 +3,7 @@ package linkrate
 import (
 	"encoding/binary"
 	"fmt"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -46,21 +47,21 @@ func dumpTC(typ uint16, index int) ([]tcObject, error) {
 			return nil, err
 		}
 		for _, m := range msgs {
-			if m.seq != seq {
+			if m.Header.Seq != seq {
 				continue
 			}
-			switch m.typ {
+			switch m.Header.Type {
 			case unix.NLMSG_DONE:
 				return out, nil
 			case unix.NLMSG_ERROR:
-				if len(m.body) >= 4 {
-					if code := int32(binary.NativeEndian.Uint32(m.body)); code != 0 {
+				if len(m.Data) >= 4 {
+					if code := int32(binary.NativeEndian.Uint32(m.Data)); code != 0 {
 						return nil, fmt.Errorf("%w: %w", ErrNetlink, unix.Errno(-code))
 					}
 				}
 				return out, nil
 			}
-			o, idx, err := parseTC(m.body)
+			o, idx, err := parseTC(m.Data)
 			if err != nil {
 				return nil, err
 			}
@@ -71,27 +72,12 @@ func dumpTC(typ uint16, index int) ([]tcObject, error) {
 	}
 }
 
-// message is one netlink message.
-type message struct {
-	typ  uint16
-	seq  uint32
-	body []byte
-}
-
-// parseMessages splits a netlink datagram into its messages (each aligned to 4 bytes).
-func parseMessages(b []byte) ([]message, error) {
-	var out []message
-	for len(b) >= unix.NLMSG_HDRLEN {
-		l := int(binary.NativeEndian.Uint32(b))
-		if l < unix.NLMSG_HDRLEN || l > len(b) {
-			return nil, fmt.Errorf("%w: bad message length %d of %d", ErrNetlink, l, len(b))
-		}
-		out = append(out, message{
-			typ:  binary.NativeEndian.Uint16(b[4:]),
-			seq:  binary.NativeEndian.Uint32(b[8:]),
-			body: b[unix.NLMSG_HDRLEN:l],
-		})
-		b = b[min(len(b), (l+3)&^3):]
+// parseMessages splits a netlink datagram into its messages (syscall.ParseNetlinkMessage; an
+// error wraps ErrNetlink).
+func parseMessages(b []byte) ([]syscall.NetlinkMessage, error) {
+	msgs, err := syscall.ParseNetlinkMessage(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNetlink, err)
 	}
-	return out, nil
+	return msgs, nil
 }
