@@ -589,6 +589,7 @@ func (g *Group) changeLoop() {
 			return
 		case <-g.changed:
 		}
+		idx := g.fsm.index() // before the view: the view is at least this far
 		v := g.fsm.view(nil)
 		conf, confErr := g.configuration()
 		members := make(map[peer.ID]bool, len(v.Members))
@@ -621,12 +622,7 @@ func (g *Group) changeLoop() {
 		if writeBook {
 			g.book = bookBytes
 		}
-		removed := false
-		if members[g.self] {
-			g.hadSelf = true
-		} else if g.hadSelf && !g.leaving {
-			removed = true
-		}
+		removed := g.noteSelf(members[g.self], idx)
 		g.mu.Unlock()
 
 		if writeBook {
@@ -643,6 +639,20 @@ func (g *Group) changeLoop() {
 	}
 }
 
+// noteSelf records whether the state at log index idx lists this node and reports whether
+// the node has been removed: listed in a state at or past its admission, absent now, and not
+// leaving. A state before the admission does not count: the log a rejoining node receives
+// replays its earlier membership and its end. g.mu must be held.
+func (g *Group) noteSelf(listed bool, idx uint64) (removed bool) {
+	if listed {
+		if idx >= g.meta.AdmitIndex {
+			g.hadSelf = true
+		}
+		return false
+	}
+	return g.hadSelf && !g.leaving
+}
+
 // selfMember returns what this node announces about itself.
 func (g *Group) selfUpdate() *MemberUpdate {
 	addrs := g.m.h.Addrs()
@@ -656,7 +666,7 @@ func (g *Group) announce(ctx context.Context) error {
 	ch, stop := g.Watch()
 	defer stop()
 	for {
-		if g.fsm.view(nil).IsMember(g.self) {
+		if g.fsm.index() >= g.meta.AdmitIndex && g.fsm.view(nil).IsMember(g.self) {
 			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			err := g.Apply(actx, g.selfUpdate())
 			cancel()

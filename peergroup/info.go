@@ -124,6 +124,11 @@ func validGroupID(id string) bool {
 type groupMeta struct {
 	Header Header
 	Key    []byte
+	// AdmitIndex is the log index of the MemberAdd that admitted this node (0 for the
+	// creator, or from a leader that does not say). The log this node receives may hold an
+	// earlier membership of its own that ended (it left and came back): only a state at or
+	// past this index counts as having been a member.
+	AdmitIndex uint64
 }
 
 const (
@@ -139,6 +144,7 @@ func (gm *groupMeta) marshal() []byte {
 	e.U8(1)
 	(&GroupInit{Header: gm.Header}).encode(&e)
 	e.Bytes(gm.Key)
+	e.Uvarint(gm.AdmitIndex) // optional: meta files written before it end after the key
 	return e.B
 }
 
@@ -157,6 +163,9 @@ func readMeta(dir string) (*groupMeta, error) {
 	var gi GroupInit
 	gi.decode(&d)
 	gm := &groupMeta{Header: gi.Header, Key: d.Bytes(keyLen, "key")}
+	if d.Err() == nil && d.Len() > 0 {
+		gm.AdmitIndex = d.Uvarint()
+	}
 	if err := d.Finish(); err != nil {
 		return nil, err
 	}

@@ -70,7 +70,7 @@ func (m *Manager) Join(ctx context.Context, info GroupInfo, cred Credential) (*G
 	for _, w := range acc.Members {
 		seed = append(seed, peer.AddrInfo{ID: w.PeerID, Addrs: w.Addrs})
 	}
-	g, err := m.start(&groupMeta{Header: acc.Header, Key: key}, false, seed)
+	g, err := m.start(&groupMeta{Header: acc.Header, Key: key, AdmitIndex: acc.AdmitIndex}, false, seed)
 	if err != nil {
 		return nil, err
 	}
@@ -303,7 +303,8 @@ func (g *Group) admit(s network.Stream, r *bufio.Reader, from peer.ID, req *join
 	if err != nil {
 		return nil, err
 	}
-	if _, err := g.applyLocal(ctx, add, b, g.self); err != nil {
+	admitIdx, err := g.applyLocal(ctx, add, b, g.self)
+	if err != nil {
 		return nil, err
 	}
 	conf, err := g.configuration()
@@ -318,7 +319,7 @@ func (g *Group) admit(s network.Stream, r *bufio.Reader, from peer.ID, req *join
 	}
 	g.signal(g.changed)
 	v = g.fsm.view(nil)
-	acc := &joinAccept{Header: g.meta.Header, Leader: g.self, Term: g.raft.CurrentTerm()}
+	acc := &joinAccept{Header: g.meta.Header, Leader: g.self, Term: g.raft.CurrentTerm(), AdmitIndex: admitIdx}
 	if g.meta.Header.Policy == PolicySecret {
 		acc.LeaderProof = leaderProof(g.meta.Key, req.Nonce, g.self, g.id)
 	}

@@ -1,9 +1,11 @@
 package peergroup
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -102,9 +104,17 @@ func TestLeaveAndExpel(t *testing.T) {
 	if !errors.Is(err, ErrBanned) {
 		t.Fatalf("expelled peer rejoining: %v, want ErrBanned", err)
 	}
-	// The one who left may come back.
-	if _, err := b.m.Join(ctxT(t, 20*time.Second), a.group(t, id).Info(), Credential{Secret: "s3cret"}); err != nil {
+	// The one who left may come back. The log it receives replays its first membership and
+	// its leave before its new admission: only the new admission counts, so it keeps the group.
+	g2, err := b.m.Join(ctxT(t, 20*time.Second), a.group(t, id).Info(), Credential{Secret: "s3cret"})
+	if err != nil {
 		t.Fatalf("rejoin after leave: %v", err)
+	}
+	if g2.meta.AdmitIndex == 0 {
+		t.Fatal("the rejoin's admission index is not known")
+	}
+	if meta, err := readMeta(b.dir + "/groups/" + id); err != nil || meta.AdmitIndex != g2.meta.AdmitIndex {
+		t.Fatalf("meta on disk: %+v, %v; want admission index %d", meta, err, g2.meta.AdmitIndex)
 	}
 	eventually(t, 20*time.Second, "3 members after rejoin", func() error { return agree(id, 3, a, b, c) })
 }
@@ -274,5 +284,60 @@ func TestRaftGateLearnsMissedMembers(t *testing.T) {
 			t.Fatal("outsider's raft stream was served")
 		}
 		s.Close()
+	}
+}
+
+// TestNoteSelf: a node counts as removed only when a state at or past its admission listed
+// it and a later one does not; the replay of an earlier membership that ended does not count.
+func TestNoteSelf(t *testing.T) {
+	type obs struct {
+		listed      bool
+		idx         uint64
+		wantRemoved bool
+	}
+	for _, tc := range []struct {
+		name  string
+		admit uint64
+		seq   []obs
+	}{
+		{"rejoin replays the old membership", 10, []obs{{true, 3, false}, {false, 6, false}, {true, 10, false}, {true, 11, false}}},
+		{"removed after the admission", 10, []obs{{true, 3, false}, {false, 6, false}, {true, 10, false}, {false, 14, true}}},
+		{"creator or an older leader", 0, []obs{{true, 1, false}, {false, 6, true}}},
+		{"not yet admitted", 10, []obs{{false, 2, false}, {false, 9, false}}},
+	} {
+		g := &Group{meta: groupMeta{AdmitIndex: tc.admit}}
+		for i, o := range tc.seq {
+			if got := g.noteSelf(o.listed, o.idx); got != o.wantRemoved {
+				t.Errorf("%s: step %d (listed %v at %d): removed %v, want %v", tc.name, i, o.listed, o.idx, got, o.wantRemoved)
+			}
+		}
+	}
+	g := &Group{meta: groupMeta{AdmitIndex: 1}, leaving: true}
+	g.noteSelf(true, 1)
+	if g.noteSelf(false, 2) {
+		t.Error("a node that is leaving counts its own removal as one")
+	}
+}
+
+// TestGroupMetaAdmitIndex: the admission index survives a round trip, and a meta file written
+// before it existed still opens (with 0).
+func TestGroupMetaAdmitIndex(t *testing.T) {
+	dir := t.TempDir()
+	gm := groupMeta{Header: Header{ID: "0123456789abcdef01234567", Name: "films", Policy: PolicySecret, Creator: fixedPeers(t, 1)[0], Created: t0},
+		Key: bytes.Repeat([]byte{7}, keyLen), AdmitIndex: 42}
+	b := gm.marshal()
+	if err := os.WriteFile(filepath.Join(dir, metaFile), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readMeta(dir)
+	if err != nil || got.AdmitIndex != 42 || got.Header.Name != "films" || !bytes.Equal(got.Key, gm.Key) {
+		t.Fatalf("read back %+v, %v", got, err)
+	}
+	old := b[:len(b)-1] // 42 is one uvarint byte: without it, the format before the index
+	if err := os.WriteFile(filepath.Join(dir, metaFile), old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readMeta(dir); err != nil || got.AdmitIndex != 0 {
+		t.Fatalf("old meta: %+v, %v", got, err)
 	}
 }

@@ -161,6 +161,7 @@ type joinAccept struct {
 	Term        uint64
 	Members     []wireMember
 	LeaderProof []byte // secret groups: the leader's proof over the joiner's nonce
+	AdmitIndex  uint64 // log index of the joiner's MemberAdd (optional: older leaders omit it)
 }
 
 func (m *joinAccept) encode(e *bincodec.Encoder) {
@@ -174,6 +175,7 @@ func (m *joinAccept) encode(e *bincodec.Encoder) {
 		e.Addrs(w.Addrs)
 		e.Bool(w.Voter)
 	}
+	e.Uvarint(m.AdmitIndex)
 }
 func (m *joinAccept) decode(d *bincodec.Decoder) {
 	m.LeaderProof = d.Bytes(64, "proof")
@@ -185,6 +187,9 @@ func (m *joinAccept) decode(d *bincodec.Decoder) {
 	n := d.Count(maxListLen, "members")
 	for i := 0; i < n && d.Err() == nil; i++ {
 		m.Members = append(m.Members, wireMember{PeerID: d.Peer(), Addrs: d.Addrs(maxAddrs, maxAddrLen), Voter: d.Bool()})
+	}
+	if d.Err() == nil && d.Len() > 0 {
+		m.AdmitIndex = d.Uvarint()
 	}
 }
 

@@ -148,6 +148,15 @@ func TestGetCancelledLeavesNothingAndResumes(t *testing.T) {
 	}
 	t.Cleanup(func() { e2.Close() })
 	r.e = e2
+	// The cancelled get's streams may still be finishing a frame on the source's side: count
+	// from when the source serves none.
+	deadline := time.Now().Add(30 * time.Second)
+	for src.e.Server().Stats().Streams > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the source still serves the cancelled get's streams after 30 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	servedBefore := src.e.Server().Stats().SliceFrames
 	ctx2, cancel2 := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel2()

@@ -50,8 +50,27 @@ type daemon struct {
 	t    *testing.T
 	data string
 	cmd  *exec.Cmd
-	log  *bytes.Buffer
+	log  *logBuffer
 	done chan struct{}
+}
+
+// logBuffer collects a daemon's output; exec copies into it from its own goroutine while a
+// test may read it.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // startDaemon starts `raftcast <role> --data dir args...` and waits until its API is up.
@@ -61,7 +80,7 @@ func startDaemon(t *testing.T, role, dir string, args ...string) *daemon {
 	_ = os.Remove(filepath.Join(dir, "api"))
 	full := append([]string{role, "--data", dir, "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns=false", "--multicast-iface", "none"}, args...)
 	cmd := exec.Command(binary(t), full...)
-	d := &daemon{t: t, data: dir, cmd: cmd, log: &bytes.Buffer{}, done: make(chan struct{})}
+	d := &daemon{t: t, data: dir, cmd: cmd, log: &logBuffer{}, done: make(chan struct{})}
 	cmd.Stdout = d.log
 	cmd.Stderr = d.log
 	if err := cmd.Start(); err != nil {
@@ -80,7 +99,9 @@ func startDaemon(t *testing.T, role, dir string, args ...string) *daemon {
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s did not become ready: %s", role, d.log)
+			// SIGQUIT makes the Go runtime print every goroutine's stack: where it is stuck.
+			d.stop(syscall.SIGQUIT)
+			t.Fatalf("%s did not become ready within 30 s: %s", role, d.log)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -59,6 +59,7 @@ type ServerStats struct {
 	NotFound     int64 // requests for unknown content
 	SliceNotHave int64
 	Elsewhere    int64 // slices a seeding server sent to another peer instead
+	Streams      int   // streams being served now
 }
 
 type served struct {
@@ -153,12 +154,15 @@ func (s *Server) Serving(id content.ID) bool {
 	return s.contents[id] != nil
 }
 
-// Stats returns the cumulative counters.
+// Stats returns the cumulative counters and the number of streams being served.
 func (s *Server) Stats() ServerStats {
+	s.mu.Lock()
+	streams := len(s.streams)
+	s.mu.Unlock()
 	return ServerStats{
 		Requests: s.requests.Load(), SliceFrames: s.frames.Load(), SliceBytes: s.bytes.Load(),
 		Refused: s.refused.Load(), NotFound: s.notFound.Load(), SliceNotHave: s.notHave.Load(),
-		Elsewhere: s.elsewhere.Load(),
+		Elsewhere: s.elsewhere.Load(), Streams: streams,
 	}
 }
 

@@ -313,6 +313,15 @@ func TestSwarmResumeAfterRestart(t *testing.T) {
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// The cancelled session's streams may still be finishing a frame on the source's side:
+	// count from when the source serves none.
+	deadline := time.Now().Add(30 * time.Second)
+	for src.srv.Stats().Streams > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the source still serves the cancelled session's streams after 30 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	servedBefore := src.srv.Stats().SliceFrames
 
 	st2, err := store.Open(store.ForManifest(r.dir, m))
