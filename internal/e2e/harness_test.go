@@ -88,7 +88,9 @@ func startDaemon(t *testing.T, role, dir string, args ...string) *daemon {
 	}
 	go func() { cmd.Wait(); close(d.done) }()
 	t.Cleanup(func() { d.stop(syscall.SIGKILL) })
-	deadline := time.Now().Add(30 * time.Second)
+	// A daemon is ready in well under a second; the bound leaves room for a machine that
+	// stalls (a CI run once saw daemons take about 30 s).
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "api")); err == nil {
 			return d
@@ -101,7 +103,7 @@ func startDaemon(t *testing.T, role, dir string, args ...string) *daemon {
 		if time.Now().After(deadline) {
 			// SIGQUIT makes the Go runtime print every goroutine's stack: where it is stuck.
 			d.stop(syscall.SIGQUIT)
-			t.Fatalf("%s did not become ready within 30 s: %s", role, d.log)
+			t.Fatalf("%s did not become ready within 60 s: %s", role, d.log)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
