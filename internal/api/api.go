@@ -270,6 +270,11 @@ type GetResult struct {
 	BytesSource    int64   `json:"bytes_source"`
 	BytesResumed   int64   `json:"bytes_resumed"`
 	Proxy          bool    `json:"proxy"`
+	// Started and Finished are the daemon's clock when it took the request and when the
+	// file was whole and verified at its path: the gets of one distribution, on hosts with
+	// synchronised clocks, span from the first Started to the last Finished.
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
 }
 
 // Progress is one progress report of a running transfer.

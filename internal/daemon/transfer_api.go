@@ -92,6 +92,7 @@ func (s *streamer) result(v any) {
 }
 
 func (d *Daemon) get(w http.ResponseWriter, r *http.Request) {
+	started := time.Now()
 	var req api.Get
 	if err := decodeBody(r, &req); err != nil {
 		writeJSON(w, http.StatusBadRequest, api.Error{Error: err.Error(), Usage: true})
@@ -117,7 +118,7 @@ func (d *Daemon) get(w http.ResponseWriter, r *http.Request) {
 	st.result(api.GetResult{
 		ContentID: res.ID.String(), Name: res.Name, Size: res.Size, Seconds: res.Seconds,
 		BytesMulticast: res.BytesMulticast, BytesPeers: res.BytesPeers, BytesSource: res.BytesSource,
-		BytesResumed: res.BytesResumed, Proxy: proxy,
+		BytesResumed: res.BytesResumed, Proxy: proxy, Started: started, Finished: time.Now(),
 	})
 }
 

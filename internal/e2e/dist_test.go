@@ -12,13 +12,15 @@ import (
 )
 
 type getResult struct {
-	ContentID      string  `json:"content_id"`
-	Size           int64   `json:"size"`
-	Seconds        float64 `json:"seconds"`
-	BytesMulticast int64   `json:"bytes_multicast"`
-	BytesPeers     int64   `json:"bytes_peers"`
-	BytesSource    int64   `json:"bytes_source"`
-	BytesResumed   int64   `json:"bytes_resumed"`
+	ContentID      string    `json:"content_id"`
+	Size           int64     `json:"size"`
+	Seconds        float64   `json:"seconds"`
+	BytesMulticast int64     `json:"bytes_multicast"`
+	BytesPeers     int64     `json:"bytes_peers"`
+	BytesSource    int64     `json:"bytes_source"`
+	BytesResumed   int64     `json:"bytes_resumed"`
+	Started        time.Time `json:"started"`
+	Finished       time.Time `json:"finished"`
 }
 
 // TestDistributionProcesses is issue 5's loopback acceptance: a source and three receivers
@@ -58,6 +60,7 @@ func TestDistributionProcesses(t *testing.T) {
 	}
 
 	var wg sync.WaitGroup
+	before := time.Now()
 	results := make([]getResult, 3)
 	errs := make([]string, 3)
 	for i, d := range ds[1:] {
@@ -86,6 +89,7 @@ func TestDistributionProcesses(t *testing.T) {
 		}(i, d)
 	}
 	wg.Wait()
+	after := time.Now()
 	for i, e := range errs {
 		if e != "" {
 			t.Fatalf("receiver %d: %s", i+1, e)
@@ -94,6 +98,10 @@ func TestDistributionProcesses(t *testing.T) {
 		if r.ContentID != shared.ContentID || r.Size != shared.Size ||
 			r.BytesMulticast+r.BytesPeers+r.BytesSource+r.BytesResumed != r.Size {
 			t.Fatalf("receiver %d summary does not add up: %+v", i+1, r)
+		}
+		// The daemon's timestamps frame its own timer, within the client's run.
+		if span := r.Finished.Sub(r.Started).Seconds(); r.Started.Before(before) || r.Finished.After(after) || span < r.Seconds {
+			t.Fatalf("receiver %d: started %v, finished %v (%.3f s) for a get of %.3f s between %v and %v", i+1, r.Started, r.Finished, span, r.Seconds, before, after)
 		}
 	}
 	// Receivers that completed serve others: a late receiver gets bytes from peers too.
