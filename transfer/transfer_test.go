@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -616,4 +618,171 @@ func TestMulticastPassesDoNotOverlap(t *testing.T) {
 	if ch.datagrams != 2*perPass {
 		t.Fatalf("%d datagrams sent, want exactly two passes of %d", ch.datagrams, perPass)
 	}
+}
+
+// TestRelaySendsOnPastLateSlice: the relay multicasts in order, but a slice still missing once
+// the one relaySkipAhead beyond it is held goes out when it comes instead of holding back the
+// rest; short of that, and near the end, the relay waits for the slice in order.
+func TestRelaySendsOnPastLateSlice(t *testing.T) {
+	const ss = 256 << 10 // relaySkipAhead is 4 slices
+	if relaySkipAhead/ss != 4 {
+		t.Fatalf("the test assumes relaySkipAhead of 4 slices of %d bytes", ss)
+	}
+	_, data := writeRandom(t, 8*ss, 13)
+	m, err := content.Build(bytes.NewReader(data), "f.bin", ss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(store.ForManifest(t.TempDir(), m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	out, err := store.Open(store.ForManifest(t.TempDir(), m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	dom := mcasttest.NewDomain(1500)
+	relayPort, listen := dom.Join(0, 1, 16), dom.Join(0, 2, 1<<16)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+
+	var mu sync.Mutex
+	var order []int
+	rcfg := mcast.DefaultReceiverConfig()
+	rcfg.OnStored = func(i, _ int) {
+		mu.Lock()
+		order = append(order, i)
+		mu.Unlock()
+	}
+	recv, err := mcast.NewReceiver(listen, m, out, rcfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() { _ = recv.Run(ctx) })
+	snd, err := mcast.NewSender(relayPort, m, mcast.DefaultSenderConfig(100<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &Engine{log: slog.New(slog.DiscardHandler)}
+	stored := make(chan struct{}, 1)
+	wg.Go(func() { e.relay(ctx, snd, st, stored, 0) })
+
+	put := func(is ...int) {
+		t.Helper()
+		for _, i := range is {
+			if _, err := st.Put(i, data[i*ss:(i+1)*ss]); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case stored <- struct{}{}:
+			default:
+			}
+		}
+	}
+	got := func() []int {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(order)
+	}
+	waitFor := func(want []int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !slices.Equal(got(), want) {
+			if time.Now().After(deadline) || len(got()) > len(want) {
+				t.Fatalf("relayed %v, want %v", got(), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	settle := func(want []int) { // nothing more goes out for a while
+		t.Helper()
+		time.Sleep(150 * time.Millisecond)
+		if !slices.Equal(got(), want) {
+			t.Fatalf("relayed %v, want still %v", got(), want)
+		}
+	}
+	put(1, 2, 3)
+	settle(nil) // 0 is missing, but 4 slices beyond it are not held yet: wait
+	put(4)
+	waitFor([]int{1, 2, 3, 4}) // 4 beyond 0 held: send on; 0 goes out when it comes
+	put(6, 7)
+	settle([]int{1, 2, 3, 4}) // 5 is missing but nothing 4 beyond it exists: wait
+	put(0)
+	waitFor([]int{1, 2, 3, 4, 0})
+	put(5)
+	waitFor([]int{1, 2, 3, 4, 0, 5, 6, 7})
+}
+
+// TestRelayedReceiverWaitsForLateSlice: a slice that comes from a relay after the ones that
+// follow it is taken from the multicast when the get is Relayed; otherwise, once the usual
+// Lag of slices beyond it arrived, it counts as lost and is fetched from a peer.
+func TestRelayedReceiverWaitsForLateSlice(t *testing.T) {
+	const ss = 64 << 10
+	for _, relayed := range []bool{true, false} {
+		src, r := newTNode(t, ss), newTNode(t, ss)
+		connect(t, src, r)
+		path, data := writeRandom(t, 32*ss, 17)
+		m, err := src.e.Share(t.Context(), path, "", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dom := mcasttest.NewDomain(1500)
+		sendPort, recvPort := dom.Join(0, 1, 16), dom.Join(0, 2, 1<<16)
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		var res *Result
+		var gerr error
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			res, gerr = r.e.Get(ctx, GetRequest{ID: m.ID(), Manifest: m, Out: filepath.Join(r.dir, "out.bin"),
+				Source: src.h.ID(), Multicast: recvPort, Relayed: relayed})
+		}()
+		for len(r.e.Transfers()) == 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		snd, err := mcast.NewSender(sendPort, m, mcast.DefaultSenderConfig(100<<20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Slices 1..12 (the usual Lag is 4; relayLag is 256 of these), a pause, then 0 and
+		// the rest, as a relay sends a slice that reached it late.
+		sendSlice := func(i int) {
+			if err := snd.SendSlice(ctx, i, data[i*ss:(i+1)*ss]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := 1; i <= 12; i++ {
+			sendSlice(i)
+		}
+		time.Sleep(300 * time.Millisecond)
+		for _, i := range append([]int{0}, seqInts(13, 32)...) {
+			sendSlice(i)
+		}
+		_ = snd.SendEnd(ctx)
+		<-done
+		cancel()
+		if gerr != nil {
+			t.Fatalf("relayed %v: %v", relayed, gerr)
+		}
+		checkResult(t, res, filepath.Join(r.dir, "out.bin"), data)
+		if relayed && (res.BytesMulticast != m.Size || res.BytesSource != 0) {
+			t.Errorf("relayed: multicast %d, source %d bytes; want all %d by multicast", res.BytesMulticast, res.BytesSource, m.Size)
+		}
+		if !relayed && res.BytesSource < ss {
+			t.Errorf("not relayed: the late slice was not fetched from the source (multicast %d, source %d bytes)", res.BytesMulticast, res.BytesSource)
+		}
+	}
+}
+
+func seqInts(from, to int) []int {
+	var out []int
+	for i := from; i < to; i++ {
+		out = append(out, i)
+	}
+	return out
 }

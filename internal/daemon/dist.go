@@ -56,8 +56,12 @@ const DefaultRate = 95_000_000 / 8
 // (the rest is headroom for the group's other traffic; headers are counted in the pace).
 const linkShare = 0.95
 
-// wantWindow is how long a receiver listens for other wants before choosing a proxy.
-const wantWindow = time.Second
+// wantWindow is how long a receiver outside the source's domain listens for other wants
+// before choosing a proxy: gets started together hear each other within it, as the source's
+// passWindow gathers them. Two that miss each other both claim, and the group's log orders
+// the claims. Every millisecond here delays the whole domain (it was 1 s: the proxy's relay,
+// and so every receiver of its domain, started 1.35 s after the gets).
+const wantWindow = 300 * time.Millisecond
 
 // passWindow is how long the source gathers wants before one multicast pass: gets started
 // together arrive within it; a later one joins the pass under way and repairs the slices it
@@ -589,7 +593,9 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 			coord.Close()
 		}
 		if source != "" && !mc.InDomain(source) {
-			// No source in this domain: the smallest wanting peer ID here relays.
+			// No source in this domain: the smallest wanting peer ID here relays, and the
+			// others take its relay.
+			req.Relayed = true
 			select {
 			case <-ctx.Done():
 				return nil, false, ctx.Err()
