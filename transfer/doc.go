@@ -26,7 +26,9 @@
 //     the file is whole at Out (rename or copy, atomically), with the bytes counted by
 //     carrier; on failure or cancellation nothing is at Out and the slices stay for a later
 //     Get. With Relay set (a proxy peer) it fetches in ascending order and re-multicasts every
-//     slice into the relay channel, in order, then ends the pass.
+//     slice into the relay channel, in order but for a slice that comes late (sent when it
+//     comes, the rest not waiting for it), then ends the pass; a Get with Relayed set (a
+//     receiver of such a relay) waits longer for a missing slice before taking it for lost.
 //   - After a Get the content stays served until Forget or Close.
 //
 // Multicast repair is by parts: a slice the multicast delivered in part is completed by
