@@ -202,9 +202,9 @@ scenario_proxy_failover() {
 	[[ -n $taker && $taker != *" "* && $(rc_segment_of "${taker:-x}") == s1 ]] || rc=1
 	local st recorded=""
 	st=$(rc_raftcast "$src" group status tn --json 2>/dev/null | rc_flat) || true
-	if [[ -n $taker ]]; then
+	if [[ -n $taker && $taker != *" "* ]]; then
 		local tid
-		tid=$(rc_raftcast "$taker" status --json 2>/dev/null | rc_flat | grep -o '"peer_id":"[^"]*"' | head -1 | cut -d'"' -f4)
+		tid=$(rc_raftcast "$taker" status --json 2>/dev/null | rc_flat | grep -o '"peer_id":"[^"]*"' | head -1 | cut -d'"' -f4) || true
 		[[ -n $tid && $st == *"\"proxies\""*"$tid"* ]] && recorded=$tid
 	fi
 	[[ -n $recorded ]] || rc=1
