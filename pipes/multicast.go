@@ -733,31 +733,27 @@ const DataQueueWait = 2 * time.Second
 // empty queue always takes a batch). It returns false if the wait timed out or the channel
 // closed.
 func (m *multicast) waitRoom(k int) bool {
-	var deadline, tick *time.Timer
-	defer func() {
-		if tick != nil {
-			tick.Stop()
-			deadline.Stop()
-		}
-	}()
+	var deadline time.Time
 	for {
 		if q := m.queued.Add(int64(k)); q <= int64(m.cfg.DataQueue) || q == int64(k) {
 			return true
 		}
 		m.queued.Add(-int64(k))
-		if tick == nil {
-			deadline, tick = time.NewTimer(DataQueueWait), time.NewTimer(10*time.Millisecond)
-		} else {
-			tick.Reset(10 * time.Millisecond) // the other family's reader may take the signal
+		if deadline.IsZero() {
+			deadline = time.Now().Add(DataQueueWait)
+		} else if time.Now().After(deadline) {
+			return false
 		}
+		// Look again every 10 ms even without a signal: the other family's reader may take it.
+		tick := time.NewTimer(10 * time.Millisecond)
 		select {
 		case <-m.room:
 		case <-tick.C:
-		case <-deadline.C:
-			return false
 		case <-m.done:
+			tick.Stop()
 			return false
 		}
+		tick.Stop()
 	}
 }
 

@@ -760,7 +760,8 @@ func TestRelayedReceiverWaitsForLateSlice(t *testing.T) {
 			sendSlice(i)
 		}
 		time.Sleep(300 * time.Millisecond)
-		for _, i := range append([]int{0}, seqInts(13, 32)...) {
+		sendSlice(0)
+		for i := 13; i < 32; i++ {
 			sendSlice(i)
 		}
 		_ = snd.SendEnd(ctx)
@@ -777,12 +778,4 @@ func TestRelayedReceiverWaitsForLateSlice(t *testing.T) {
 			t.Errorf("not relayed: the late slice was not fetched from the source (multicast %d, source %d bytes)", res.BytesMulticast, res.BytesSource)
 		}
 	}
-}
-
-func seqInts(from, to int) []int {
-	var out []int
-	for i := from; i < to; i++ {
-		out = append(out, i)
-	}
-	return out
 }
