@@ -151,7 +151,7 @@ func (g *Group) applyLocal(ctx context.Context, cmd Command, b []byte, from peer
 //   - TaskAdd: the sender is the requester; TaskRemove: the task's requester;
 //   - SlicesDone: the member that delivered them or the task's requester;
 //   - ContentAdd: the sender is the source; ContentRemove: the entry's source;
-//   - ProxySet: the sender names itself.
+//   - ProxySet, ProxyDrop: the sender names itself.
 func (g *Group) authorize(cmd Command, from peer.ID) error {
 	if from == g.self {
 		return nil
@@ -206,6 +206,10 @@ func (g *Group) authorize(cmd Command, from peer.ID) error {
 	case *ProxySet:
 		if c.Proxy != from {
 			return deny("a member names only itself proxy")
+		}
+	case *ProxyDrop:
+		if c.Proxy != from {
+			return deny("a member withdraws only itself as proxy")
 		}
 	}
 	return nil

@@ -40,6 +40,7 @@ const (
 	KindContentAdd
 	KindContentRemove
 	KindProxySet
+	KindProxyDrop
 	kindEnd
 )
 
@@ -48,6 +49,7 @@ var commandNames = [...]string{
 	KindMemberRemove: "member-remove", KindMemberLive: "member-live", KindTaskAdd: "task-add",
 	KindTaskAssign: "task-assign", KindSlicesDone: "slices-done", KindTaskRemove: "task-remove",
 	KindContentAdd: "content-add", KindContentRemove: "content-remove", KindProxySet: "proxy-set",
+	KindProxyDrop: "proxy-drop",
 }
 
 func (k CommandKind) String() string {
@@ -138,6 +140,8 @@ func newCommand(k CommandKind) Command {
 		return &ContentRemove{}
 	case KindProxySet:
 		return &ProxySet{}
+	case KindProxyDrop:
+		return &ProxyDrop{}
 	}
 	return nil
 }
@@ -565,4 +569,28 @@ func (c *ProxySet) check() error {
 		return malformed(k, "a proxy cannot replace itself")
 	}
 	return checkPeer(k, "proxy", c.Proxy)
+}
+
+// ProxyDrop removes Proxy from the proxies of a content: a member whose claim (ProxySet) was
+// ordered after another's in its domain withdraws it, so that should the domain's proxy die,
+// the stale claim is not taken for its successor.
+type ProxyDrop struct {
+	ContentID string
+	Proxy     peer.ID
+}
+
+func (*ProxyDrop) Kind() CommandKind { return KindProxyDrop }
+func (c *ProxyDrop) encode(e *bincodec.Encoder) {
+	e.Str(c.ContentID)
+	e.Peer(c.Proxy)
+}
+func (c *ProxyDrop) decode(d *bincodec.Decoder) {
+	c.ContentID = d.Str(maxIDLen, "content ID")
+	c.Proxy = d.Peer()
+}
+func (c *ProxyDrop) check() error {
+	if err := checkID(KindProxyDrop, "content ID", c.ContentID); err != nil {
+		return err
+	}
+	return checkPeer(KindProxyDrop, "proxy", c.Proxy)
 }

@@ -31,6 +31,7 @@ func sampleCommands(ps []peer.ID) []Command {
 		&TaskRemove{TaskID: "t1"},
 		&ContentAdd{Content: Content{ID: "c1", Name: "a.iso", Size: 123, Source: ps[0], Added: t0}},
 		&ProxySet{ContentID: "c1", Proxy: ps[1], Replaces: ps[0]},
+		&ProxyDrop{ContentID: "c1", Proxy: ps[1]},
 		&ContentRemove{ContentID: "c1"},
 	}
 }
@@ -372,6 +373,15 @@ func TestFSMProxies(t *testing.T) {
 	mustApply(t, f, 1, &ProxySet{ContentID: "c", Proxy: ps[3], Replaces: ps[1]})
 	if got := proxies("c"); !slices.Equal(got, []peer.ID{ps[2], ps[3]}) {
 		t.Fatalf("after ps[3] took over from ps[1]: %v", got)
+	}
+	// A claim ordered after another's in its domain is withdrawn; withdrawing twice, or from
+	// a content with no proxies, changes nothing.
+	mustApply(t, f, 1, &ProxySet{ContentID: "c", Proxy: ps[1]})
+	mustApply(t, f, 1, &ProxyDrop{ContentID: "c", Proxy: ps[1]})
+	mustApply(t, f, 1, &ProxyDrop{ContentID: "c", Proxy: ps[1]})
+	mustApply(t, f, 1, &ProxyDrop{ContentID: "gone", Proxy: ps[1]})
+	if got := proxies("c"); !slices.Equal(got, []peer.ID{ps[2], ps[3]}) {
+		t.Fatalf("after ps[1] withdrew its claim: %v", got)
 	}
 	mustApply(t, f, 1, &MemberRemove{PeerID: ps[1], Reason: ReasonLeave})
 	if got := proxies("d"); got != nil {

@@ -141,6 +141,8 @@ func TestApplyForwardingAndAuthorization(t *testing.T) {
 		"leave for other":  &MemberRemove{PeerID: others[1].id(), Reason: ReasonLeave},
 		"task for other":   &TaskAdd{Task: Task{ID: "t2", Kind: TaskDownload, URL: "u", Size: 1, SliceSize: 1, Requester: others[1].id()}},
 		"content of other": &ContentAdd{Content: Content{ID: "c", Source: others[1].id()}},
+		"proxy for other":  &ProxySet{ContentID: "c", Proxy: others[1].id()},
+		"drop other proxy": &ProxyDrop{ContentID: "c", Proxy: others[1].id()},
 	}
 	for name, c := range refused {
 		if err := f.Apply(ctx, c); !errors.Is(err, ErrForbidden) {

@@ -168,6 +168,9 @@ func (s *state) apply(cmd Command, logTerm uint64) error {
 			return invalid(c.Kind(), "content %q has %d proxies", c.ContentID, len(ps))
 		}
 		s.setProxies(c.ContentID, append(ps, c.Proxy))
+	case *ProxyDrop:
+		// An unknown content is no error here: its entry (and its proxies) may have gone.
+		s.setProxies(c.ContentID, slices.DeleteFunc(slices.Clone(s.proxies[c.ContentID]), func(p peer.ID) bool { return p == c.Proxy }))
 	default:
 		return fmt.Errorf("%w: unhandled command %T", ErrMalformed, cmd)
 	}
