@@ -26,8 +26,9 @@ rc_make_file() {
 # host but the rendezvous receives. Segments 2 and 3 share a multicast domain with the
 # source; segment 1 does not, so one of its receivers becomes the proxy and the other gets
 # its bytes by multicast from it. Checks: every receiver completes with a byte-identical
-# copy; the summary adds up; the non-proxy receivers of segment 1 got most bytes by
-# multicast. Options: --bytes (32MiB), --loss P.
+# copy; the summary adds up; segment 1's proxy took most of its bytes from peers, not the
+# source; the non-proxy receivers of segment 1 got most bytes by multicast. Options: --bytes
+# (32MiB), --loss P.
 scenario_distribution() {
 	local hosts rvh src h rc size file
 	mapfile -t hosts < <(rc_hosts)
@@ -96,6 +97,13 @@ scenario_distribution() {
 			rc=1
 			((mc * 2 > size)) && rc=0
 			rc_check "multicast from proxy $h" "$rc" "\"bytes_multicast\":$mc,\"size\":$size"
+		fi
+		# The proxy takes its intake from the receivers of the source's domain and leaves the
+		# source's uplink to its multicast (it asks the source only for what they stop gaining).
+		if [[ $proxy == true && ${RC_DEFAULT_LOSS:-0} == 0 ]]; then
+			rc=1
+			((srcb * 2 < size)) && rc=0
+			rc_check "proxy intake from peers $h" "$rc" "\"bytes_source\":$srcb,\"size\":$size"
 		fi
 	done
 	# No --rate was given: the source paces its pass, and segment 1's proxy its relay, at 95 %

@@ -331,6 +331,10 @@ func (ds *dist) sendDone(g *peergroup.Group, id content.ID) {
 // onWant records that from wants id (its link rate: link bits/s, 0 unknown) and, at the
 // source, schedules a pass for the wanting peers of its domain.
 func (ds *dist) onWant(id content.ID, from peer.ID, link int64) {
+	// Only a want from this node's domain schedules a pass: one from another domain (heard on
+	// the coordination pipe, often first) is its proxy's to serve, and taking it for the
+	// domain's would hold off the pass its own domain's wants ask for.
+	inDomain := ds.demux != nil && ds.d.pipes.Multicast().InDomain(from)
 	ds.mu.Lock()
 	if ds.wants[id] == nil {
 		ds.wants[id] = map[peer.ID]int64{}
@@ -342,7 +346,7 @@ func (ds *dist) onWant(id content.ID, from peer.ID, link int64) {
 	// One pass at a time: wants that arrive while a pass is scheduled or running join it (what
 	// they miss they repair from peers). Until the pace is chosen, the pass is assumed to run
 	// at DefaultRate or the given rate.
-	due := isSource && time.Now().After(ds.passAt[id])
+	due := isSource && inDomain && time.Now().After(ds.passAt[id])
 	var start chan struct{}
 	if due {
 		ds.passAt[id] = time.Now().Add(passWindow + passTime(src.size, cmp.Or(src.rate, DefaultRate)))
@@ -353,7 +357,7 @@ func (ds *dist) onWant(id content.ID, from peer.ID, link int64) {
 	if isSource {
 		ds.startIfAllWant(id, src.group)
 	}
-	if !due || ds.demux == nil || !ds.d.pipes.Multicast().InDomain(from) {
+	if !due {
 		return
 	}
 	ds.wg.Add(1)
