@@ -22,13 +22,27 @@ rc_make_file() {
 	head -c "$2" /dev/urandom >"$1"
 }
 
+# rc_foreign_domains SRCSEG SEG...: one segment for each multicast domain among SEGs that
+# SRCSEG's does not reach (the first named of each), space-separated.
+rc_foreign_domains() {
+	local src=$1 s r out=()
+	shift
+	for s in "$@"; do
+		rc_same_mdomain "$src" "$s" && continue
+		for r in "${out[@]}"; do rc_same_mdomain "$r" "$s" && continue 2; done
+		out+=("$s")
+	done
+	echo "${out[*]}"
+}
+
 # distribution: the paper's job. In `paper`, h21 (segment 2) is the source; every other
 # host but the rendezvous receives. Segments 2 and 3 share a multicast domain with the
 # source; segment 1 does not, so one of its receivers becomes the proxy and the other gets
 # its bytes by multicast from it. Checks: every receiver completes with a byte-identical
-# copy; the summary adds up; segment 1's proxy took most of its bytes from peers, not the
-# source; the non-proxy receivers of segment 1 got most bytes by multicast. Options: --bytes
-# (32MiB), --loss P.
+# copy; the summary adds up; one receiver of each multicast domain without the source (segment
+# 1's) was a proxy, and no other (a domain's gets claim at once; the group's log picks one);
+# the proxy took most of its bytes from peers, not the source; the non-proxy receivers of
+# segment 1 got most bytes by multicast. Options: --bytes (32MiB), --loss P.
 scenario_distribution() {
 	local hosts rvh src h rc size file
 	mapfile -t hosts < <(rc_hosts)
@@ -78,6 +92,7 @@ scenario_distribution() {
 		cpujs[$h]=$(rc_cpu_json "$t" "$size" "$(rc_vmhwm_kib "$pid")")
 	done
 	rc_check "source $src" 0 "${cpujs[$src]}"
+	local proxies=()
 	for i in "${!receivers[@]}"; do
 		h=${receivers[$i]}
 		rc=${getrc[$h]}
@@ -89,7 +104,10 @@ scenario_distribution() {
 		peers=$(rc_jnum bytes_peers "$log")
 		srcb=$(rc_jnum bytes_source "$log")
 		proxy=false
-		grep -q '"proxy": *true' "$log" && proxy=true
+		if grep -q '"proxy": *true' "$log"; then
+			proxy=true
+			proxies+=("$(rc_segment_of "$h")")
+		fi
 		rc_check "identical $h" "$rc" "\"segment\":\"$(rc_segment_of "$h")\",\"proxy\":$proxy,\"bytes_multicast\":$mc,\"bytes_peers\":$peers,\"bytes_source\":$srcb,\"seconds\":$(rc_jnum seconds "$log"),${cpujs[$h]}"
 		# Without loss, receivers in segment 1 other than the proxy take most bytes from its
 		# multicast (with loss, more of them come from peers).
@@ -106,6 +124,12 @@ scenario_distribution() {
 			rc_check "proxy intake from peers $h" "$rc" "\"bytes_source\":$srcb,\"size\":$size"
 		fi
 	done
+	local want segs=()
+	for h in "${receivers[@]}"; do segs+=("$(rc_segment_of "$h")"); done
+	want=$(rc_foreign_domains "$(rc_segment_of "$src")" "${segs[@]}")
+	rc=1
+	[[ $(rc_foreign_domains "$(rc_segment_of "$src")" "${proxies[@]}") == "$want" && ${#proxies[@]} == $(wc -w <<<"$want") ]] && rc=0
+	rc_check "one proxy per domain" "$rc" "\"proxy_segments\":\"${proxies[*]}\",\"domains_without_source\":\"$want\""
 	# No --rate was given: the source paces its pass, and segment 1's proxy its relay, at 95 %
 	# of the slowest link among them and their domain's receivers, as read from each host's
 	# shaper (every link of the run has the same rate).

@@ -56,13 +56,14 @@ const DefaultRate = 95_000_000 / 8
 // (the rest is headroom for the group's other traffic; headers are counted in the pace).
 const linkShare = 0.95
 
-// wantWindow is how long a receiver outside the source's domain listens for other wants
-// before choosing a proxy. Every millisecond here delays the whole domain (the proxy's relay,
-// and so every receiver of its domain, starts about 1.35 s after the gets), but gets that miss
-// each other within it both claim, and every claim stays in the group's proxy list: 300 ms was
-// tried, and a CI run under load then failed the proxy-failover scenario (two receivers logged
-// a takeover). Left at 1 s until the claims are made safe to race.
-const wantWindow = time.Second
+// wantWindow is how long a receiver outside the source's domain waits, at most, to hear a
+// want from another domain before it sets up its get: whether receivers in the source's domain
+// take the source's multicast decides whether its domain's proxy leaves the source's uplink
+// alone (proxySourceDelay). Gets started together hear each other within milliseconds; the
+// proxy is then claimed at once, the group's log ordering concurrent claims. Every
+// millisecond here delays the whole domain: with a fixed 1 s window the proxy's relay, and so
+// every receiver of its domain, started about 1.35 s after the gets.
+const wantWindow = 300 * time.Millisecond
 
 // passWindow is how long the source gathers wants before one multicast pass: gets started
 // together arrive within it; a later one joins the pass under way and repairs the slices it
@@ -81,6 +82,7 @@ type dist struct {
 	passAt  map[content.ID]time.Time         // until when a scheduled or running pass covers new wants
 	passGo  map[content.ID]chan struct{}     // closed to start a scheduled pass before passWindow ends
 	listen  map[string]bool                  // groups whose coordination pipe is bound
+	heard   chan struct{}                    // closed, and replaced, when a want is heard
 	wg      sync.WaitGroup
 	ctx     context.Context
 }
@@ -100,6 +102,7 @@ func newDist(ctx context.Context, d *Daemon, eng *transfer.Engine) *dist {
 		passAt:  map[content.ID]time.Time{},
 		passGo:  map[content.ID]chan struct{}{},
 		listen:  map[string]bool{},
+		heard:   make(chan struct{}),
 	}
 	if mc := d.pipes.Multicast(); mc != nil {
 		ds.mc = pipesch.Channel{C: mc}
@@ -342,6 +345,8 @@ func (ds *dist) onWant(id content.ID, from peer.ID, link int64) {
 	if link > 0 || ds.wants[id][from] == 0 {
 		ds.wants[id][from] = link
 	}
+	close(ds.heard)
+	ds.heard = make(chan struct{})
 	src, isSource := ds.sources[id]
 	// One pass at a time: wants that arrive while a pass is scheduled or running join it (what
 	// they miss they repair from peers). Until the pace is chosen, the pass is assumed to run
@@ -598,13 +603,11 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 			coord.Close()
 		}
 		if source != "" && !mc.InDomain(source) {
-			// No source in this domain: the smallest wanting peer ID here relays, and the
-			// others take its relay.
+			// No source in this domain: one wanting peer here relays (the first claim the
+			// group's log orders), and the others take its relay.
 			req.Relayed = true
-			select {
-			case <-ctx.Done():
-				return nil, false, ctx.Err()
-			case <-time.After(wantWindow):
+			if err := ds.awaitOthersWant(ctx, id, source); err != nil {
+				return nil, false, err
 			}
 			if ds.othersWant(id, source) {
 				// Receivers elsewhere (the source's domain, by multicast) hold each slice
@@ -614,7 +617,7 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 			}
 			var from string
 			req.RelayRate, from = ds.passRate(id, own)
-			if p := ds.domainProxy(g, id); (p == "" || p == ds.d.node.ID()) && ds.isProxy(id) && ds.claimProxy(ctx, g, id, "") {
+			if ds.claimFirst(ctx, g, id) {
 				// The proxy pulls from peers at once (no multicast to wait for here) and
 				// re-multicasts what it obtains.
 				proxy = true
@@ -662,6 +665,27 @@ func (ds *dist) othersWant(id content.ID, source peer.ID) bool {
 	return false
 }
 
+// awaitOthersWant returns once othersWant(id, source) holds or wantWindow has passed.
+func (ds *dist) awaitOthersWant(ctx context.Context, id content.ID, source peer.ID) error {
+	t := time.NewTimer(wantWindow)
+	defer t.Stop()
+	for {
+		ds.mu.Lock()
+		heard := ds.heard
+		ds.mu.Unlock()
+		if ds.othersWant(id, source) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			return nil
+		case <-heard:
+		}
+	}
+}
+
 // domainProxy is the live proxy the group recorded for id in this node's multicast domain
 // ("" if none): a recorded proxy that this node hears in its domain (or itself).
 func (ds *dist) domainProxy(g *peergroup.Group, id content.ID) peer.ID {
@@ -678,22 +702,42 @@ func (ds *dist) domainProxy(g *peergroup.Group, id content.ID) peer.ID {
 
 // claimProxy records this node in the group state as id's proxy in its domain, in place of
 // dead (if any), and reports whether it is the domain's proxy: the group's log orders the
-// claims, so of two nodes of a domain that claim at once, both see the same first one. If the
-// claim cannot be recorded (no catalogue entry, no leader in time) this node proxies all the
-// same, on its own choice.
-func (ds *dist) claimProxy(ctx context.Context, g *peergroup.Group, id content.ID, dead peer.ID) bool {
+// claims, so of two nodes of a domain that claim at once, both see the same first one, and the
+// other withdraws its claim (ProxyDrop) lest it be taken for the proxy once the first dies.
+// If the claim cannot be recorded (no catalogue entry, no leader in time) it returns the error:
+// the caller decides on what it knows (it may proxy all the same, on its own choice).
+func (ds *dist) claimProxy(ctx context.Context, g *peergroup.Group, id content.ID, dead peer.ID) (bool, error) {
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	self := ds.d.node.ID()
 	if err := g.Apply(actx, &peergroup.ProxySet{ContentID: id.String(), Proxy: self, Replaces: dead}); err != nil {
 		ds.d.log.Warn("recording this node as proxy", "content", id, "group", g.Name(), "err", err)
-		return true
+		return false, err
 	}
 	if p := ds.domainProxy(g, id); p != self {
 		ds.d.log.Info("another proxy was recorded first", "content", id, "proxy", p)
+		if err := g.Apply(actx, &peergroup.ProxyDrop{ContentID: id.String(), Proxy: self}); err != nil {
+			ds.d.log.Warn("withdrawing this node's claim as proxy", "content", id, "group", g.Name(), "err", err)
+		}
+		return false, nil
+	}
+	return true, nil
+}
+
+// claimFirst claims the proxy of id in this node's domain when none is recorded and this node
+// is the smallest wanting peer of its domain that it has heard, and reports whether it is the
+// proxy. Gets started together may not have heard each other yet: several then claim, and the
+// group's log picks one. A claim that cannot be recorded stands if this node is still the
+// smallest wanting peer it has heard by then.
+func (ds *dist) claimFirst(ctx context.Context, g *peergroup.Group, id content.ID) bool {
+	if p := ds.domainProxy(g, id); p != "" && p != ds.d.node.ID() || !ds.isProxy(id) {
 		return false
 	}
-	return true
+	won, err := ds.claimProxy(ctx, g, id, "")
+	if err != nil {
+		return ds.isProxy(id)
+	}
+	return won
 }
 
 // proxyCheckEvery is how often a receiver outside the source's domain checks that its
@@ -731,7 +775,9 @@ func (ds *dist) watchProxy(ctx context.Context, g *peergroup.Group, id content.I
 		if ds.firstWanting(id, func(p peer.ID) bool { return p != known && p != source && slices.Contains(live, p) }) != self {
 			continue
 		}
-		if !ds.claimProxy(ctx, g, id, known) {
+		// Unrecorded, the claim stands on this node's own choice (the smallest live wanting
+		// peer it knows).
+		if won, err := ds.claimProxy(ctx, g, id, known); !won && err == nil {
 			continue // another took over first: it is the one to watch now
 		}
 		ds.d.log.Info("proxy peer for this multicast domain: taking over", "content", id, "dead", known)
