@@ -12,10 +12,12 @@ package daemon
 //   - The source answers wants from its own multicast domain with a paced multicast pass
 //     (wants that arrive within passWindow share one pass, or fewer once every member of the
 //     domain wants it), paced at --rate or 95 % of the slowest link known (passRate).
-//   - In a multicast domain without the source, the wanting receiver with the smallest peer ID
-//     claims to be the domain's proxy in the group state (ProxySet, through Raft: of two
-//     claims at once, the log's order picks one); the proxy pulls the content from peers and
-//     re-multicasts every slice it obtains into its domain. The other receivers of the domain
+//   - In a multicast domain without the source, a wanting receiver that has heard no smaller
+//     wanting peer of its domain claims to be the domain's proxy in the group state as soon as
+//     it hears a want from the source's domain (at most wantWindow after its get): ProxySet,
+//     through Raft; of claims made at once the log's order picks one, and the others withdraw
+//     theirs (ProxyDrop). The proxy pulls the content from peers and re-multicasts every
+//     slice it obtains into its domain. The other receivers of the domain
 //     watch it (watchProxy): once it is dead, the smallest live wanting peer of the domain
 //     claims the role in its place and relays what it holds and gains from then on.
 //   - A receiver that completed publishes a content advertisement with role=holder and keeps
@@ -730,7 +732,7 @@ func (ds *dist) claimProxy(ctx context.Context, g *peergroup.Group, id content.I
 // group's log picks one. A claim that cannot be recorded stands if this node is still the
 // smallest wanting peer it has heard by then.
 func (ds *dist) claimFirst(ctx context.Context, g *peergroup.Group, id content.ID) bool {
-	if p := ds.domainProxy(g, id); p != "" && p != ds.d.node.ID() || !ds.isProxy(id) {
+	if p := ds.domainProxy(g, id); (p != "" && p != ds.d.node.ID()) || !ds.isProxy(id) {
 		return false
 	}
 	won, err := ds.claimProxy(ctx, g, id, "")
