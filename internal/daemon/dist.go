@@ -706,40 +706,38 @@ func (ds *dist) domainProxy(g *peergroup.Group, id content.ID) peer.ID {
 // dead (if any), and reports whether it is the domain's proxy: the group's log orders the
 // claims, so of two nodes of a domain that claim at once, both see the same first one, and the
 // other withdraws its claim (ProxyDrop) lest it be taken for the proxy once the first dies.
-// If the claim cannot be recorded (no catalogue entry, no leader in time) it returns the error:
-// the caller decides on what it knows (it may proxy all the same, on its own choice).
-func (ds *dist) claimProxy(ctx context.Context, g *peergroup.Group, id content.ID, dead peer.ID) (bool, error) {
+// A claim that cannot be recorded (no catalogue entry, no leader in time) loses: a node that
+// relayed on its own choice could be a second relay in its domain, every datagram twice on
+// links the relay fills (a CI run under load saw two receivers take over this way, each
+// having missed the other's want); its domain repairs from peers meanwhile.
+func (ds *dist) claimProxy(ctx context.Context, g *peergroup.Group, id content.ID, dead peer.ID) bool {
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	self := ds.d.node.ID()
 	if err := g.Apply(actx, &peergroup.ProxySet{ContentID: id.String(), Proxy: self, Replaces: dead}); err != nil {
 		ds.d.log.Warn("recording this node as proxy", "content", id, "group", g.Name(), "err", err)
-		return false, err
+		return false
 	}
 	if p := ds.domainProxy(g, id); p != self {
 		ds.d.log.Info("another proxy was recorded first", "content", id, "proxy", p)
 		if err := g.Apply(actx, &peergroup.ProxyDrop{ContentID: id.String(), Proxy: self}); err != nil {
 			ds.d.log.Warn("withdrawing this node's claim as proxy", "content", id, "group", g.Name(), "err", err)
 		}
-		return false, nil
+		return false
 	}
-	return true, nil
+	return true
 }
 
 // claimFirst claims the proxy of id in this node's domain when none is recorded and this node
 // is the smallest wanting peer of its domain that it has heard, and reports whether it is the
 // proxy. Gets started together may not have heard each other yet: several then claim, and the
-// group's log picks one. A claim that cannot be recorded stands if this node is still the
-// smallest wanting peer it has heard by then.
+// group's log picks one. A node whose claim cannot be recorded watches like the others (and
+// claims again once no proxy is recorded within proxyGrace).
 func (ds *dist) claimFirst(ctx context.Context, g *peergroup.Group, id content.ID) bool {
 	if p := ds.domainProxy(g, id); (p != "" && p != ds.d.node.ID()) || !ds.isProxy(id) {
 		return false
 	}
-	won, err := ds.claimProxy(ctx, g, id, "")
-	if err != nil {
-		return ds.isProxy(id)
-	}
-	return won
+	return ds.claimProxy(ctx, g, id, "")
 }
 
 // proxyCheckEvery is how often a receiver outside the source's domain checks that its
@@ -753,7 +751,8 @@ const (
 // once that proxy is dead (no longer live in the group, or no longer heard in the domain),
 // or none was recorded within proxyGrace, the smallest live wanting peer of the domain
 // becomes the proxy: it records itself in the group state and closes takeover, which starts
-// its relay. It returns when ctx ends or it took over.
+// its relay. A node that the group state names its domain's live proxy takes over at once.
+// It returns when ctx ends or it took over.
 func (ds *dist) watchProxy(ctx context.Context, g *peergroup.Group, id content.ID, source peer.ID, takeover chan struct{}) {
 	self := ds.d.node.ID()
 	var known peer.ID // the domain's proxy last seen alive
@@ -766,21 +765,24 @@ func (ds *dist) watchProxy(ctx context.Context, g *peergroup.Group, id content.I
 			return
 		case <-t.C:
 		}
-		if p := ds.domainProxy(g, id); p != "" && p != self { // self: a claim that lost, or stale
+		p := ds.domainProxy(g, id)
+		switch {
+		case p == self:
+			// The group has this node for its domain's proxy (a claim whose answer timed out
+			// but that the log took): the others watch it, so it relays.
+		case p != "":
 			known = p
 			continue
-		}
-		if known == "" && time.Since(since) < proxyGrace {
+		case known == "" && time.Since(since) < proxyGrace:
 			continue
-		}
-		live := g.LiveMembers()
-		if ds.firstWanting(id, func(p peer.ID) bool { return p != known && p != source && slices.Contains(live, p) }) != self {
-			continue
-		}
-		// Unrecorded, the claim stands on this node's own choice (the smallest live wanting
-		// peer it knows).
-		if won, err := ds.claimProxy(ctx, g, id, known); !won && err == nil {
-			continue // another took over first: it is the one to watch now
+		default:
+			live := g.LiveMembers()
+			if ds.firstWanting(id, func(p peer.ID) bool { return p != known && p != source && slices.Contains(live, p) }) != self {
+				continue
+			}
+			if !ds.claimProxy(ctx, g, id, known) {
+				continue // another took over first (it is the one to watch now), or try again
+			}
 		}
 		ds.d.log.Info("proxy peer for this multicast domain: taking over", "content", id, "dead", known)
 		close(takeover)
