@@ -113,6 +113,11 @@ func newDist(ctx context.Context, d *Daemon, eng *transfer.Engine) *dist {
 		ds.demux = mcast.NewDemux(ds.mc, q)
 		d.log.Debug("multicast receive buffering", "socket_buffer", buf, "queue", q)
 	}
+	for _, g := range d.groups.m.Groups() { // reopened from the data dir (groups.added for the others)
+		if err := ds.ensureListening(g); err != nil {
+			d.log.Warn("binding the group's coordination pipe", "group", g.Name(), "err", err)
+		}
+	}
 	d.node.Resolver().Handle(handlerWant, func(_ context.Context, from peer.ID, req []byte) ([]byte, error) {
 		op, id, link, err := decodeCoord(req)
 		if err != nil {

@@ -72,6 +72,17 @@ func (gs *groups) close() error {
 	return gs.m.Close()
 }
 
+// added starts what a group this node just created or joined needs: its advertisement
+// (watch) and its distribution coordination pipe, bound now so that the wants of the
+// members' first gets reach it (a gossipsub topic subscribed at a get's start misses what its
+// peers publish before they learn of the subscription).
+func (gs *groups) added(g *peergroup.Group) {
+	gs.watch(g)
+	if err := gs.d.dist.ensureListening(g); err != nil {
+		gs.d.log.Warn("binding the group's coordination pipe", "group", g.Name(), "err", err)
+	}
+}
+
 // watch publishes g's advertisement now, whenever what it says changes, and before it
 // expires.
 func (gs *groups) watch(g *peergroup.Group) {
@@ -203,7 +214,7 @@ func (gs *groups) create(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	gs.watch(g)
+	gs.added(g)
 	return groupRef(g), nil
 }
 
@@ -232,7 +243,7 @@ func (gs *groups) join(r *http.Request) (any, error) {
 			if err != nil {
 				return nil, err
 			}
-			gs.watch(g)
+			gs.added(g)
 			return groupRef(g), nil
 		}
 		name = picked
@@ -248,7 +259,7 @@ func (gs *groups) join(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	gs.watch(g)
+	gs.added(g)
 	return groupRef(g), nil
 }
 
