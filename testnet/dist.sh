@@ -130,12 +130,12 @@ scenario_distribution() {
 	rc=1
 	[[ $(rc_foreign_domains "$(rc_segment_of "$src")" "${proxies[@]}") == "$want" && ${#proxies[@]} == $(wc -w <<<"$want") ]] && rc=0
 	rc_check "one proxy per domain" "$rc" "\"proxy_segments\":\"${proxies[*]}\",\"domains_without_source\":\"$want\""
-	# No --rate was given: the source paces its pass, and segment 1's proxy its relay, at 95 %
+	# No --rate was given: the source paces its pass, and segment 1's proxy its relay, at 96 %
 	# of the slowest link among them and their domain's receivers, as read from each host's
 	# shaper (every link of the run has the same rate).
 	if [[ -n ${RC_DEFAULT_RATE:-} ]]; then
 		local want role node what line
-		want=$(awk -v m="$(rc_mbit "$RC_DEFAULT_RATE")" 'BEGIN { printf "%d", m * 1e6 * 0.95 / 8 }')
+		want=$(awk -v m="$(rc_mbit "$RC_DEFAULT_RATE")" 'BEGIN { printf "%d", m * 1e6 * 0.96 / 8 }')
 		for role in source proxy; do
 			node=$src what='msg="multicast pass"'
 			if [[ $role == proxy ]]; then

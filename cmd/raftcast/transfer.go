@@ -93,7 +93,7 @@ func newShareCmd(g *globals) *cobra.Command {
 	}
 	c.Flags().StringVar(&group, "group", "", "the group to share with (default: the node's only group)")
 	c.Flags().StringVar(&name, "name", "", "the content's name (default: the file's name)")
-	c.Flags().StringVar(&rate, "rate", "", "multicast pace, e.g. 95Mbit or 11MiB (default: 95% of the slowest link among the source and its receivers, from each host's shaper or NIC speed; 95Mbit if none is known)")
+	c.Flags().StringVar(&rate, "rate", "", "multicast pace, e.g. 95Mbit or 11MiB (default: 96% of the slowest link among the source and its receivers, from each host's shaper or NIC speed; 95Mbit if none is known)")
 	return c
 }
 

@@ -78,7 +78,7 @@ func TestCoordMessage(t *testing.T) {
 	}
 }
 
-// The pace is 95 % of the slowest known link, DefaultRate when none is known.
+// The pace is 96 % of the slowest known link, DefaultRate when none is known.
 func TestPaceFor(t *testing.T) {
 	for _, c := range []struct {
 		r    linkrate.Rate
@@ -86,8 +86,8 @@ func TestPaceFor(t *testing.T) {
 		from string
 	}{
 		{linkrate.Rate{}, DefaultRate, "default"},
-		{linkrate.Rate{Bits: 100_000_000, Source: "shaper"}, 11_875_000, "shaper"},
-		{linkrate.Rate{Bits: 1_000_000_000, Source: "link"}, 118_750_000, "link"},
+		{linkrate.Rate{Bits: 100_000_000, Source: "shaper"}, 12_000_000, "shaper"},
+		{linkrate.Rate{Bits: 1_000_000_000, Source: "link"}, 120_000_000, "link"},
 	} {
 		if got, from := paceFor(c.r); got != c.want || from != c.from {
 			t.Errorf("paceFor(%+v) = %d %s, want %d %s", c.r, got, from, c.want, c.from)
