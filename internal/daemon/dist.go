@@ -698,13 +698,18 @@ func (ds *dist) awaitOthersWant(ctx context.Context, id content.ID, source peer.
 }
 
 // domainProxy is the live proxy the group recorded for id in this node's multicast domain
-// ("" if none): a recorded proxy that this node hears in its domain (or itself).
+// ("" if none): a recorded proxy that is still a member of the group and that this node hears
+// in its domain (or itself). Hearing its beacons is what counts, not the group's liveness: a
+// proxy's links are full (its intake in, its relay out), and with 1 % loss its heartbeats
+// failed while it relayed, so another receiver took over and the domain had two relays
+// (testnet/bench --cases raftcast-2domain --loss 1). A killed proxy is no longer heard
+// within BeaconExpiry (4 s).
 func (ds *dist) domainProxy(g *peergroup.Group, id content.ID) peer.ID {
 	mc := ds.d.pipes.Multicast()
 	self := ds.d.node.ID()
-	live := g.LiveMembers()
+	v := g.State()
 	for _, p := range g.Proxies(id.String()) {
-		if (p == self || mc.InDomain(p)) && slices.Contains(live, p) {
+		if (p == self || mc.InDomain(p)) && v.IsMember(p) {
 			return p
 		}
 	}
@@ -757,7 +762,7 @@ const (
 )
 
 // watchProxy runs beside a get in a domain without the source whose proxy is another node:
-// once that proxy is dead (no longer live in the group, or no longer heard in the domain),
+// once that proxy is dead (no longer heard in the domain, or no longer a member of the group),
 // or none was recorded within proxyGrace, the smallest live wanting peer of the domain
 // becomes the proxy: it records itself in the group state and closes takeover, which starts
 // its relay. A node that the group state names its domain's live proxy takes over at once.
