@@ -315,6 +315,14 @@ func (g *Group) configuration() (map[peer.ID]bool, error) {
 // State().Proxies[contentID] without copying the rest of the state.
 func (g *Group) Proxies(contentID string) []peer.ID { return g.fsm.proxies(contentID) }
 
+// IsMember reports whether p is a member of the group: State().IsMember(p) without copying
+// the state or asking Raft for its configuration.
+func (g *Group) IsMember(p peer.ID) bool {
+	ok := false
+	g.fsm.read(func(s *state) { _, ok = s.members[p] })
+	return ok
+}
+
 // State returns a read-only copy of the replicated state; Member.Voter comes from the Raft
 // configuration this node knows.
 func (g *Group) State() StateView {

@@ -88,6 +88,9 @@ func TestLeaveAndExpel(t *testing.T) {
 		}
 		return nil
 	})
+	if ga := a.group(t, id); ga.IsMember(b.id()) || !ga.IsMember(c.id()) {
+		t.Fatalf("IsMember after b left: b %v, c %v", ga.IsMember(b.id()), ga.IsMember(c.id()))
+	}
 
 	// d is expelled by a voter: it drops the group and may not come back.
 	expeller := a

@@ -707,9 +707,8 @@ func (ds *dist) awaitOthersWant(ctx context.Context, id content.ID, source peer.
 func (ds *dist) domainProxy(g *peergroup.Group, id content.ID) peer.ID {
 	mc := ds.d.pipes.Multicast()
 	self := ds.d.node.ID()
-	v := g.State()
 	for _, p := range g.Proxies(id.String()) {
-		if (p == self || mc.InDomain(p)) && v.IsMember(p) {
+		if (p == self || mc.InDomain(p)) && g.IsMember(p) {
 			return p
 		}
 	}
