@@ -734,26 +734,28 @@ const DataQueueWait = 2 * time.Second
 // closed.
 func (m *multicast) waitRoom(k int) bool {
 	var deadline time.Time
+	var tick *time.Timer
 	for {
 		if q := m.queued.Add(int64(k)); q <= int64(m.cfg.DataQueue) || q == int64(k) {
 			return true
 		}
 		m.queued.Add(-int64(k))
-		if deadline.IsZero() {
+		// Look again every 10 ms even without a signal: the other family's reader may take it.
+		if tick == nil {
 			deadline = time.Now().Add(DataQueueWait)
+			tick = time.NewTimer(10 * time.Millisecond)
+			defer tick.Stop()
 		} else if time.Now().After(deadline) {
 			return false
+		} else {
+			tick.Reset(10 * time.Millisecond)
 		}
-		// Look again every 10 ms even without a signal: the other family's reader may take it.
-		tick := time.NewTimer(10 * time.Millisecond)
 		select {
 		case <-m.room:
 		case <-tick.C:
 		case <-m.done:
-			tick.Stop()
 			return false
 		}
-		tick.Stop()
 	}
 }
 

@@ -824,7 +824,7 @@ func (e *Engine) relay(ctx context.Context, snd *mcast.Sender, st *store.Store, 
 			}
 			sent = true
 		}
-		if next < n && next+skip < n && st.Has(next+skip) {
+		if next+skip < n && st.Has(next+skip) {
 			late = append(late, next) // the rest waits no longer for it
 			next++
 			continue

@@ -617,10 +617,11 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 			// No source in this domain: one wanting peer here relays (the first claim the
 			// group's log orders), and the others take its relay.
 			req.Relayed = true
-			if err := ds.awaitOthersWant(ctx, id, source); err != nil {
+			others, err := ds.awaitOthersWant(ctx, id, source)
+			if err != nil {
 				return nil, false, err
 			}
-			if ds.othersWant(id, source) {
+			if others {
 				// Receivers elsewhere (the source's domain, by multicast) hold each slice
 				// moments after the source sends it: take slices from them and leave the
 				// source's uplink to its multicast.
@@ -676,8 +677,9 @@ func (ds *dist) othersWant(id content.ID, source peer.ID) bool {
 	return false
 }
 
-// awaitOthersWant returns once othersWant(id, source) holds or wantWindow has passed.
-func (ds *dist) awaitOthersWant(ctx context.Context, id content.ID, source peer.ID) error {
+// awaitOthersWant waits until othersWant(id, source) holds or wantWindow has passed, and
+// returns othersWant.
+func (ds *dist) awaitOthersWant(ctx context.Context, id content.ID, source peer.ID) (bool, error) {
 	t := time.NewTimer(wantWindow)
 	defer t.Stop()
 	for {
@@ -685,13 +687,13 @@ func (ds *dist) awaitOthersWant(ctx context.Context, id content.ID, source peer.
 		heard := ds.heard
 		ds.mu.Unlock()
 		if ds.othersWant(id, source) {
-			return nil
+			return true, nil
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		case <-t.C:
-			return nil
+			return ds.othersWant(id, source), nil
 		case <-heard:
 		}
 	}
