@@ -243,6 +243,59 @@ scenario_proxy_failover() {
 	rc_check "takeover" "$rc" "\"dead_proxy\":\"$proxy\",\"taken_over_by\":\"$taker\",\"recorded\":\"$recorded\""
 }
 
+# late-get: the paper's testbed with three hosts per segment (--hosts 3). Every receiver but
+# one of segment 1 gets the file; once they all hold it, that one gets it too. Segment 1's
+# proxy holds the file and the group still records it as the domain's proxy, so it answers the
+# late want with a multicast pass into segment 1, as the source does in its own domain: the
+# late receiver takes most of its bytes by multicast instead of waiting for a relay that ended
+# and then fetching it all from peers. Links are shaped to --rate, else RC_FAULT_RATE
+# (30mbit). --bytes sets the file (16MiB).
+scenario_late_get() {
+	local hosts rvh src h rc size file s1=() receivers=() first=() late
+	rc_raftcast_bin
+	mapfile -t hosts < <(rc_hosts)
+	rvh=${hosts[0]}
+	src=h21
+	for h in "${hosts[@]:1}"; do
+		[[ $h == "$src" ]] && continue
+		receivers+=("$h")
+		[[ $(rc_segment_of "$h") == s1 ]] && s1+=("$h")
+	done
+	((${#s1[@]} >= 3)) || rc_die "late-get needs three receivers in segment 1 (paper --hosts 3)"
+	late=${s1[-1]}
+	for h in "${receivers[@]}"; do [[ $h == "$late" ]] || first+=("$h"); done
+	size=$(rc_size_bytes "${RC_BYTES:-16MiB}")
+	rc_fault_start "$rvh" "$src" "${receivers[@]}"
+	rc_group_form "$src" "${receivers[@]}"
+	sleep "${RC_BEACON_WAIT:-3}" # multicast beacons: every node learns its domain
+	file=$RC_DIR/share.bin
+	rc_make_file "$file" "$size"
+	rc=0
+	rc_raftcast "$src" share "$file" --name late.bin --json >"$RC_DIR/logs/$src-share.json" || rc=$?
+	rc_check "share $src" "$rc"
+	((rc == 0)) || return 0
+	local gt=${RC_GET_TIMEOUT:-120}
+	rc_start_gets late.bin "$gt" "${first[@]}"
+	for h in "${first[@]}"; do
+		rc=0
+		rc_wait_pid "${RC_GETPID[$h]}" "$((gt + 30))" || rc=$?
+		cmp -s "$file" "$RC_DIR/recv/$h.bin" || rc=1
+		local proxy=false
+		grep -q '"proxy": *true' "$RC_DIR/logs/$h-get.log" 2>/dev/null && proxy=true
+		rc_check "identical $h" "$rc" "\"segment\":\"$(rc_segment_of "$h")\",\"proxy\":$proxy"
+	done
+	rc_start_gets late.bin "$gt" "$late"
+	rc=0
+	rc_wait_pid "${RC_GETPID[$late]}" "$((gt + 30))" || rc=$?
+	cmp -s "$file" "$RC_DIR/recv/$late.bin" || rc=1
+	local log=$RC_DIR/logs/$late-get.log mc
+	mc=$(rc_jnum bytes_multicast "$log")
+	rc_check "identical $late" "$rc" "\"segment\":\"s1\",\"bytes_multicast\":$mc,\"bytes_peers\":$(rc_jnum bytes_peers "$log"),\"bytes_source\":$(rc_jnum bytes_source "$log"),\"seconds\":$(rc_jnum seconds "$log")"
+	rc=1
+	((mc * 2 > size)) && rc=0
+	rc_check "late get by multicast from the proxy $late" "$rc" "\"bytes_multicast\":$mc,\"size\":$size"
+}
+
 # rc_daemon_pid NODE: the PID of NODE's raftcast daemon (ip netns exec execs it, so the
 # recorded PID is the daemon's own).
 rc_daemon_pid() {

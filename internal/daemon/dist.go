@@ -21,7 +21,9 @@ package daemon
 //     watch it (watchProxy): once it is dead, the smallest live wanting peer of the domain
 //     claims the role in its place and relays what it holds and gains from then on.
 //   - A receiver that completed publishes a content advertisement with role=holder and keeps
-//     serving.
+//     serving. A proxy that completed and is still its domain's recorded proxy answers wants
+//     from its domain with passes, as the source does in its own: a get started there later
+//     receives by multicast from it.
 
 import (
 	"cmp"
@@ -83,7 +85,7 @@ type dist struct {
 	demux *mcast.Demux  // mc shared among receivers, by content
 
 	mu      sync.Mutex                       // guards sources, wants, lastPass, listening
-	sources map[content.ID]sourceInfo        // contents this node is the source of
+	sources map[content.ID]sourceInfo        // contents this node is the source of, or a proxy that holds them complete
 	wants   map[content.ID]map[peer.ID]int64 // wanting peers heard, by content: their link rate (bits/s, 0 unknown)
 	passAt  map[content.ID]time.Time         // until when a scheduled or running pass covers new wants
 	passGo  map[content.ID]chan struct{}     // closed to start a scheduled pass before passWindow ends
@@ -93,11 +95,12 @@ type dist struct {
 	ctx     context.Context
 }
 
-// sourceInfo is what the source keeps of a content it shares.
+// sourceInfo is what the source keeps of a content it shares, and a proxy of one it relayed.
 type sourceInfo struct {
 	rate  int64 // multicast pace, bytes/s; 0: from the links (passRate)
 	size  int64
 	group *peergroup.Group
+	proxy bool // this node is not the source but was its domain's proxy, and holds it complete
 }
 
 func newDist(ctx context.Context, d *Daemon, eng *transfer.Engine) *dist {
@@ -343,12 +346,19 @@ func (ds *dist) sendDone(g *peergroup.Group, id content.ID) {
 }
 
 // onWant records that from wants id (its link rate: link bits/s, 0 unknown) and, at the
-// source, schedules a pass for the wanting peers of its domain.
+// source (or at a domain's proxy that holds id complete), schedules a pass for the wanting
+// peers of its domain.
 func (ds *dist) onWant(id content.ID, from peer.ID, link int64) {
 	// Only a want from this node's domain schedules a pass: one from another domain (heard on
 	// the coordination pipe, often first) is its proxy's to serve, and taking it for the
 	// domain's would hold off the pass its own domain's wants ask for.
 	inDomain := ds.demux != nil && ds.d.pipes.Multicast().InDomain(from)
+	ds.mu.Lock()
+	src, isSource := ds.sources[id]
+	ds.mu.Unlock()
+	if isSource && src.proxy && (!inDomain || ds.domainProxy(src.group, id) != ds.d.node.ID()) {
+		isSource = false // not from its domain, or another node is its domain's proxy now
+	}
 	ds.mu.Lock()
 	if ds.wants[id] == nil {
 		ds.wants[id] = map[peer.ID]int64{}
@@ -358,7 +368,6 @@ func (ds *dist) onWant(id content.ID, from peer.ID, link int64) {
 	}
 	close(ds.heard)
 	ds.heard = make(chan struct{})
-	src, isSource := ds.sources[id]
 	// One pass at a time: wants that arrive while a pass is scheduled or running join it (what
 	// they miss they repair from peers). Until the pace is chosen, the pass is assumed to run
 	// at DefaultRate or the given rate.
@@ -651,6 +660,16 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 	res, err := ds.eng.Get(ctx, req)
 	if err != nil {
 		return nil, proxy, err
+	}
+	if req.Relay != nil && ds.domainProxy(g, id) == ds.d.node.ID() {
+		// The group keeps this node as its domain's proxy of id: a get started in the domain
+		// later (its want heard here) gets a pass from it, as the source's domain does from
+		// the source, instead of waiting for a relay that ended.
+		ds.mu.Lock()
+		if _, ok := ds.sources[id]; !ok {
+			ds.sources[id] = sourceInfo{size: res.Size, group: g, proxy: true}
+		}
+		ds.mu.Unlock()
 	}
 	if err := ds.advertise(ctx, g, id, res.Name, res.Size, "holder"); err != nil {
 		ds.d.log.Warn("advertising held content", "err", err)
