@@ -157,6 +157,34 @@ scenario_distribution() {
 	rc_check "distribution time" 0 "\"seconds\":$elapsed,\"bytes\":$size,\"receivers\":${#receivers[@]},$all"
 }
 
+# rc_paper3_share SCENARIO NAME SIZE: the setup of proxy-failover and late-get on the paper's
+# testbed with three hosts per segment: h21 is the source and every other host but the
+# rendezvous a receiver (P3_RECEIVERS; those of segment 1, at least three, in P3_S1); links
+# shaped as for faults (rc_fault_start); the group formed; a file of --bytes (else SIZE)
+# written to P3_FILE (P3_SIZE bytes) and shared as NAME. Fails if the share did (checked).
+rc_paper3_share() {
+	local scen=$1 name=$2 hosts rvh h rc
+	mapfile -t hosts < <(rc_hosts)
+	rvh=${hosts[0]}
+	P3_SRC=h21 P3_RECEIVERS=() P3_S1=()
+	for h in "${hosts[@]:1}"; do
+		[[ $h == "$P3_SRC" ]] && continue
+		P3_RECEIVERS+=("$h")
+		[[ $(rc_segment_of "$h") == s1 ]] && P3_S1+=("$h")
+	done
+	((${#P3_S1[@]} >= 3)) || rc_die "$scen needs three receivers in segment 1 (paper --hosts 3)"
+	P3_SIZE=$(rc_size_bytes "${RC_BYTES:-$3}")
+	rc_fault_start "$rvh" "$P3_SRC" "${P3_RECEIVERS[@]}"
+	rc_group_form "$P3_SRC" "${P3_RECEIVERS[@]}"
+	sleep "${RC_BEACON_WAIT:-3}" # multicast beacons: every node learns its domain
+	P3_FILE=$RC_DIR/share.bin
+	rc_make_file "$P3_FILE" "$P3_SIZE"
+	rc=0
+	rc_raftcast "$P3_SRC" share "$P3_FILE" --name "$name" --json >"$RC_DIR/logs/$P3_SRC-share.json" || rc=$?
+	rc_check "share $P3_SRC" "$rc"
+	return "$rc"
+}
+
 # proxy-failover: the paper's testbed with three hosts per segment (--hosts 3). Segment 1 has
 # no source, so one of its receivers is its proxy; once the proxy holds a third of the file
 # (RC_KILL_AT bytes) its daemon is SIGKILLed by PID. Another receiver of segment 1 must take
@@ -165,27 +193,11 @@ scenario_distribution() {
 # copy. Links are shaped to --rate, else RC_FAULT_RATE (30mbit), so that the kill lands
 # mid-transfer. --bytes sets the file (24MiB).
 scenario_proxy_failover() {
-	local hosts rvh src h rc size file s1=() receivers=()
+	local src h rc size file s1=() receivers=()
 	rc_raftcast_bin
-	mapfile -t hosts < <(rc_hosts)
-	rvh=${hosts[0]}
-	src=h21
-	for h in "${hosts[@]:1}"; do
-		[[ $h == "$src" ]] && continue
-		receivers+=("$h")
-		[[ $(rc_segment_of "$h") == s1 ]] && s1+=("$h")
-	done
-	((${#s1[@]} >= 3)) || rc_die "proxy-failover needs three receivers in segment 1 (paper --hosts 3)"
-	size=$(rc_size_bytes "${RC_BYTES:-24MiB}")
-	rc_fault_start "$rvh" "$src" "${receivers[@]}"
-	rc_group_form "$src" "${receivers[@]}"
-	sleep "${RC_BEACON_WAIT:-3}" # multicast beacons: every node learns its domain
-	file=$RC_DIR/share.bin
-	rc_make_file "$file" "$size"
-	rc=0
-	rc_raftcast "$src" share "$file" --name failover.bin --json >"$RC_DIR/logs/$src-share.json" || rc=$?
-	rc_check "share $src" "$rc"
-	((rc == 0)) || return 0
+	rc_paper3_share proxy-failover failover.bin 24MiB || return 0
+	src=$P3_SRC size=$P3_SIZE file=$P3_FILE
+	s1=("${P3_S1[@]}") receivers=("${P3_RECEIVERS[@]}")
 	local gt=${RC_GET_TIMEOUT:-240}
 	rc_start_gets failover.bin "$gt" "${receivers[@]}"
 
@@ -251,29 +263,13 @@ scenario_proxy_failover() {
 # and then fetching it all from peers. Links are shaped to --rate, else RC_FAULT_RATE
 # (30mbit). --bytes sets the file (16MiB).
 scenario_late_get() {
-	local hosts rvh src h rc size file s1=() receivers=() first=() late
+	local h rc size file s1=() receivers=() first=() late
 	rc_raftcast_bin
-	mapfile -t hosts < <(rc_hosts)
-	rvh=${hosts[0]}
-	src=h21
-	for h in "${hosts[@]:1}"; do
-		[[ $h == "$src" ]] && continue
-		receivers+=("$h")
-		[[ $(rc_segment_of "$h") == s1 ]] && s1+=("$h")
-	done
-	((${#s1[@]} >= 3)) || rc_die "late-get needs three receivers in segment 1 (paper --hosts 3)"
+	rc_paper3_share late-get late.bin 16MiB || return 0
+	size=$P3_SIZE file=$P3_FILE
+	s1=("${P3_S1[@]}") receivers=("${P3_RECEIVERS[@]}")
 	late=${s1[-1]}
 	for h in "${receivers[@]}"; do [[ $h == "$late" ]] || first+=("$h"); done
-	size=$(rc_size_bytes "${RC_BYTES:-16MiB}")
-	rc_fault_start "$rvh" "$src" "${receivers[@]}"
-	rc_group_form "$src" "${receivers[@]}"
-	sleep "${RC_BEACON_WAIT:-3}" # multicast beacons: every node learns its domain
-	file=$RC_DIR/share.bin
-	rc_make_file "$file" "$size"
-	rc=0
-	rc_raftcast "$src" share "$file" --name late.bin --json >"$RC_DIR/logs/$src-share.json" || rc=$?
-	rc_check "share $src" "$rc"
-	((rc == 0)) || return 0
 	local gt=${RC_GET_TIMEOUT:-120}
 	rc_start_gets late.bin "$gt" "${first[@]}"
 	for h in "${first[@]}"; do
