@@ -130,19 +130,20 @@ scenario_distribution() {
 	rc=1
 	[[ $(rc_foreign_domains "$(rc_segment_of "$src")" "${proxies[@]}") == "$want" && ${#proxies[@]} == $(wc -w <<<"$want") ]] && rc=0
 	rc_check "one proxy per domain" "$rc" "\"proxy_segments\":\"${proxies[*]}\",\"domains_without_source\":\"$want\""
-	# No --rate was given: the source paces its pass, and segment 1's proxy its relay, at 96 %
-	# of the slowest link among them and their domain's receivers, as read from each host's
-	# shaper (every link of the run has the same rate).
+	# No --rate was given: the source paces its pass at 96 %, and segment 1's proxy its relay
+	# at 92 %, of the slowest link among them and their domain's receivers, as read from each
+	# host's shaper (every link of the run has the same rate).
 	if [[ -n ${RC_DEFAULT_RATE:-} ]]; then
-		local want role node what line
-		want=$(awk -v m="$(rc_mbit "$RC_DEFAULT_RATE")" 'BEGIN { printf "%d", m * 1e6 * 0.96 / 8 }')
+		local want role node what line share
 		for role in source proxy; do
-			node=$src what='msg="multicast pass"'
+			node=$src what='msg="multicast pass"' share=0.96
 			if [[ $role == proxy ]]; then
+				share=0.92
 				what='msg="proxy peer for this multicast domain"'
 				node=$(grep -l '"proxy": *true' "$RC_DIR"/logs/*-get.log | head -1)
 				node=$(basename "${node%-get.log}")
 			fi
+			want=$(awk -v m="$(rc_mbit "$RC_DEFAULT_RATE")" -v s="$share" 'BEGIN { printf "%d", m * 1e6 * s / 8 }')
 			line=$(grep -h -m1 "$what" "$RC_DIR/logs/$node-raftcast.log" 2>/dev/null |
 				grep -o ' rate=[0-9]* rate_from=[a-z]*' || true)
 			rc=1

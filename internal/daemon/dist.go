@@ -17,7 +17,8 @@ package daemon
 //     it hears a want from the source's domain (at most wantWindow after its get): ProxySet,
 //     through Raft; of claims made at once the log's order picks one, and the others withdraw
 //     theirs (ProxyDrop). The proxy pulls the content from peers and re-multicasts every
-//     slice it obtains into its domain. The other receivers of the domain
+//     slice it obtains into its domain (paced at relayShare, 92 %, of the link: its uplink
+//     also carries its intake's acknowledgements). The other receivers of the domain
 //     watch it (watchProxy): once it is dead, the smallest live wanting peer of the domain
 //     claims the role in its place and relays what it holds and gains from then on.
 //   - A receiver that completed publishes a content advertisement with role=holder and keeps
@@ -63,6 +64,16 @@ const DefaultRate = 95_000_000 / 8
 // alternated runs each): 1.067-1.075 × bound against 1.078-1.079 at 95 %, with no more
 // slices repaired from peers; with 1 % loss 1.132-1.134 against 1.137-1.145.
 const linkShare = 0.96
+
+// relayShare is the share of the slowest known link a proxy's relay is paced at (linkShare
+// for a pass). The proxy's uplink carries its relay and the acknowledgements of its intake
+// (about 2 % of the link over TCP): at 96 % the relay filled it, the acknowledgements queued
+// behind it (27-35 ms round trips on the intake's connections) and the intake slowed, worst
+// with loss, where it set the second domain's time. Measured (testnet/bench --cases
+// raftcast-2domain, 256 MiB, alternated with the relay at 96 %): with --loss 1 1.416 and
+// 1.386 × bound against 1.589 and 1.575; without loss 1.215 and 1.196 against 1.221 and
+// 1.213 (the relay at 96 % could not keep its pace anyway).
+const relayShare = 0.92
 
 // wantWindow is how long a receiver outside the source's domain waits, at most, to hear a
 // want from another domain before it sets up its get: whether receivers in the source's domain
@@ -255,6 +266,18 @@ func (ds *dist) linkRate() linkrate.Rate {
 // domain's peers that want id, else DefaultRate. from says which ("shaper", "link" or
 // "default").
 func (ds *dist) passRate(id content.ID, own linkrate.Rate) (bytesPerSec int64, from string) {
+	return paceAt(ds.domainLink(id, own), linkShare)
+}
+
+// relayRate is the pace of a proxy's relay of id into this node's multicast domain:
+// relayShare of the link passRate paces at.
+func (ds *dist) relayRate(id content.ID, own linkrate.Rate) (bytesPerSec int64, from string) {
+	return paceAt(ds.domainLink(id, own), relayShare)
+}
+
+// domainLink is the slowest known link among this node's (own) and those of the peers of its
+// domain that want id.
+func (ds *dist) domainLink(id content.ID, own linkrate.Rate) linkrate.Rate {
 	mc := ds.d.pipes.Multicast()
 	rs := []linkrate.Rate{own}
 	ds.mu.Lock()
@@ -264,15 +287,22 @@ func (ds *dist) passRate(id content.ID, own linkrate.Rate) (bytesPerSec int64, f
 		}
 	}
 	ds.mu.Unlock()
-	return paceFor(linkrate.Min(rs...))
+	return linkrate.Min(rs...)
 }
 
-// paceFor is the pace for the slowest link r: linkShare of it, DefaultRate when unknown.
+// paceFor is the pace of a pass for the slowest link r: linkShare of it, DefaultRate when
+// unknown.
 func paceFor(r linkrate.Rate) (bytesPerSec int64, from string) {
+	return paceAt(r, linkShare)
+}
+
+// paceAt is share of the slowest link r; when r is unknown, DefaultRate (for linkShare)
+// scaled alike.
+func paceAt(r linkrate.Rate, share float64) (bytesPerSec int64, from string) {
 	if r.Bits <= 0 {
-		return DefaultRate, "default"
+		return int64(float64(DefaultRate) * share / linkShare), "default"
 	}
-	return max(1, int64(float64(r.Bits)*linkShare/8)), r.Source
+	return max(1, int64(float64(r.Bits)*share/8)), r.Source
 }
 
 func (ds *dist) coordSpec(g *peergroup.Group) pipes.PipeSpec {
@@ -637,7 +667,7 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 				req.SourceDelay = proxySourceDelay
 			}
 			var from string
-			req.RelayRate, from = ds.passRate(id, own)
+			req.RelayRate, from = ds.relayRate(id, own)
 			if ds.claimFirst(ctx, g, id) {
 				// The proxy pulls from peers at once (no multicast to wait for here) and
 				// re-multicasts what it obtains.

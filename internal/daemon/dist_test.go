@@ -78,7 +78,7 @@ func TestCoordMessage(t *testing.T) {
 	}
 }
 
-// The pace is 96 % of the slowest known link, DefaultRate when none is known.
+// A pass is paced at 96 % of the slowest known link, DefaultRate when none is known.
 func TestPaceFor(t *testing.T) {
 	for _, c := range []struct {
 		r    linkrate.Rate
@@ -92,6 +92,13 @@ func TestPaceFor(t *testing.T) {
 		if got, from := paceFor(c.r); got != c.want || from != c.from {
 			t.Errorf("paceFor(%+v) = %d %s, want %d %s", c.r, got, from, c.want, c.from)
 		}
+	}
+	// A proxy's relay: 92 %, and DefaultRate scaled alike when no link is known.
+	if got, from := paceAt(linkrate.Rate{Bits: 100_000_000, Source: "shaper"}, relayShare); got != 11_500_000 || from != "shaper" {
+		t.Errorf("relay pace on 100 Mbit/s = %d %s, want 11500000 shaper", got, from)
+	}
+	if got, from := paceAt(linkrate.Rate{}, relayShare); got >= DefaultRate || got < DefaultRate*9/10 || from != "default" {
+		t.Errorf("relay pace with no link known = %d %s, want a little under DefaultRate %d", got, from, DefaultRate)
 	}
 }
 
