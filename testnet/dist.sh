@@ -264,20 +264,18 @@ scenario_proxy_failover() {
 # and then fetching it all from peers. Links are shaped to --rate, else RC_FAULT_RATE
 # (30mbit). --bytes sets the file (16MiB).
 scenario_late_get() {
-	local h rc size file s1=() receivers=() first=() late
+	local h rc size file first=() late proxy
 	rc_raftcast_bin
 	rc_paper3_share late-get late.bin 16MiB || return 0
-	size=$P3_SIZE file=$P3_FILE
-	s1=("${P3_S1[@]}") receivers=("${P3_RECEIVERS[@]}")
-	late=${s1[-1]}
-	for h in "${receivers[@]}"; do [[ $h == "$late" ]] || first+=("$h"); done
+	size=$P3_SIZE file=$P3_FILE late=${P3_S1[-1]}
+	for h in "${P3_RECEIVERS[@]}"; do [[ $h == "$late" ]] || first+=("$h"); done
 	local gt=${RC_GET_TIMEOUT:-120}
 	rc_start_gets late.bin "$gt" "${first[@]}"
 	for h in "${first[@]}"; do
 		rc=0
 		rc_wait_pid "${RC_GETPID[$h]}" "$((gt + 30))" || rc=$?
 		cmp -s "$file" "$RC_DIR/recv/$h.bin" || rc=1
-		local proxy=false
+		proxy=false
 		grep -q '"proxy": *true' "$RC_DIR/logs/$h-get.log" 2>/dev/null && proxy=true
 		rc_check "identical $h" "$rc" "\"segment\":\"$(rc_segment_of "$h")\",\"proxy\":$proxy"
 	done

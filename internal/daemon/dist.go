@@ -290,12 +290,6 @@ func (ds *dist) domainLink(id content.ID, own linkrate.Rate) linkrate.Rate {
 	return linkrate.Min(rs...)
 }
 
-// paceFor is the pace of a pass for the slowest link r: linkShare of it, DefaultRate when
-// unknown.
-func paceFor(r linkrate.Rate) (bytesPerSec int64, from string) {
-	return paceAt(r, linkShare)
-}
-
 // paceAt is share of the slowest link r; when r is unknown, DefaultRate (for linkShare)
 // scaled alike.
 func paceAt(r linkrate.Rate, share float64) (bytesPerSec int64, from string) {
@@ -383,12 +377,7 @@ func (ds *dist) onWant(id content.ID, from peer.ID, link int64) {
 	// the coordination pipe, often first) is its proxy's to serve, and taking it for the
 	// domain's would hold off the pass its own domain's wants ask for.
 	inDomain := ds.demux != nil && ds.d.pipes.Multicast().InDomain(from)
-	ds.mu.Lock()
-	src, isSource := ds.sources[id]
-	ds.mu.Unlock()
-	if isSource && src.proxy && (!inDomain || ds.domainProxy(src.group, id) != ds.d.node.ID()) {
-		isSource = false // not from its domain, or another node is its domain's proxy now
-	}
+	src, isSource := ds.passSource(id, inDomain)
 	ds.mu.Lock()
 	if ds.wants[id] == nil {
 		ds.wants[id] = map[peer.ID]int64{}
@@ -439,6 +428,20 @@ func (ds *dist) onWant(id content.ID, from peer.ID, link int64) {
 			ds.d.log.Warn("multicast pass", "content", id, "err", err)
 		}
 	}()
+}
+
+// passSource is what this node keeps of id to answer a want with a pass (inDomain: the want
+// is from its domain), and whether it answers: it is id's source, or its domain's proxy that
+// holds id complete, the want is from its domain and the group still records it as the
+// domain's proxy.
+func (ds *dist) passSource(id content.ID, inDomain bool) (sourceInfo, bool) {
+	ds.mu.Lock()
+	src, ok := ds.sources[id]
+	ds.mu.Unlock()
+	if ok && src.proxy && (!inDomain || ds.domainProxy(src.group, id) != ds.d.node.ID()) {
+		return src, false
+	}
+	return src, ok
 }
 
 // startIfAllWant starts the pass of id scheduled at this source before passWindow ends once

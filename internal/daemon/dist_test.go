@@ -79,7 +79,7 @@ func TestCoordMessage(t *testing.T) {
 }
 
 // A pass is paced at 96 % of the slowest known link, DefaultRate when none is known.
-func TestPaceFor(t *testing.T) {
+func TestPaceAt(t *testing.T) {
 	for _, c := range []struct {
 		r    linkrate.Rate
 		want int64
@@ -89,8 +89,8 @@ func TestPaceFor(t *testing.T) {
 		{linkrate.Rate{Bits: 100_000_000, Source: "shaper"}, 12_000_000, "shaper"},
 		{linkrate.Rate{Bits: 1_000_000_000, Source: "link"}, 120_000_000, "link"},
 	} {
-		if got, from := paceFor(c.r); got != c.want || from != c.from {
-			t.Errorf("paceFor(%+v) = %d %s, want %d %s", c.r, got, from, c.want, c.from)
+		if got, from := paceAt(c.r, linkShare); got != c.want || from != c.from {
+			t.Errorf("paceAt(%+v, linkShare) = %d %s, want %d %s", c.r, got, from, c.want, c.from)
 		}
 	}
 	// A proxy's relay: 92 %, and DefaultRate scaled alike when no link is known.
