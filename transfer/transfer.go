@@ -187,6 +187,9 @@ func (e *Engine) add(it *item) error {
 		return ErrClosed
 	}
 	if old := e.items[it.m.ID()]; old != nil && old != it {
+		if old.kind == KindShare && it.kind == KindShare {
+			return errShared
+		}
 		if old.kind == KindShare || old.st.Complete() {
 			return fmt.Errorf("transfer: content %s is already held", it.m.ID())
 		}
@@ -271,15 +274,7 @@ func (e *Engine) Share(ctx context.Context, path, name string, rate int64, opts 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	st, err := store.OpenSource(path, store.Layout{Size: m.Size, SliceSize: m.SliceSize}, m.Verify)
-	if err != nil {
-		return nil, err
-	}
-	it := &item{m: m, kind: KindShare, st: st}
-	it.done.Store(m.Size)
-	it.state.Store(StateServing)
-	if err := e.add(it); err != nil {
-		st.Close()
+	if err := e.Serve(m, path, KindShare); err != nil {
 		return nil, err
 	}
 	if o.ch != nil {
@@ -289,6 +284,30 @@ func (e *Engine) Share(ctx context.Context, path, name string, rate int64, opts 
 	}
 	return m, nil
 }
+
+// Serve serves content m, held whole in the file at path, as a share (its source) or as a
+// finished get: what a restarted node shared or received. Slices are verified as they are
+// read, so a file changed since is not served as the content (store.OpenSource).
+func (e *Engine) Serve(m *content.Manifest, path string, kind Kind) error {
+	st, err := store.OpenSource(path, store.Layout{Size: m.Size, SliceSize: m.SliceSize}, m.Verify)
+	if err != nil {
+		return err
+	}
+	it := &item{m: m, kind: kind, st: st}
+	it.done.Store(m.Size)
+	it.state.Store(StateServing)
+	if err := e.add(it); err != nil {
+		st.Close()
+		if errors.Is(err, errShared) {
+			return nil // shared again (after a restart, say): it is served already
+		}
+		return err
+	}
+	return nil
+}
+
+// errShared: a share of content this node shares already.
+var errShared = errors.New("transfer: content shared already")
 
 // Multicast starts one paced multicast pass of content id (which must be held complete) on
 // ch, in the background; it ends with the engine. While a pass of the content runs, another
@@ -393,6 +412,7 @@ type Progress struct {
 // Result summarises a completed Get; the byte counts add up to Size.
 type Result struct {
 	ID             content.ID
+	Manifest       *content.Manifest
 	Name           string
 	Size           int64
 	Seconds        float64
@@ -453,7 +473,7 @@ func (e *Engine) Get(ctx context.Context, req GetRequest) (*Result, error) {
 		if err := e.copyOut(it, req.Out); err != nil {
 			return nil, err
 		}
-		return &Result{ID: id, Name: m.Name, Size: m.Size, BytesResumed: m.Size, Seconds: time.Since(start).Seconds()}, nil
+		return &Result{ID: id, Manifest: m, Name: m.Name, Size: m.Size, BytesResumed: m.Size, Seconds: time.Since(start).Seconds()}, nil
 	}
 	if it == nil {
 		st, err := store.Open(store.ForManifest(e.cfg.Dir, m))
@@ -468,7 +488,7 @@ func (e *Engine) Get(ctx context.Context, req GetRequest) (*Result, error) {
 	}
 	it.state.Store(StateRunning)
 	it.err.Store("")
-	res := &Result{ID: id, Name: m.Name, Size: m.Size}
+	res := &Result{ID: id, Manifest: m, Name: m.Name, Size: m.Size}
 	res.BytesResumed = int64(heldBytes(m, it.st))
 	it.done.Store(res.BytesResumed)
 

@@ -779,3 +779,81 @@ func TestRelayedReceiverWaitsForLateSlice(t *testing.T) {
 		}
 	}
 }
+
+// An engine that restarts serves, through Serve, what it shared and what it received whole:
+// a new receiver gets the content from them alone. Sharing the same file again is no error.
+func TestServeAfterRestart(t *testing.T) {
+	src, r1 := newTNode(t, 64<<10), newTNode(t, 64<<10)
+	connect(t, src, r1)
+	path, data := writeRandom(t, 2<<20, 11)
+	m, err := src.e.Share(t.Context(), path, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.e.Share(t.Context(), path, "", 0); err != nil {
+		t.Fatalf("sharing again: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	out := filepath.Join(r1.dir, "out.bin")
+	if _, err := r1.e.Get(ctx, GetRequest{ID: m.ID(), Out: out, Source: src.h.ID()}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Both restart: new engines on the same hosts, told what they held.
+	for _, n := range []*tnode{src, r1} {
+		if err := n.e.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := DefaultConfig()
+	cfg.Dir = t.TempDir()
+	src2, err := New(src.h, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src2.Close()
+	cfg.Dir = t.TempDir()
+	r1b, err := New(r1.h, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r1b.Close()
+	if err := src2.Serve(m, path, KindShare); err != nil {
+		t.Fatal(err)
+	}
+	if err := r1b.Serve(m, out, KindGet); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []*Engine{src2, r1b} {
+		if ts := e.Transfers(); len(ts) != 1 || ts[0].State != StateServing || ts[0].DoneBytes != m.Size {
+			t.Fatalf("transfers after Serve: %+v", ts)
+		}
+	}
+	if err := r1b.Serve(m, filepath.Join(t.TempDir(), "gone"), KindGet); err == nil {
+		t.Fatal("Serve of a missing file succeeded")
+	}
+
+	// A receiver with no peers gets it all from the restarted source; one with no source, all
+	// from the restarted receiver.
+	r2, r3 := newTNode(t, 64<<10), newTNode(t, 64<<10)
+	connect(t, r2, src)
+	connect(t, r3, r1)
+	out2 := filepath.Join(r2.dir, "out.bin")
+	res, err := r2.e.Get(ctx, GetRequest{ID: m.ID(), Out: out2, Source: src.h.ID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResult(t, res, out2, data)
+	if res.BytesSource != m.Size {
+		t.Fatalf("not every byte from the restarted source: %+v", res)
+	}
+	out3 := filepath.Join(r3.dir, "out.bin")
+	if res, err = r3.e.Get(ctx, GetRequest{ID: m.ID(), Out: out3, Peers: []peer.ID{r1.h.ID()}}); err != nil {
+		t.Fatal(err)
+	}
+	checkResult(t, res, out3, data)
+	if res.BytesPeers != m.Size {
+		t.Fatalf("not every byte from the restarted receiver: %+v", res)
+	}
+}

@@ -139,6 +139,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer d.coop.Close()
 	dctx, dcancel := context.WithCancel(context.Background())
 	d.dist = newDist(dctx, d, d.engine)
+	d.dist.restoreHeld()
 	defer d.dist.wait()
 	defer dcancel()
 

@@ -25,6 +25,8 @@ package daemon
 //     serving. A proxy that completed and is still its domain's recorded proxy answers wants
 //     from its domain with passes, as the source does in its own: a get started there later
 //     receives by multicast from it.
+//   - What a node shared or received whole is recorded in its data dir (held.go): a restarted
+//     daemon serves it again, its source answering wants with passes.
 
 import (
 	"cmp"
@@ -32,6 +34,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -102,6 +105,7 @@ type dist struct {
 	passGo  map[content.ID]chan struct{}     // closed to start a scheduled pass before passWindow ends
 	listen  map[string]bool                  // groups whose coordination pipe is bound
 	heard   chan struct{}                    // closed, and replaced, when a want is heard
+	held    heldStore                        // contents held whole, served again after a restart
 	wg      sync.WaitGroup
 	ctx     context.Context
 }
@@ -123,6 +127,7 @@ func newDist(ctx context.Context, d *Daemon, eng *transfer.Engine) *dist {
 		passGo:  map[content.ID]chan struct{}{},
 		listen:  map[string]bool{},
 		heard:   make(chan struct{}),
+		held:    heldStore{dir: filepath.Join(d.cfg.DataDir, heldDir)},
 	}
 	if mc := d.pipes.Multicast(); mc != nil {
 		ds.mc = pipesch.Channel{C: mc}
@@ -498,6 +503,9 @@ func (ds *dist) share(ctx context.Context, path string, groupName, name string, 
 	ds.mu.Lock()
 	ds.sources[m.ID()] = sourceInfo{rate: max(rate, 0), size: m.Size, group: g}
 	ds.mu.Unlock()
+	if err := ds.held.put(m, heldRecord{Kind: transfer.KindShare, Path: path, Group: g.Name(), Rate: max(rate, 0)}); err != nil {
+		ds.d.log.Warn("recording the share: a restarted daemon will not serve it", "content", m.ID(), "err", err)
+	}
 	if err := ds.advertise(ctx, g, m.ID(), m.Name, m.Size, "source"); err != nil {
 		return nil, nil, err
 	}
@@ -694,7 +702,8 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 	if err != nil {
 		return nil, proxy, err
 	}
-	if req.Relay != nil && ds.domainProxy(g, id) == ds.d.node.ID() {
+	relayed := req.Relay != nil && ds.domainProxy(g, id) == ds.d.node.ID()
+	if relayed {
 		// The group keeps this node as its domain's proxy of id: a get started in the domain
 		// later (its want heard here) gets a pass from it, as the source's domain does from
 		// the source, instead of waiting for a relay that ended.
@@ -703,6 +712,13 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 			ds.sources[id] = sourceInfo{size: res.Size, group: g, proxy: true}
 		}
 		ds.mu.Unlock()
+	}
+	if !ds.held.has(id) && res.Manifest != nil {
+		// The file at out is what the engine serves from now on (a later get of id copies it).
+		rec := heldRecord{Kind: transfer.KindGet, Path: out, Group: g.Name(), Proxy: relayed}
+		if err := ds.held.put(res.Manifest, rec); err != nil {
+			ds.d.log.Warn("recording received content: a restarted daemon will not serve it", "content", id, "err", err)
+		}
 	}
 	if err := ds.advertise(ctx, g, id, res.Name, res.Size, "holder"); err != nil {
 		ds.d.log.Warn("advertising held content", "err", err)
