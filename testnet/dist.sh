@@ -257,38 +257,61 @@ scenario_proxy_failover() {
 }
 
 # late-get: the paper's testbed with three hosts per segment (--hosts 3). Every receiver but
-# one of segment 1 gets the file; once they all hold it, that one gets it too. Segment 1's
-# proxy holds the file and the group still records it as the domain's proxy, so it answers the
-# late want with a multicast pass into segment 1, as the source does in its own domain: the
-# late receiver takes most of its bytes by multicast instead of waiting for a relay that ended
-# and then fetching it all from peers. Links are shaped to --rate, else RC_FAULT_RATE
-# (30mbit). --bytes sets the file (16MiB).
+# the last two of segment 1 gets the file; once they all hold it, the second last gets it too.
+# Segment 1's proxy holds the file and the group still records it as the domain's proxy, so it
+# answers the late want with a multicast pass into segment 1, as the source does in its own
+# domain: the late receiver takes most of its bytes by multicast instead of waiting for a relay
+# that ended and then fetching it all from peers. Then the proxy's daemon is SIGKILLed and
+# restarted on its data dir, and the last receiver gets the file: the restarted proxy serves
+# what it held and still answers its domain's wants with passes. Links are shaped to --rate,
+# else RC_FAULT_RATE (30mbit). --bytes sets the file (16MiB).
 scenario_late_get() {
-	local h rc size file first=() late proxy
+	local h rc size first=() late=() proxy=""
 	rc_raftcast_bin
 	rc_paper3_share late-get late.bin 16MiB || return 0
-	size=$P3_SIZE file=$P3_FILE late=${P3_S1[-1]}
-	for h in "${P3_RECEIVERS[@]}"; do [[ $h == "$late" ]] || first+=("$h"); done
+	size=$P3_SIZE late=("${P3_S1[-2]}" "${P3_S1[-1]}")
+	for h in "${P3_RECEIVERS[@]}"; do [[ " ${late[*]} " == *" $h "* ]] || first+=("$h"); done
 	local gt=${RC_GET_TIMEOUT:-120}
 	rc_start_gets late.bin "$gt" "${first[@]}"
+	local isproxy
 	for h in "${first[@]}"; do
 		rc=0
 		rc_wait_pid "${RC_GETPID[$h]}" "$((gt + 30))" || rc=$?
-		cmp -s "$file" "$RC_DIR/recv/$h.bin" || rc=1
-		proxy=false
-		grep -q '"proxy": *true' "$RC_DIR/logs/$h-get.log" 2>/dev/null && proxy=true
-		rc_check "identical $h" "$rc" "\"segment\":\"$(rc_segment_of "$h")\",\"proxy\":$proxy"
+		cmp -s "$P3_FILE" "$RC_DIR/recv/$h.bin" || rc=1
+		isproxy=false
+		if grep -q '"proxy": *true' "$RC_DIR/logs/$h-get.log" 2>/dev/null; then
+			isproxy=true proxy=$h
+		fi
+		rc_check "identical $h" "$rc" "\"segment\":\"$(rc_segment_of "$h")\",\"proxy\":$isproxy"
 	done
-	rc_start_gets late.bin "$gt" "$late"
+	late_get "${late[0]}" "$gt" "$size" "the proxy"
 	rc=0
-	rc_wait_pid "${RC_GETPID[$late]}" "$((gt + 30))" || rc=$?
-	cmp -s "$file" "$RC_DIR/recv/$late.bin" || rc=1
-	local log=$RC_DIR/logs/$late-get.log mc
+	if [[ -n $proxy ]]; then
+		rc_kill_node "$proxy"
+		rc_restart_node "$proxy"
+		wait_api "$proxy" 60 || rc=$?
+		sleep "${RC_BEACON_WAIT:-3}" # its multicast beacons: its domain hears it again
+	else
+		rc=1
+	fi
+	rc_check "restart proxy" "$rc" "\"proxy\":\"$proxy\""
+	late_get "${late[1]}" "$gt" "$size" "the restarted proxy"
+}
+
+# late_get HOST SECS SIZE WHOM: HOST gets late.bin (P3_FILE) alone and must take most of its
+# bytes by multicast (check "late get by multicast from WHOM HOST").
+late_get() {
+	local h=$1 gt=$2 size=$3 whom=$4 rc log mc
+	rc_start_gets late.bin "$gt" "$h"
+	rc=0
+	rc_wait_pid "${RC_GETPID[$h]}" "$((gt + 30))" || rc=$?
+	cmp -s "$P3_FILE" "$RC_DIR/recv/$h.bin" || rc=1
+	log=$RC_DIR/logs/$h-get.log
 	mc=$(rc_jnum bytes_multicast "$log")
-	rc_check "identical $late" "$rc" "\"segment\":\"s1\",\"bytes_multicast\":$mc,\"bytes_peers\":$(rc_jnum bytes_peers "$log"),\"bytes_source\":$(rc_jnum bytes_source "$log"),\"seconds\":$(rc_jnum seconds "$log")"
+	rc_check "identical $h" "$rc" "\"segment\":\"s1\",\"bytes_multicast\":$mc,\"bytes_peers\":$(rc_jnum bytes_peers "$log"),\"bytes_source\":$(rc_jnum bytes_source "$log"),\"seconds\":$(rc_jnum seconds "$log")"
 	rc=1
 	((mc * 2 > size)) && rc=0
-	rc_check "late get by multicast from the proxy $late" "$rc" "\"bytes_multicast\":$mc,\"size\":$size"
+	rc_check "late get by multicast from $whom $h" "$rc" "\"bytes_multicast\":$mc,\"size\":$size"
 }
 
 # rc_daemon_pid NODE: the PID of NODE's raftcast daemon (ip netns exec execs it, so the

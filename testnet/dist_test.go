@@ -86,13 +86,17 @@ func TestProxyFailover(t *testing.T) {
 
 // TestLateGet: a get started in segment 1 after the others completed takes the file by
 // multicast from the domain's proxy (which answers its want with a pass, as the source does
-// in its own domain), not from peers after waiting for a relay that ended.
+// in its own domain), not from peers after waiting for a relay that ended; so does one after
+// the proxy's daemon was killed and restarted (it serves again what it held).
 func TestLateGet(t *testing.T) {
-	tools := needPaper(t, "the late get run (about 30 s)")
+	tools := needPaper(t, "the late get run (about 40 s)")
 	s, logs := runTestnet(t, tools, fmt.Sprintf("rcl%d", os.Getpid()%100000), nil,
-		"paper", "--hosts", "3", "--scenario", "late-get", "--timeout", "200")
+		"paper", "--hosts", "3", "--scenario", "late-get", "--timeout", "240")
 	assertAllOK(t, s, logs)
-	if !s.check(t, "late get by multicast from the proxy h13").OK {
+	if !s.check(t, "late get by multicast from the proxy h12").OK {
 		t.Error("the late receiver did not take the file by multicast from its proxy")
+	}
+	if !s.check(t, "late get by multicast from the restarted proxy h13").OK {
+		t.Error("the last receiver did not take the file by multicast from its restarted proxy")
 	}
 }
