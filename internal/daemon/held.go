@@ -140,10 +140,11 @@ func (h heldStore) read(name string) (heldEntry, error) {
 }
 
 // restoreHeld serves again the contents recorded as held: a share answers wants with passes
-// as before the restart, a proxy's content too while the group still names it its domain's
-// proxy, and each is advertised again. A record whose group this node left, or whose file is
-// gone or changed in size, is dropped with a warning (share the file again to serve it); one
-// that cannot be read is left in place and reported.
+// as before the restart (newDist bound every group's coordination pipe), a proxy's content
+// too while the group still names it its domain's proxy, and each is advertised again. A
+// record whose group this node left, or whose file is gone or changed in size, is dropped
+// with a warning (share the file again to serve it); one that cannot be read or served for
+// another reason (permissions, say) is reported and kept for the next start.
 func (ds *dist) restoreHeld() {
 	entries, errs := ds.held.load()
 	for _, err := range errs {
@@ -152,18 +153,21 @@ func (ds *dist) restoreHeld() {
 	for _, e := range entries {
 		id, rec := e.m.ID(), e.rec
 		g, err := ds.d.groups.lookup(rec.Group)
+		gone := err != nil
 		if err == nil {
 			err = ds.eng.Serve(e.m, rec.Path, rec.Kind)
+			gone = errors.Is(err, os.ErrNotExist) || errors.Is(err, store.ErrChanged)
 		}
 		if err != nil {
+			if !gone {
+				ds.d.log.Warn("not serving a held content (tried again at the next start)", "content", id, "name", e.m.Name, "path", rec.Path, "err", err)
+				continue
+			}
 			ds.d.log.Warn("no longer serving held content: its record is dropped", "content", id, "name", e.m.Name, "path", rec.Path, "err", err)
 			if err := ds.held.drop(id); err != nil {
 				ds.d.log.Warn("dropping a held content's record", "content", id, "err", err)
 			}
 			continue
-		}
-		if err := ds.ensureListening(g); err != nil {
-			ds.d.log.Warn("binding the group's coordination pipe", "group", g.Name(), "err", err)
 		}
 		role := "holder"
 		ds.mu.Lock()

@@ -26,6 +26,7 @@ var (
 	ErrClosed     = errors.New("store: closed")
 	ErrReadOnly   = errors.New("store: read-only (source or finalized)")
 	ErrBadConfig  = errors.New("store: bad config")
+	ErrChanged    = errors.New("store: source file changed since it was sliced")
 )
 
 // Layout is the geometry of the stored content.
@@ -225,7 +226,7 @@ func OpenSource(path string, layout Layout, verify Verifier) (*Store, error) {
 	}
 	if st.Size() != layout.Size {
 		f.Close()
-		return nil, fmt.Errorf("store: source %s is %d bytes, manifest says %d (changed since it was sliced?)", path, st.Size(), layout.Size)
+		return nil, fmt.Errorf("%w: %s is %d bytes, its manifest says %d", ErrChanged, path, st.Size(), layout.Size)
 	}
 	return &Store{
 		cfg:       Config{Verify: verify},
@@ -387,7 +388,7 @@ func (s *Store) ReadSlice(index int, buf []byte) ([]byte, error) {
 	}
 	if verify {
 		if err := s.cfg.Verify(index, buf); err != nil {
-			return nil, fmt.Errorf("store: source file changed since it was sliced: %w", err)
+			return nil, fmt.Errorf("%w: %w", ErrChanged, err)
 		}
 		if s.verifyRd {
 			s.mu.Lock()

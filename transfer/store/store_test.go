@@ -364,8 +364,13 @@ func TestSourceStore(t *testing.T) {
 	f, _ := os.OpenFile(p, os.O_RDWR, 0)
 	f.WriteAt([]byte{1, 2, 3}, 10)
 	f.Close()
-	if _, err := s.Get(0); !errors.Is(err, ErrCorrupt) {
+	if _, err := s.Get(0); !errors.Is(err, ErrCorrupt) || !errors.Is(err, ErrChanged) {
 		t.Fatalf("changed source served: %v", err)
+	}
+	// One whose size changed is refused at once.
+	os.Truncate(p, m.Size-1)
+	if _, err := OpenSource(p, Layout{m.Size, m.SliceSize}, m.Verify); !errors.Is(err, ErrChanged) {
+		t.Fatalf("source of another size opened: %v", err)
 	}
 }
 
