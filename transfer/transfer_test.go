@@ -36,6 +36,13 @@ func newTNode(t *testing.T, sliceSize int) *tnode {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { h.Close() })
+	return &tnode{h: h, e: newEngine(t, h, sliceSize), dir: t.TempDir()}
+}
+
+// newEngine starts an engine on h with a fresh directory (closed when the test ends, before h).
+func newEngine(t *testing.T, h host.Host, sliceSize int) *Engine {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Dir = t.TempDir()
 	cfg.SliceSize = sliceSize
@@ -45,11 +52,8 @@ func newTNode(t *testing.T, sliceSize int) *tnode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		e.Close()
-		h.Close()
-	})
-	return &tnode{h: h, e: e, dir: t.TempDir()}
+	t.Cleanup(func() { e.Close() })
+	return e
 }
 
 func connect(t *testing.T, ns ...*tnode) {
@@ -806,19 +810,7 @@ func TestServeAfterRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cfg := DefaultConfig()
-	cfg.Dir = t.TempDir()
-	src2, err := New(src.h, cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src2.Close()
-	cfg.Dir = t.TempDir()
-	r1b, err := New(r1.h, cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r1b.Close()
+	src2, r1b := newEngine(t, src.h, 64<<10), newEngine(t, r1.h, 64<<10)
 	if err := src2.Serve(m, path, KindShare); err != nil {
 		t.Fatal(err)
 	}
