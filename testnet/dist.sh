@@ -104,7 +104,7 @@ scenario_distribution() {
 		peers=$(rc_jnum bytes_peers "$log")
 		srcb=$(rc_jnum bytes_source "$log")
 		proxy=false
-		if grep -q '"proxy": *true' "$log"; then
+		if rc_get_proxy "$h"; then
 			proxy=true
 			proxies+=("$(rc_segment_of "$h")")
 		fi
@@ -227,15 +227,10 @@ scenario_proxy_failover() {
 	rc_check "proxy killed mid-transfer $proxy" "$rc" "\"done_bytes\":$held,\"size\":$size"
 
 	# Every other receiver completes with an identical copy.
-	local log taker="" mc
+	local taker=""
 	for h in "${receivers[@]}"; do
 		[[ $h == "$proxy" ]] && continue
-		rc=0
-		rc_wait_pid "${RC_GETPID[$h]}" "$((gt + 30))" || rc=$?
-		cmp -s "$file" "$RC_DIR/recv/$h.bin" || rc=1
-		log=$RC_DIR/logs/$h-get.log
-		mc=$(rc_jnum bytes_multicast "$log")
-		rc_check "identical $h" "$rc" "\"segment\":\"$(rc_segment_of "$h")\",\"bytes_multicast\":$mc,\"bytes_peers\":$(rc_jnum bytes_peers "$log"),\"bytes_source\":$(rc_jnum bytes_source "$log")"
+		rc_check_get "$h" "$file" "$((gt + 30))" || true
 		if grep -q 'msg="proxy peer for this multicast domain: taking over"' "$RC_DIR/logs/$h-raftcast.log" 2>/dev/null; then
 			taker="$taker$h "
 		fi
@@ -273,16 +268,9 @@ scenario_late_get() {
 	for h in "${P3_RECEIVERS[@]}"; do [[ " ${late[*]} " == *" $h "* ]] || first+=("$h"); done
 	local gt=${RC_GET_TIMEOUT:-120}
 	rc_start_gets late.bin "$gt" "${first[@]}"
-	local isproxy
 	for h in "${first[@]}"; do
-		rc=0
-		rc_wait_pid "${RC_GETPID[$h]}" "$((gt + 30))" || rc=$?
-		cmp -s "$P3_FILE" "$RC_DIR/recv/$h.bin" || rc=1
-		isproxy=false
-		if grep -q '"proxy": *true' "$RC_DIR/logs/$h-get.log" 2>/dev/null; then
-			isproxy=true proxy=$h
-		fi
-		rc_check "identical $h" "$rc" "\"segment\":\"$(rc_segment_of "$h")\",\"proxy\":$isproxy"
+		rc_check_get "$h" "$P3_FILE" "$((gt + 30))" || true
+		rc_get_proxy "$h" && proxy=$h
 	done
 	late_get "${late[0]}" "$gt" "$size" "the proxy"
 	rc=0
@@ -298,17 +286,29 @@ scenario_late_get() {
 	late_get "${late[1]}" "$gt" "$size" "the restarted proxy"
 }
 
+# rc_check_get HOST FILE SECS: waits up to SECS for HOST's get (rc_start_gets) and checks
+# "identical HOST": it ended well and its copy is FILE's. The check's detail has HOST's segment,
+# whether it was its domain's proxy, and the get summary's bytes by carrier and seconds.
+# Returns the check's status.
+rc_check_get() {
+	local h=$1 file=$2 secs=$3 rc=0 log=$RC_DIR/logs/$1-get.log proxy=false
+	rc_wait_pid "${RC_GETPID[$h]}" "$secs" || rc=$?
+	cmp -s "$file" "$RC_DIR/recv/$h.bin" || rc=1
+	rc_get_proxy "$h" && proxy=true
+	rc_check "identical $h" "$rc" "\"segment\":\"$(rc_segment_of "$h")\",\"proxy\":$proxy,\"bytes_multicast\":$(rc_jnum bytes_multicast "$log"),\"bytes_peers\":$(rc_jnum bytes_peers "$log"),\"bytes_source\":$(rc_jnum bytes_source "$log"),\"seconds\":$(rc_jnum seconds "$log")"
+	return "$rc"
+}
+
+# rc_get_proxy HOST: HOST's get summary says it was its domain's proxy.
+rc_get_proxy() { grep -q '"proxy": *true' "$RC_DIR/logs/$1-get.log" 2>/dev/null; }
+
 # late_get HOST SECS SIZE WHOM: HOST gets late.bin (P3_FILE) alone and must take most of its
 # bytes by multicast (check "late get by multicast from WHOM HOST").
 late_get() {
-	local h=$1 gt=$2 size=$3 whom=$4 rc log mc
+	local h=$1 gt=$2 size=$3 whom=$4 rc mc
 	rc_start_gets late.bin "$gt" "$h"
-	rc=0
-	rc_wait_pid "${RC_GETPID[$h]}" "$((gt + 30))" || rc=$?
-	cmp -s "$P3_FILE" "$RC_DIR/recv/$h.bin" || rc=1
-	log=$RC_DIR/logs/$h-get.log
-	mc=$(rc_jnum bytes_multicast "$log")
-	rc_check "identical $h" "$rc" "\"segment\":\"s1\",\"bytes_multicast\":$mc,\"bytes_peers\":$(rc_jnum bytes_peers "$log"),\"bytes_source\":$(rc_jnum bytes_source "$log"),\"seconds\":$(rc_jnum seconds "$log")"
+	rc_check_get "$h" "$P3_FILE" "$((gt + 30))" || true
+	mc=$(rc_jnum bytes_multicast "$RC_DIR/logs/$h-get.log")
 	rc=1
 	((mc * 2 > size)) && rc=0
 	rc_check "late get by multicast from $whom $h" "$rc" "\"bytes_multicast\":$mc,\"size\":$size"
