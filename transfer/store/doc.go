@@ -24,6 +24,14 @@
 // original file as a read-only store whose slices are verified as they are read, so a file
 // edited after slicing is never passed on.
 //
+// Whole slices in page-aligned buffers (every slice but a shorter last one, as receivers
+// assemble them) are written with O_DIRECT where the file system takes it, so receiving a
+// large file neither copies it into fresh page-cache pages nor fills the cache; the last
+// slice, unaligned buffers and file systems without O_DIRECT go through the page cache, and
+// so does every write once a direct one is refused or direct writes take more than 50 ms on
+// average (a slow disk would stall the receiver between reads of its socket). Reads go
+// through the page cache.
+//
 // Write errors carry the file and slice concerned and, for ENOSPC/EDQUOT and permission
 // errors, a hint; they are always returned, never hidden.
 package store

@@ -9,9 +9,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/raftcast/raftcast/transfer/content"
 )
@@ -459,5 +461,136 @@ func TestBitmapMinus(t *testing.T) {
 	}
 	if got := b.Minus(b); len(got) != 0 {
 		t.Fatalf("b minus itself = %v", got)
+	}
+}
+
+// aligned returns a copy of b in a buffer aligned for O_DIRECT.
+func aligned(b []byte) []byte {
+	buf := make([]byte, len(b)+directAlign)
+	off := (directAlign - int(uintptr(unsafe.Pointer(&buf[0]))%directAlign)) % directAlign
+	return append(buf[off:off:off+len(b)], b...)
+}
+
+// slowFile delays each write by delay, or fails it with EINVAL when refuse is set: a direct
+// file descriptor on a slow disk, or on a file system that takes O_DIRECT at open only.
+type slowFile struct {
+	file
+	delay  time.Duration
+	refuse bool
+	writes atomic.Int64
+}
+
+func (f *slowFile) WriteAt(p []byte, off int64) (int, error) {
+	f.writes.Add(1)
+	if f.refuse {
+		return 0, syscall.EINVAL
+	}
+	time.Sleep(f.delay)
+	return f.file.WriteAt(p, off)
+}
+
+// TestDirectWrites: whole slices in aligned buffers go to disk with O_DIRECT (where the file
+// system takes it), the shorter last slice and unaligned buffers through the page cache, and
+// every byte reads back, survives a reopen (re-verified) and ends up in the output.
+func TestDirectWrites(t *testing.T) {
+	data, m := fixture(t, 8*ss+100)
+	dir := t.TempDir()
+	s, err := Open(ForManifest(dir, m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, supported := s.DirectWrites()
+	if !supported {
+		t.Logf("%s does not take O_DIRECT: checking the page-cache path only", dir)
+	}
+	for _, i := range []int{5, 0, 8, 2, 7} {
+		if _, err := s.Put(i, aligned(slice(data, m, i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An unaligned buffer: one byte into an aligned one.
+	b := aligned(append([]byte{0}, slice(data, m, 1)...))[1:]
+	if _, err := s.Put(1, b); err != nil {
+		t.Fatal(err)
+	}
+	n, on := s.DirectWrites()
+	if supported && (n != 4 || !on) {
+		t.Fatalf("direct writes = %d (on %v), want the 4 whole aligned slices", n, on)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(ForManifest(dir, m)) // re-verifies what the bitmap claims
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := s.Missing(); !slices.Equal(got, []int{3, 4, 6}) {
+		t.Fatalf("after reopen Missing = %v, want [3 4 6]", got)
+	}
+	for _, i := range []int{3, 4, 6} {
+		if _, err := s.Put(i, aligned(slice(data, m, i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range m.NumSlices() {
+		if got, err := s.Get(i); err != nil || !bytes.Equal(got, slice(data, m, i)) {
+			t.Fatalf("slice %d reads back wrong: %v", i, err)
+		}
+	}
+	out := filepath.Join(dir, "f.bin")
+	if err := s.Finalize(out); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(out); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("output differs: %v", err)
+	}
+}
+
+// TestDirectWritesTurnOff: a direct write that is refused (EINVAL) turns direct writes off for
+// the store, as do directAvgN of them slower than directSlow on average; the slice is stored
+// all the same and later ones go through the page cache.
+func TestDirectWritesTurnOff(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		df     *slowFile
+		writes int64
+	}{
+		{"refused", &slowFile{refuse: true}, 1},
+		{"slow", &slowFile{delay: directSlow + 5*time.Millisecond}, directAvgN},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data, m := fixture(t, (directAvgN+4)*ss)
+			cfg := ForManifest(t.TempDir(), m)
+			cfg.openFile = func(name string, flag int, perm os.FileMode) (file, error) {
+				f, err := os.OpenFile(name, flag&^syscall.O_DIRECT, perm)
+				if flag&syscall.O_DIRECT != 0 {
+					tc.df.file = f
+					return tc.df, err
+				}
+				return f, err
+			}
+			s, err := Open(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			for i := range m.NumSlices() {
+				if added, err := s.Put(i, aligned(slice(data, m, i))); err != nil || !added {
+					t.Fatalf("Put %d: %v %v", i, added, err)
+				}
+			}
+			if w := tc.df.writes.Load(); w != tc.writes {
+				t.Fatalf("%d writes reached the direct descriptor, want %d", w, tc.writes)
+			}
+			if _, on := s.DirectWrites(); on {
+				t.Fatal("direct writes still on")
+			}
+			for i := range m.NumSlices() {
+				if got, err := s.Get(i); err != nil || !bytes.Equal(got, slice(data, m, i)) {
+					t.Fatalf("slice %d reads back wrong: %v", i, err)
+				}
+			}
+		})
 	}
 }
