@@ -384,7 +384,9 @@ const directAlign = 4096
 // on this testnet's virtual machine (16-20 % of the two cores in the two-domain bench, `perf
 // record -a`); on a slow disk (a busy hard disk, network storage) it would stall the
 // receiver, which the page cache absorbs. Measured in that bench (ten receivers writing to
-// one virtual disk): 256 KiB took 1-10 ms on average, single writes up to 80 ms.
+// one virtual disk): 256 KiB took 1-10 ms on average, single writes up to 80 ms, and 200-300
+// ms near the end while other receivers fsynced their files (where one receiver in two runs
+// turned them off).
 const (
 	directSlow = 50 * time.Millisecond
 	directAvgN = 16
