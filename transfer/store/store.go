@@ -175,13 +175,13 @@ type Store struct {
 	closed    bool
 	closing   bool          // Close has begun: no new background flush
 	finalPath string        // set once finalized
-	directAvg time.Duration // moving average of direct writes' durations (see directSlow)
+	directN   int64         // slices written through df
+	directAvg time.Duration // moving average of their durations (see directSlow)
 	flushErr  error         // the last background flush failure, returned by the next Put, Flush or Close
 
 	bg sync.WaitGroup // the background flush, if running
 
-	directOff atomic.Bool  // df is no longer used (a slow or refused direct write)
-	directN   atomic.Int64 // slices written through df
+	directOff atomic.Bool // df is no longer used (a slow or refused direct write)
 }
 
 // Open opens (or creates) the store for cfg, loading the saved bitmap so a restarted
@@ -410,14 +410,13 @@ func (s *Store) write(data []byte, off int64) error {
 	}
 	if err == nil {
 		took := time.Since(start)
-		n := s.directN.Add(1)
 		s.mu.Lock()
-		if n == 1 {
+		if s.directN++; s.directN == 1 {
 			s.directAvg = took
 		} else {
 			s.directAvg += (took - s.directAvg) / directAvgN
 		}
-		slow := n >= directAvgN && s.directAvg > directSlow
+		slow := s.directN >= directAvgN && s.directAvg > directSlow
 		s.mu.Unlock()
 		if slow {
 			s.directOff.Store(true)
@@ -429,7 +428,9 @@ func (s *Store) write(data []byte, off int64) error {
 // DirectWrites reports how many slices were written with O_DIRECT, and whether the store
 // still writes that way.
 func (s *Store) DirectWrites() (n int64, on bool) {
-	return s.directN.Load(), s.df != nil && !s.directOff.Load()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.directN, s.df != nil && !s.directOff.Load()
 }
 
 // Get returns a copy of slice index, which must be held.
