@@ -435,6 +435,18 @@ func (ds *dist) onWant(id content.ID, from peer.ID, link int64) {
 	}()
 }
 
+// keepProxy records that this node relayed id, held complete, as its domain's proxy: while the
+// group keeps it so, a get started in the domain later (its want heard here) gets a pass from
+// it, as the source's domain does from the source, instead of waiting for a relay that ended.
+// A share of id stays as it is.
+func (ds *dist) keepProxy(id content.ID, size int64, g *peergroup.Group) {
+	ds.mu.Lock()
+	defer ds.mu.Unlock()
+	if _, ok := ds.sources[id]; !ok {
+		ds.sources[id] = sourceInfo{size: size, group: g, proxy: true}
+	}
+}
+
 // passSource is what this node keeps of id to answer a want with a pass (inDomain: the want
 // is from its domain), and whether it answers: it is id's source, or its domain's proxy that
 // holds id complete, the want is from its domain and the group still records it as the
@@ -704,16 +716,9 @@ func (ds *dist) get(ctx context.Context, idOrName, out, groupName string, progre
 	}
 	relayed := req.Relay != nil && ds.domainProxy(g, id) == ds.d.node.ID()
 	if relayed {
-		// The group keeps this node as its domain's proxy of id: a get started in the domain
-		// later (its want heard here) gets a pass from it, as the source's domain does from
-		// the source, instead of waiting for a relay that ended.
-		ds.mu.Lock()
-		if _, ok := ds.sources[id]; !ok {
-			ds.sources[id] = sourceInfo{size: res.Size, group: g, proxy: true}
-		}
-		ds.mu.Unlock()
+		ds.keepProxy(id, res.Size, g)
 	}
-	if !ds.held.has(id) && res.Manifest != nil {
+	if !ds.held.has(id) {
 		// The file at out is what the engine serves from now on (a later get of id copies it).
 		rec := heldRecord{Kind: transfer.KindGet, Path: out, Group: g.Name(), Proxy: relayed}
 		if err := ds.held.put(res.Manifest, rec); err != nil {

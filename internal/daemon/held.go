@@ -170,15 +170,15 @@ func (ds *dist) restoreHeld() {
 			continue
 		}
 		role := "holder"
-		ds.mu.Lock()
 		switch {
 		case rec.Kind == transfer.KindShare:
 			role = "source"
+			ds.mu.Lock()
 			ds.sources[id] = sourceInfo{rate: rec.Rate, size: e.m.Size, group: g}
+			ds.mu.Unlock()
 		case rec.Proxy:
-			ds.sources[id] = sourceInfo{size: e.m.Size, group: g, proxy: true}
+			ds.keepProxy(id, e.m.Size, g)
 		}
-		ds.mu.Unlock()
 		ds.d.log.Info("serving held content again", "content", id, "name", e.m.Name, "role", role, "group", g.Name(), "path", rec.Path)
 		ds.wg.Go(func() {
 			ctx, cancel := context.WithTimeout(ds.ctx, 30*time.Second)
